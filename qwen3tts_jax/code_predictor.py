@@ -1,0 +1,95 @@
+"""The code predictor (sub-talker / MTP): codebooks 1..15 of a frame from the talker's hidden
+state and codebook 0.
+
+Mirrors `Qwen3TTSTalkerCodePredictorModelForConditionalGeneration` and
+`Qwen3TTSTalkerCodePredictorModel`. Indexing trap kept as in the reference: embedding j and head j
+serve codebook j+1; codebook 0 is embedded by the *talker's* `codec_embedding`; the predictor's
+embeddings have the talker's width, and `small_to_mtp_projection` (present only when the talker
+and predictor widths differ, i.e. 1.7B) maps every predictor input — the talker hidden state too.
+
+Per frame the predictor runs on a fresh cache of `num_code_groups` slots: a 2-token prefill
+`[proj(past_hidden), proj(C0(code0))]` at positions 0, 1 → head 0 → code 1, then 14 single steps
+`proj(emb_{j-1}(code_j))` → head j → code j+1.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from qwen3tts_jax.config import Policy, TalkerConfig
+from qwen3tts_jax.nn.linear import Embedding, Linear
+from qwen3tts_jax.nn.transformer import DecoderCache, DecoderStack, init_cache
+from qwen3tts_jax.typing import Array, Bool, Float, Int
+
+
+class CodePredictorModel(DecoderStack):
+    """`Qwen3TTSTalkerCodePredictorModel`: decoder stack + 15 codebook embeddings (talker width)."""
+
+    num_embeddings: int = 0
+    codebook_size: int = 0
+    embedding_dim: int = 0
+
+    def setup(self):
+        super().setup()
+        p = self.policy
+        self.codec_embedding = [
+            Embedding(self.codebook_size, self.embedding_dim, p.dtype, p.param_dtype) for _ in range(self.num_embeddings)
+        ]
+
+
+class CodePredictor(nn.Module):
+    talker_cfg: TalkerConfig
+    policy: Policy
+
+    def setup(self):
+        cp, p = self.talker_cfg.code_predictor, self.policy
+        talker_hidden = self.talker_cfg.transformer.hidden_size
+        n = cp.num_code_groups - 1
+        self.model = CodePredictorModel(
+            cp.transformer, p, num_embeddings=n, codebook_size=cp.vocab_size, embedding_dim=talker_hidden
+        )
+        self.lm_head = [Linear(cp.vocab_size, False, p.dtype, p.param_dtype) for _ in range(n)]
+        if self.has_projection:
+            self.small_to_mtp_projection = Linear(cp.transformer.hidden_size, True, p.dtype, p.param_dtype)
+
+    @property
+    def has_projection(self) -> bool:
+        return self.talker_cfg.code_predictor.transformer.hidden_size != self.talker_cfg.transformer.hidden_size
+
+    def project(self, x: Float[Array, "... d"]) -> Float[Array, "... c"]:
+        """`small_to_mtp_projection` (1.7B) or identity (0.6B)."""
+        return self.small_to_mtp_projection(x) if self.has_projection else x.astype(self.policy.dtype)
+
+    def embed(self, j: int, ids: Int[Array, "b t"]) -> Float[Array, "b t d"]:
+        """Embedding j (of codebook j+1), in the talker's width, before projection."""
+        return self.model.codec_embedding[j](ids)
+
+    def head(self, j: int, hidden: Float[Array, "b t c"]) -> Float[Array, "b t v"]:
+        """Head j (predicts codebook j+1), fp32 logits."""
+        return self.lm_head[j](hidden).astype(jnp.float32)
+
+    def __call__(
+        self, inputs: Float[Array, "b t d"], mask: Bool[Array, "b t"], cache: DecoderCache
+    ) -> tuple[Float[Array, "b t c"], DecoderCache]:
+        """Project talker-width inputs and run them through the stack (prefill or step)."""
+        return self.model(self.project(inputs), mask, cache)
+
+    def teacher_forced_logits(
+        self, past_hidden: Float[Array, "b d"], code0_embed: Float[Array, "b d"], codes: Int[Array, "b q"]
+    ) -> Float[Array, "b q-1 v"]:
+        """All 15 logit sets of a frame in one forward, given the frame's codes (teacher forcing):
+        the input is `[h, C0(c0), emb_0(c1), …, emb_{n-2}(c_{n-1})]` and set j is head j at
+        position j+1 — the layout of the reference's `forward_finetune`."""
+        n = self.talker_cfg.code_predictor.num_code_groups - 1
+        b = past_hidden.shape[0]
+        embeds = [past_hidden[:, None], code0_embed[:, None]] + [self.embed(j, codes[:, j + 1 : j + 2]) for j in range(n - 1)]
+        x = jnp.concatenate([e.astype(self.policy.dtype) for e in embeds], axis=1)  # b n+1 d
+        cache = init_cache(self.talker_cfg.code_predictor.transformer, self.policy, b, n + 1)
+        hidden, _ = self(x, jnp.ones((b, n + 1), bool), cache)
+        return jnp.stack([self.head(j, hidden[:, j + 1]) for j in range(n)], axis=1)
+
+
+def predictor_cache(cfg: TalkerConfig, policy: Policy, batch: int) -> DecoderCache:
+    """A fresh per-frame cache: 2 prefill slots + 14 steps = num_code_groups slots."""
+    return init_cache(cfg.code_predictor.transformer, policy, batch, cfg.code_predictor.num_code_groups)

@@ -1,0 +1,104 @@
+"""Multi-head / grouped-query self-attention over a fixed-size KV cache.
+
+Mirrors `Qwen3TTSTalkerAttention` / `Qwen3TTSAttention` (with per-head q/k RMSNorm) and, with
+`qk_norm=False`, the codec transformers' attention. GQA is done by reshaping the queries to
+`(kv_heads, groups)` — K/V are never repeated. The cache is explicit: `KVCache` goes in, the
+updated one comes out; new keys/values are written with `dynamic_update_slice` at `write_index`.
+The caller supplies the boolean mask `(b, t, s)` (causal, padding, sliding window), so one module
+serves every variant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from qwen3tts_jax.nn.linear import Linear
+from qwen3tts_jax.nn.norms import RMSNorm
+from qwen3tts_jax.nn.rope import apply_rope
+from qwen3tts_jax.typing import Array, Bool, Float, Int
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+    """One layer's keys and values for `s` slots (stacked layers add a leading `l` axis)."""
+
+    k: Float[Array, "b s k x"]
+    v: Float[Array, "b s k x"]
+
+    @staticmethod
+    def zeros(batch: int, slots: int, kv_heads: int, head_dim: int, dtype=jnp.float32) -> "KVCache":
+        shape = (batch, slots, kv_heads, head_dim)
+        return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+def write_kv(cache: KVCache, k: Float[Array, "b t k x"], v: Float[Array, "b t k x"], index: Int[Array, ""]) -> KVCache:
+    """Write t new slots starting at `index` (same slot for every row)."""
+    at = (0, index, 0, 0)
+    return KVCache(
+        jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), at),
+        jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), at),
+    )
+
+
+def attend(
+    q: Float[Array, "b t h x"],
+    k: Float[Array, "b s k x"],
+    v: Float[Array, "b s k x"],
+    mask: Bool[Array, "b t s"],
+    scale: float,
+) -> Float[Array, "b t h x"]:
+    """softmax(q·k * scale + mask) · v with GQA by query reshaping; softmax in fp32.
+
+    Rows whose mask is all False (queries at left-padding positions) get a uniform distribution
+    instead of NaN, as the reference's additive finite mask does; their outputs are never used.
+    """
+    b, t, h, x = q.shape
+    kv_heads = k.shape[2]
+    qg = q.reshape(b, t, kv_heads, h // kv_heads, x)  # b t k g x
+    scores = jnp.einsum("btkgx,bskx->bkgts", qg, k.astype(q.dtype)) * jnp.asarray(scale, q.dtype)
+    scores = jnp.where(mask[:, None, None, :, :], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    out = jnp.einsum("bkgts,bskx->btkgx", probs, v.astype(q.dtype))
+    return out.reshape(b, t, h, x)
+
+
+class Attention(nn.Module):
+    """Self-attention with optional per-head q/k RMSNorm (over head_dim) and RoPE."""
+
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    qk_norm: bool = True
+    norm_eps: float = 1e-6
+    use_bias: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Float[Array, "b t d"],
+        cos: Float[Array, "b t x"],
+        sin: Float[Array, "b t x"],
+        mask: Bool[Array, "b t s"],
+        cache: KVCache,
+        write_index: Int[Array, ""],
+    ) -> tuple[Float[Array, "b t d"], KVCache]:
+        b, t, d = x.shape
+        dense = lambda n, name: Linear(n, self.use_bias, self.dtype, self.param_dtype, name=name)  # noqa: E731
+        q = dense(self.num_heads * self.head_dim, "q_proj")(x).reshape(b, t, self.num_heads, self.head_dim)
+        k = dense(self.num_kv_heads * self.head_dim, "k_proj")(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        v = dense(self.num_kv_heads * self.head_dim, "v_proj")(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        if self.qk_norm:
+            q = RMSNorm(self.norm_eps, self.param_dtype, name="q_norm")(q)
+            k = RMSNorm(self.norm_eps, self.param_dtype, name="k_norm")(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        cache = write_kv(cache, k, v, write_index)
+        out = attend(q, cache.k, cache.v, mask, self.head_dim**-0.5)
+        return dense(d, "o_proj")(out.reshape(b, t, self.num_heads * self.head_dim)), cache

@@ -1,0 +1,40 @@
+"""Shared test set-up: the reference import path, fp32 JAX, and worst-error reporting."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "reference" / "stubs"))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", False)
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def max_abs(a, b) -> float:
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, f"shape mismatch {a.shape} vs {b.shape}"
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def assert_close(ours, ref, tol: float, what: str) -> float:
+    """Assert max |ours - ref| <= tol and print the worst error (the suite's error report)."""
+    err = max_abs(ours, ref)
+    print(f"[parity] {what}: max abs err {err:.3e} (tol {tol:.0e})")
+    assert err <= tol, f"{what}: max abs err {err:.3e} > tol {tol:.0e}"
+    return err
+
+
+@pytest.fixture(scope="session")
+def torch_threads():
+    import torch
+
+    torch.set_num_threads(2)
+    return 2
