@@ -9,11 +9,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "reference" / "stubs"))
 sys.path.insert(0, str(Path(__file__).parent.parent))
+sys.path.insert(0, str(Path(__file__).parent))
 
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
-jax.config.update("jax_default_matmul_precision", "highest")
 
 
 def max_abs(a, b) -> float:
@@ -38,3 +38,20 @@ def torch_threads():
 
     torch.set_num_threads(2)
     return 2
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """`tiny_model(name, seed=0)` → (reference torch model, saved folder). Built once per session."""
+    from reference.models import TINY_VARIANTS, build_reference_model, config_dict, save_reference_model
+
+    built = {}
+
+    def get(name: str, seed: int = 0):
+        if (name, seed) not in built:
+            model = build_reference_model(config_dict(**TINY_VARIANTS[name]), seed)
+            folder = save_reference_model(model, tmp_path_factory.mktemp(f"{name}-{seed}"))
+            built[name, seed] = (model, folder)
+        return built[name, seed]
+
+    return get

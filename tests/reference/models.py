@@ -154,3 +154,15 @@ def save_reference_model(model, out_dir: Path, generation_config: dict | None = 
     cfg_path.write_text(json.dumps(data, indent=2))
     (out_dir / "generation_config.json").write_text(json.dumps(generation_config or GENERATION_CONFIG, indent=2))
     return out_dir
+
+
+# Tiny variants used across the suite: both head layouts (GQA/MHA), both predictor shapes (0.6B:
+# same width, no projection; 1.7B: narrower predictor behind small_to_mtp_projection), and the
+# three model types.
+TINY_VARIANTS = {
+    "base-0b6-gqa": dict(tts_model_type="base"),
+    "base-1b7-mha": dict(tts_model_type="base", predictor_hidden=32, kv_heads=4, layers=2),
+    "custom-0b6-gqa": dict(tts_model_type="custom_voice", kv_heads=1),
+    "custom-1b7-gqa": dict(tts_model_type="custom_voice", predictor_hidden=48, heads=6, kv_heads=3, head_dim=8),
+    "design-1b7-gqa": dict(tts_model_type="voice_design", predictor_hidden=32),
+}
