@@ -166,3 +166,30 @@ TINY_VARIANTS = {
     "custom-1b7-gqa": dict(tts_model_type="custom_voice", predictor_hidden=48, heads=6, kv_heads=3, head_dim=8),
     "design-1b7-gqa": dict(tts_model_type="voice_design", predictor_hidden=32),
 }
+
+
+def meta_state_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
+    """Key → shape of the reference model's state_dict, built on the meta device (no memory)."""
+    from qwen_tts.core.models.modeling_qwen3_tts import Qwen3TTSForConditionalGeneration
+
+    with torch.device("meta"):
+        model = Qwen3TTSForConditionalGeneration(reference_config(cfg))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def write_sparse_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str = "BF16") -> Path:
+    """A valid safetensors file with the given keys/shapes whose data is all zeros, written as a
+    sparse file: full-size checkpoints for header-level tools (inspect) at no disk or time cost."""
+    size = {"BF16": 2, "F16": 2, "F32": 4}[dtype]
+    header, offset = {}, 0
+    for key in sorted(shapes):
+        n = math.prod(shapes[key]) * size
+        header[key] = {"dtype": dtype, "shape": list(shapes[key]), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as fh:
+        fh.write(len(raw).to_bytes(8, "little"))
+        fh.write(raw)
+        fh.truncate(8 + len(raw) + offset)
+    return path
