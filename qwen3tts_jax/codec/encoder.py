@@ -10,7 +10,8 @@ Module by module (transformers/models/mimi/modeling_mimi.py):
     MimiTransformerLayer/Model → `MimiTransformerLayer` / `MimiTransformer` (LayerNorm+bias, MHA with
                                   RoPE, layer scale, GELU(erf) MLP; no final norm)
     MimiSplitResidualVectorQuantizer / MimiResidualVectorQuantizer / MimiEuclideanCodebook
-                               → `SplitRVQEncoder` / `RVQEncoder` (+ `nearest_code`)
+                               → `SplitRVQEncoder` / `RVQEncoder` / `Codebook` (the distance and
+                                  centroid helpers are `codec.quantizer`'s)
 
 Attention is FULL causal: the reference runs eager/sdpa, where `create_causal_mask` ignores the
 250-frame sliding window (only its flash-attention-2 path would honour it).
@@ -42,10 +43,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from qwen3tts_jax.codec.config import MimiEncoderConfig, Qwen3TTSTokenizerV2Config
+from qwen3tts_jax.codec.decoder import LayerNorm, LayerScale
+from qwen3tts_jax.codec.quantizer import codebook_embedding, nearest_code
 from qwen3tts_jax.nn.attention import attend
+from qwen3tts_jax.nn.conv import Conv1d
 from qwen3tts_jax.nn.linear import Linear
 from qwen3tts_jax.nn.rope import apply_rope, rope_tables
 from qwen3tts_jax.typing import Array, Float, Int, Params
@@ -54,50 +57,17 @@ __all__ = [
     "Qwen3TTSTokenizerV2Encoder",
     "encode",
     "encoder_stages",
-    "nearest_code",
     "num_frames",
     "bucket_samples",
 ]
-
-CODEBOOK_EPS = 1e-5  # MimiEuclideanCodebook(epsilon=1e-5): usage is clamped below this
-
 
 def _ceil_div(a, b: int):
     return -(-a // b)
 
 
 # --------------------------------------------------------------------------------------------
-# Convolutions (torch layouts: weight (out, in/groups, k))
+# Convolutions (torch layouts: weight (out, in/groups, k), via `nn.conv.Conv1d`)
 # --------------------------------------------------------------------------------------------
-
-
-class Conv1d(nn.Module):
-    """`torch.nn.Conv1d` without padding, on channels-last input; weight `(out, in/groups, k)`.
-
-    A local helper: the SEANet needs the valid-length masking described in the module docstring
-    between padding and convolving, so it pads itself and only wants the bare convolution.
-    """
-
-    features: int
-    kernel_size: int
-    stride: int = 1
-    dilation: int = 1
-    groups: int = 1
-    use_bias: bool = True
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Float[Array, "b t c"]) -> Float[Array, "b u o"]:
-        fan_in = x.shape[-1] // self.groups * self.kernel_size
-        init = nn.initializers.normal(1.0 / math.sqrt(fan_in))
-        w = self.param("weight", init, (self.features, x.shape[-1] // self.groups, self.kernel_size), self.param_dtype)
-        y = jax.lax.conv_general_dilated(
-            x, w.astype(x.dtype), window_strides=(self.stride,), padding="VALID", rhs_dilation=(self.dilation,),
-            dimension_numbers=("NWC", "OIW", "NWC"), feature_group_count=self.groups,
-        )
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype).astype(y.dtype)
-        return y
 
 
 class MimiConv1d(nn.Module):
@@ -105,7 +75,9 @@ class MimiConv1d(nn.Module):
     `ceil(L/stride)` frames; zeros, or edge values with `pad_mode="replicate"`.
 
     `valid` is the sequence length the reference would see at this layer (a traced scalar, `<=`
-    the buffer length); returns the output and its valid length `ceil(valid/stride)`.
+    the buffer length); returns the output and its valid length `ceil(valid/stride)`. Not
+    `nn.conv.CausalConv1d`: that one pads for the buffer length, and the valid-length edge
+    emulation has to sit between the masking and the padding.
     """
 
     features: int
@@ -135,7 +107,7 @@ class MimiConv1d(nn.Module):
         mode = "edge" if self.pad_mode == "replicate" else "constant"
         x = jnp.pad(x, ((0, 0), (left, right), (0, 0)), mode=mode)
         y = Conv1d(self.features, self.kernel_size, self.stride, self.dilation, use_bias=self.use_bias,
-                   param_dtype=self.param_dtype, name="conv")(x)
+                   dtype=x.dtype, param_dtype=self.param_dtype, name="conv")(x)
         return y, _ceil_div(valid, self.stride)
 
 
@@ -197,35 +169,6 @@ class SEANetEncoder(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class LayerNorm(nn.Module):
-    """`torch.nn.LayerNorm(d, eps)` with params named `weight` / `bias`; statistics in fp32."""
-
-    eps: float = 1e-5
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
-        d = x.shape[-1]
-        w = self.param("weight", nn.initializers.ones, (d,), self.param_dtype)
-        b = self.param("bias", nn.initializers.zeros, (d,), self.param_dtype)
-        xf = x.astype(jnp.float32)
-        mean = jnp.mean(xf, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
-        y = (xf - mean) * jax.lax.rsqrt(var + self.eps)
-        return (y * w.astype(jnp.float32) + b.astype(jnp.float32)).astype(x.dtype)
-
-
-class LayerScale(nn.Module):
-    """`MimiLayerScale`: a learned per-channel `scale * x`."""
-
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
-        scale = self.param("scale", nn.initializers.constant(0.01), (x.shape[-1],), self.param_dtype)
-        return scale.astype(x.dtype) * x
-
-
 class MimiAttention(nn.Module):
     """`MimiAttention` (eager) / `MimiSdpaAttention`: q/k/v/o projections, RoPE (rotate-half), no
     q/k norm, scale head_dim^-0.5, softmax in fp32, under the caller's mask."""
@@ -269,9 +212,9 @@ class MimiTransformerLayer(nn.Module):
     def __call__(self, h, cos, sin, mask):
         cfg, pd = self.cfg, self.param_dtype
         a = MimiAttention(cfg, pd, name="self_attn")(LayerNorm(cfg.norm_eps, pd, name="input_layernorm")(h), cos, sin, mask)
-        h = h + LayerScale(pd, name="self_attn_layer_scale")(a)
+        h = h + LayerScale(cfg.layer_scale_initial_scale, pd, name="self_attn_layer_scale")(a)
         m = MimiMLP(cfg, pd, name="mlp")(LayerNorm(cfg.norm_eps, pd, name="post_attention_layernorm")(h))
-        return h + LayerScale(pd, name="mlp_layer_scale")(m)
+        return h + LayerScale(cfg.layer_scale_initial_scale, pd, name="mlp_layer_scale")(m)
 
 
 class MimiTransformer(nn.Module):
@@ -295,29 +238,6 @@ class MimiTransformer(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Split residual vector quantizer (encode direction)
 # --------------------------------------------------------------------------------------------
-
-
-def nearest_code(
-    x: Float[Array, "... e"], embed_sum: Float[Array, "v e"], cluster_usage: Float[Array, "v"]
-) -> tuple[Int[Array, "..."], Float[Array, "... e"]]:
-    """`MimiEuclideanCodebook.encode` + `decode`: index of the nearest centroid and the centroid.
-
-    Centroids `E = embed_sum / clamp(usage, 1e-5)`; distances in fp32. The reference's
-    `torch.cdist` (mm path) ranks by `|x|^2 - 2 x.E + |E|^2`; `|x|^2` is common to a row, so the
-    argmin of `|E|^2 - 2 x.E` is the same ranking.
-    """
-    e = embed_sum.astype(jnp.float32) / jnp.maximum(cluster_usage.astype(jnp.float32), CODEBOOK_EPS)[:, None]
-    xf = x.astype(jnp.float32)
-    scores = jnp.sum(e * e, axis=-1) - 2.0 * jnp.einsum("...e,ve->...v", xf, e, precision=jax.lax.Precision.HIGHEST)
-    idx = jnp.argmin(scores, axis=-1).astype(jnp.int32)
-    return idx, jnp.take(e, idx, axis=0)
-
-
-def code_distances(x: Float[Array, "... e"], embed_sum: Float[Array, "v e"], cluster_usage: Float[Array, "v"]) -> Float[Array, "... v"]:
-    """Squared distances to every centroid (fp32), for margin checks in tests and diagnostics."""
-    e = embed_sum.astype(jnp.float32) / jnp.maximum(cluster_usage.astype(jnp.float32), CODEBOOK_EPS)[:, None]
-    xf = x.astype(jnp.float32)
-    return jnp.sum(jnp.square(xf[..., None, :] - e), axis=-1)
 
 
 class Codebook(nn.Module):
@@ -361,18 +281,19 @@ class RVQEncoder(nn.Module):
         cfg = self.cfg
         vq = cfg.vector_quantization_hidden_dimension
         if cfg.uses_quantizer_projections:
-            z = Conv1d(vq, 1, use_bias=False, param_dtype=self.param_dtype, name="input_proj")(h)
+            z = Conv1d(vq, 1, use_bias=False, dtype=h.dtype, param_dtype=self.param_dtype, name="input_proj")(h)
             # Declared for checkpoint coverage only (XLA drops the unused result); decoding is the
             # codec decoder's job.
-            Conv1d(cfg.hidden_size, 1, use_bias=False, param_dtype=self.param_dtype, name="output_proj")(z)
+            Conv1d(cfg.hidden_size, 1, use_bias=False, dtype=h.dtype, param_dtype=self.param_dtype, name="output_proj")(z)
         else:
             z = h
         books = [_VQLayer(cfg.codebook_size, cfg.codebook_dim, name=f"layers_{j}")() for j in range(self.num_layers)]
         residual = z.astype(jnp.float32)
         codes = []
         for embed_sum, usage in books[: self.num_used]:
-            idx, centroid = nearest_code(residual, embed_sum, usage)
-            residual = residual - centroid
+            table = codebook_embedding(embed_sum, usage)  # v e, fp32
+            idx = nearest_code(residual, table)
+            residual = residual - jnp.take(table, idx, axis=0)
             codes.append(idx)
         return jnp.stack(codes, axis=-1), z
 
