@@ -27,6 +27,7 @@ import binascii
 import io
 import math
 import os
+import re
 import urllib.request
 from typing import Any, Sequence, Union
 from urllib.parse import urlparse
@@ -51,9 +52,20 @@ def _is_url(s: str) -> bool:
     return u.scheme in ("http", "https") and bool(u.netloc)
 
 
+_B64 = re.compile(r"[A-Za-z0-9+/=\s]+")
+
+
 def _is_probably_base64(s: str) -> bool:
-    # The reference's heuristic: a data URL, or a long string with no path separator.
-    return s.startswith("data:audio") or (("/" not in s and "\\" not in s) and len(s) > 256)
+    """The reference's heuristic (a data URL, or a long string with no path separator), widened
+    to long strings of base64 characters: raw base64 usually contains '/', which the reference
+    then tries to open as a path. Only asked for strings that are not existing files."""
+    if s.startswith("data:audio"):
+        return True
+    return len(s) > 256 and (("/" not in s and "\\" not in s) or _B64.fullmatch(s) is not None)
+
+
+def _short(s: str, n: int = 80) -> str:
+    return repr(s) if len(s) <= n else repr(s[:n]) + f"... ({len(s)} chars)"
 
 
 def _read_soundfile(source: Any, name: str, what: str) -> tuple[np.ndarray, int]:
@@ -79,8 +91,8 @@ def load_audio(source: str | os.PathLike, name: str = "audio") -> tuple[np.ndarr
             with urllib.request.urlopen(source) as resp:
                 data = resp.read()
         except OSError as err:
-            raise ValueError(f"{name}: cannot fetch audio URL {source!r}: {err}") from err
-        audio, sr = _read_soundfile(io.BytesIO(data), name, f"URL {source!r}")
+            raise ValueError(f"{name}: cannot fetch audio URL {_short(source)}: {err}") from err
+        audio, sr = _read_soundfile(io.BytesIO(data), name, f"URL {_short(source)}")
     elif _is_probably_base64(source) and not os.path.exists(source):
         b64 = source.split(",", 1)[1] if source.strip().startswith("data:") and "," in source else source
         try:
@@ -90,8 +102,8 @@ def load_audio(source: str | os.PathLike, name: str = "audio") -> tuple[np.ndarr
         audio, sr = _read_soundfile(io.BytesIO(data), name, "base64 string")
     else:
         if not os.path.isfile(source):
-            raise FileNotFoundError(f"{name}: audio file not found: {source!r}")
-        audio, sr = _read_soundfile(source, name, f"file {source!r}")
+            raise FileNotFoundError(f"{name}: audio file not found: {_short(source, 200)}")
+        audio, sr = _read_soundfile(source, name, f"file {_short(source, 200)}")
     return to_mono(audio, name), sr
 
 
