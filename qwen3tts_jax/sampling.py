@@ -1,0 +1,468 @@
+"""Logits processors and samplers for the talker (codebook 0) and the sub-talker (codebooks 1..15).
+
+Mirrors what `Qwen3TTSForConditionalGeneration.generate` asks of HF `GenerationMixin`
+(transformers 4.57.3, `_get_logits_processor` then `_sample`):
+
+* talker, each step, on fp32 logits: `RepetitionPenaltyLogitsProcessor` over the codebook-0 tokens
+  generated so far (the prompt goes in as `inputs_embeds`, so `input_ids` starts empty) →
+  `MinNewTokensLengthLogitsProcessor` (EOS blocked while fewer than `min_new_tokens` generated) →
+  `SuppressTokensLogitsProcessor` (the last 1024 ids except EOS) → only when sampling:
+  `TemperatureLogitsWarper` → `TopKLogitsWarper` → `TopPLogitsWarper` → softmax + multinomial;
+  otherwise argmax. The processors run in greedy mode too (the penalty changes greedy picks).
+* sub-talker (`code_predictor.generate`): only the warpers and the pick, with its own switches.
+
+HF skips temperature at 1.0, top-k at 0 and top-p at 1.0; so do we (statically).
+
+Everything is a pure function of arrays plus a frozen, hashable config (a static jit argument):
+no host syncs, step counters may be traced, so it runs inside `lax.while_loop` / `lax.scan`.
+The repetition-penalty state is a `(b, v)` "seen" mask carried by the loop: HF gathers the scores
+of the ids in `input_ids`, penalises them and scatters them back, so a token seen twice is
+penalised once — a boolean mask is exactly that, updated with one O(b) scatter per step.
+
+Bit-level fidelity to HF on CPU (the fp32 oracle), where XLA would otherwise differ by an ulp:
+divisions (temperature, penalty) are true divisions, not XLA's multiply-by-reciprocal; top-p's
+cumulative sum reproduces torch's double-accumulated, once-rounded prefix sums, so exact
+boundaries (equal probabilities summing to `1 - top_p`) fall the same way.
+
+Known, documented divergences from HF (both measure-zero for real logits):
+* top-p with ties straddling the cut: HF's `torch.sort` is not stable, so *which* of several
+  equal logits get removed is unspecified there; we use a stable sort (the lower index goes first).
+* sampling draws come from JAX's PRNG (Gumbel-max over the same processed logits), not torch's
+  `multinomial`: same distribution, different draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qwen3tts_jax.typing import Array, Bool, Float, Int, PRNGKey
+
+# Ids the reference suppresses: `range(vocab_size - 1024, vocab_size)` minus EOS (the codec's
+# control / language / speaker rows, which must never be emitted as codebook 0).
+SUPPRESSED_TAIL = 1024
+# `Qwen3TTSForConditionalGeneration.generate` hard-codes `min_new_tokens=2` for the talker.
+TALKER_MIN_NEW_TOKENS = 2
+
+_NEG_INF = -math.inf
+
+
+# --------------------------------------------------------------------------------------------
+# Configs
+# --------------------------------------------------------------------------------------------
+
+
+def _check_sampler(do_sample: Any, temperature: Any, top_k: Any, top_p: Any, prefix: str = "") -> None:
+    """Boundary validation, naming the argument as the caller spells it (`subtalker_top_p`, ...)."""
+    if not isinstance(do_sample, (bool, np.bool_)):
+        raise ValueError(f"{prefix}do_sample must be a bool, got {do_sample!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise ValueError(f"{prefix}top_k must be an int >= 0 (0 disables it), got {top_k!r}")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float, np.number)) or not 0.0 < top_p <= 1.0:
+        raise ValueError(f"{prefix}top_p must be in (0, 1] (1.0 disables it), got {top_p!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)):
+        raise ValueError(f"{prefix}temperature must be a float, got {temperature!r}")
+    if do_sample and not (math.isfinite(temperature) and temperature > 0.0):
+        raise ValueError(
+            f"{prefix}temperature must be > 0 when sampling, got {temperature!r} "
+            f"(for greedy decoding set {prefix}do_sample=False)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """The warpers and the final pick: temperature → top-k → top-p → multinomial, or argmax.
+
+    The sub-talker's whole pipeline, and the tail of the talker's. The warpers apply only when
+    `do_sample` (as in HF); greedy decoding ignores them, so `temperature` must be > 0 only when
+    sampling (top_k >= 0 and top_p in (0, 1] are checked either way).
+    """
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0  # 0 disables
+    top_p: float = 1.0  # 1.0 disables
+
+    def __post_init__(self):
+        _check_sampler(self.do_sample, self.temperature, self.top_k, self.top_p)
+        # Canonical Python scalars: equal configs hash equal (a static jit arg is keyed on them).
+        object.__setattr__(self, "do_sample", bool(self.do_sample))
+        object.__setattr__(self, "temperature", float(self.temperature))
+        object.__setattr__(self, "top_k", int(self.top_k))
+        object.__setattr__(self, "top_p", float(self.top_p))
+
+
+def suppress_ranges(start: int, stop: int, exempt: tuple[int, ...] = ()) -> tuple[tuple[int, int], ...]:
+    """`[start, stop)` minus the `exempt` ids, as sorted disjoint half-open ranges.
+
+    Ranges rather than the 1023 ids keep the config's repr and hash small.
+    """
+    if not 0 <= start <= stop:
+        raise ValueError(f"suppress range [{start}, {stop}) is not a valid id range")
+    out, lo = [], start
+    for e in sorted(set(e for e in exempt if start <= e < stop)):
+        if lo < e:
+            out.append((lo, e))
+        lo = e + 1
+    if lo < stop:
+        out.append((lo, stop))
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class TalkerSamplingConfig:
+    """The talker's codebook-0 pipeline: penalty → min new tokens → suppression → `sampler`."""
+
+    sampler: SamplerConfig = SamplerConfig()
+    repetition_penalty: float = 1.0  # 1.0 disables (HF adds no processor then)
+    min_new_tokens: int = 0
+    eos_token_id: Optional[int] = None  # needed by min_new_tokens (HF: no EOS → no processor)
+    suppress: tuple[tuple[int, int], ...] = ()  # half-open id ranges set to -inf every step
+
+    def __post_init__(self):
+        p = self.repetition_penalty
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not (math.isfinite(p) and p > 0):
+            raise ValueError(f"repetition_penalty must be a finite float > 0 (1.0 disables it), got {p!r}")
+        m = self.min_new_tokens
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0:
+            raise ValueError(f"min_new_tokens must be an int >= 0, got {m!r}")
+        e = self.eos_token_id
+        if e is not None and (isinstance(e, bool) or not isinstance(e, (int, np.integer)) or e < 0):
+            raise ValueError(f"eos_token_id must be an int >= 0 or None, got {e!r}")
+        if m > 0 and e is None:
+            raise ValueError(f"min_new_tokens={m} needs an eos_token_id to block")
+        ranges = tuple((int(a), int(b)) for a, b in self.suppress)
+        for a, b in ranges:
+            if not 0 <= a < b:
+                raise ValueError(f"suppress range [{a}, {b}) must satisfy 0 <= start < stop")
+        object.__setattr__(self, "repetition_penalty", float(p))
+        object.__setattr__(self, "min_new_tokens", int(m))
+        object.__setattr__(self, "eos_token_id", None if e is None else int(e))
+        object.__setattr__(self, "suppress", ranges)
+
+    @property
+    def suppressed_ids(self) -> tuple[int, ...]:
+        """The ids as HF's `suppress_tokens` list would hold them (for debugging and tests)."""
+        return tuple(i for a, b in self.suppress for i in range(a, b))
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """Both switch sets of `Qwen3TTSForConditionalGeneration.generate`: talker and sub-talker."""
+
+    talker: TalkerSamplingConfig
+    subtalker: SamplerConfig
+
+    @staticmethod
+    def from_generation_config(
+        gen: Any,
+        *,
+        vocab_size: int,
+        eos_token_id: int,
+        min_new_tokens: int = TALKER_MIN_NEW_TOKENS,
+        suppressed_tail: int = SUPPRESSED_TAIL,
+    ) -> "SamplingConfig":
+        """Build from `config.GenerationConfig` (or anything with its fields) and the talker's
+        codec `vocab_size` / `codec_eos_token_id`, as the reference's `talker_kwargs` do."""
+        _check_sampler(gen.do_sample, gen.temperature, gen.top_k, gen.top_p)
+        _check_sampler(
+            gen.subtalker_dosample, gen.subtalker_temperature, gen.subtalker_top_k, gen.subtalker_top_p, "subtalker_"
+        )
+        if not 0 <= eos_token_id < vocab_size:
+            raise ValueError(f"eos_token_id={eos_token_id} is outside the codec vocabulary [0, {vocab_size})")
+        if not 0 <= suppressed_tail <= vocab_size:
+            raise ValueError(f"suppressed_tail={suppressed_tail} must be in [0, vocab_size={vocab_size}]")
+        talker = TalkerSamplingConfig(
+            sampler=SamplerConfig(gen.do_sample, gen.temperature, gen.top_k, gen.top_p),
+            repetition_penalty=gen.repetition_penalty,
+            min_new_tokens=min_new_tokens,
+            eos_token_id=eos_token_id,
+            suppress=suppress_ranges(vocab_size - suppressed_tail, vocab_size, exempt=(eos_token_id,)),
+        )
+        # The reference's sub-talker spelling is `subtalker_dosample` (no underscore in "dosample").
+        sub = SamplerConfig(gen.subtalker_dosample, gen.subtalker_temperature, gen.subtalker_top_k, gen.subtalker_top_p)
+        return SamplingConfig(talker=talker, subtalker=sub)
+
+    @staticmethod
+    def from_configs(gen: Any, talker_config: Any) -> "SamplingConfig":
+        """Convenience: `from_generation_config` with ids read from a `config.TalkerConfig`."""
+        return SamplingConfig.from_generation_config(
+            gen, vocab_size=talker_config.vocab_size, eos_token_id=talker_config.codec_eos_token_id
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Repetition-penalty state
+# --------------------------------------------------------------------------------------------
+
+
+def init_seen(batch: int, vocab: int) -> Bool[Array, "b v"]:
+    """No tokens generated yet (the prompt is not part of HF's `input_ids` here)."""
+    return jnp.zeros((batch, vocab), jnp.bool_)
+
+
+def mark_seen(seen: Bool[Array, "b v"], tokens: Int[Array, "b"]) -> Bool[Array, "b v"]:
+    """Record this step's tokens. Mark every row's token, finished rows too: HF appends the pad
+    (= EOS) to their `input_ids` as well, and a finished row's scores are never used again."""
+    rows = jnp.arange(seen.shape[0])
+    return seen.at[rows, tokens].set(True)
+
+
+def seen_from_tokens(
+    history: Int[Array, "b t"], length: Int[Array, ""] | Int[Array, "b"] | int, vocab: int
+) -> Bool[Array, "b v"]:
+    """The seen mask of the first `length` tokens of each row: the twin of carrying `mark_seen`
+    through the loop, for callers that keep a token history instead (`length` may be traced and
+    per row, `vocab` is static). O(t) per call, so prefer `mark_seen` inside the loop."""
+    b, t = history.shape
+    length = jnp.asarray(length)
+    length = jnp.reshape(length, length.shape + (1,))  # () -> (1,), (b,) -> (b, 1)
+    valid = jnp.arange(t) < length  # (b | 1, t) positions already generated
+    # Invalid slots scatter into a dummy column `vocab`, dropped afterwards.
+    ids = jnp.where(valid, history, vocab)  # (b, t)
+    seen = jnp.zeros((b, vocab + 1), jnp.bool_).at[jnp.arange(b)[:, None], ids].set(True)
+    return seen[:, :vocab]
+
+
+# --------------------------------------------------------------------------------------------
+# Processors (run in greedy mode too)
+# --------------------------------------------------------------------------------------------
+
+
+def _true_divide(x: Float[Array, "b v"], c: float) -> Float[Array, "b v"]:
+    """`x / c` as a true IEEE division, like torch's CPU kernel. XLA turns a division by a
+    broadcast scalar into a multiply by its reciprocal (1 ulp off, ~2e-6 at logit 20); a
+    full-shape divisor behind an optimization barrier keeps the real divide."""
+    return x / jax.lax.optimization_barrier(jnp.full(x.shape, c, x.dtype))
+
+
+def apply_repetition_penalty(
+    logits: Float[Array, "b v"], seen: Bool[Array, "b v"], penalty: float
+) -> Float[Array, "b v"]:
+    """`RepetitionPenaltyLogitsProcessor`: seen tokens' scores `s*p` if `s < 0` else `s/p`."""
+    if penalty == 1.0:
+        return logits
+    # HF computes the penalised value from the *original* score once per id, duplicates included.
+    penalised = jnp.where(logits < 0, logits * jnp.float32(penalty), _true_divide(logits, penalty))
+    return jnp.where(seen, penalised, logits)
+
+
+def apply_min_new_tokens(
+    logits: Float[Array, "b v"],
+    num_generated: Int[Array, ""] | Int[Array, "b"] | int,
+    min_new_tokens: int,
+    eos_token_id: Optional[int],
+) -> Float[Array, "b v"]:
+    """`MinNewTokensLengthLogitsProcessor`: EOS is -inf while `num_generated < min_new_tokens`.
+
+    `num_generated` counts tokens already generated before this step (0 at the prefill); a scalar
+    (HF: every row has the same length) or one per row.
+    """
+    if min_new_tokens <= 0 or eos_token_id is None:
+        return logits
+    v = logits.shape[-1]
+    if not 0 <= eos_token_id < v:
+        return logits  # HF's `isin` over `arange(v)` matches nothing either
+    blocked = jnp.asarray(num_generated) < min_new_tokens  # () or (b,)
+    blocked = jnp.reshape(blocked, blocked.shape + (1,))  # broadcast over v
+    is_eos = jnp.arange(v) == eos_token_id  # (v,)
+    return jnp.where(blocked & is_eos, jnp.float32(_NEG_INF), logits)
+
+
+def suppression_mask(ranges: tuple[tuple[int, int], ...], vocab: int) -> np.ndarray:
+    """Static `(v,)` bool mask of the suppressed ids; ids >= vocab are ignored, as HF's `isin`."""
+    mask = np.zeros((vocab,), np.bool_)
+    for a, b in ranges:
+        mask[a:b] = True
+    return mask
+
+
+def apply_suppression(logits: Float[Array, "b v"], ranges: tuple[tuple[int, int], ...]) -> Float[Array, "b v"]:
+    """`SuppressTokensLogitsProcessor`: the ids in `ranges` are -inf (a compile-time constant mask)."""
+    if not ranges:
+        return logits
+    mask = suppression_mask(ranges, logits.shape[-1])
+    return jnp.where(mask, jnp.float32(_NEG_INF), logits)
+
+
+# --------------------------------------------------------------------------------------------
+# Warpers (only when sampling)
+# --------------------------------------------------------------------------------------------
+
+
+def apply_temperature(logits: Float[Array, "b v"], temperature: float) -> Float[Array, "b v"]:
+    """`TemperatureLogitsWarper` (`scores / temperature`); HF adds none at 1.0."""
+    if temperature == 1.0:
+        return logits
+    return _true_divide(logits, temperature)
+
+
+def apply_top_k(logits: Float[Array, "b v"], top_k: int, min_tokens_to_keep: int = 1) -> Float[Array, "b v"]:
+    """`TopKLogitsWarper`: drop scores strictly below the k-th largest, so ties with the k-th
+    value all survive (more than k tokens may remain). 0 disables, as HF adds none then."""
+    if top_k <= 0:
+        return logits
+    k = min(max(top_k, min_tokens_to_keep), logits.shape[-1])
+    if k == logits.shape[-1]:
+        return logits  # the threshold is the row minimum: nothing is strictly below it
+    kth = jax.lax.top_k(logits, k)[0][..., -1:]  # (b, 1) the k-th largest value
+    return jnp.where(logits < kth, jnp.float32(_NEG_INF), logits)
+
+
+def _two_sum(a: Array, b: Array) -> tuple[Array, Array]:
+    """Knuth's TwoSum: `a + b == s + err` exactly (XLA does not reassociate floats)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+_DIGIT_BITS = 12  # p in [0, 1] is cut into 7 base-4096 digits: 84 bits of fixed point
+_DIGITS = 7
+
+
+def _cumsum_like_torch_cpu(p: Float[Array, "b v"]) -> Float[Array, "b v"]:
+    """Prefix sums of probabilities, each correctly rounded to float32 — what `torch.cumsum` on a
+    CPU float32 tensor returns (it accumulates in double and rounds each prefix once).
+
+    Why: a float32 running sum drifts by ulps and flips `cum <= 1 - top_p` on exact boundaries
+    (ten equal probabilities 0.1f with top_p 0.3: torch keeps 3, a float32 scan keeps 4). Here
+    every p is split exactly into base-2^12 digits, the digits are summed as int32 (exact in any
+    order, so XLA's fast blocked cumsum is fine), carries are propagated, and the fixed-point
+    result is rounded to float32 once through a float-float (TwoSum) cascade. What is dropped —
+    digits below 2^-84 and subnormal p, which XLA flushes — totals < v·2^-84 ≈ 2e-22 absolute, so
+    the rounding agrees with torch's wherever a prefix sum exceeds ~1e-10 (below that a 1-in-1e3
+    near-midpoint chance), far under any threshold `1 - top_p` a real setting produces.
+    Cost: 7 int32 cumsums over (b, v), ~5 ms for (24, 3072) on CPU; compiles in < 1 s.
+    """
+    scale = float(1 << _DIGIT_BITS)
+    digits, r = [], p
+    for _ in range(_DIGITS):
+        r = r * scale  # exact: a power of two
+        d = jnp.floor(r)
+        digits.append(d.astype(jnp.int32))
+        r = r - d  # exact: the fraction of a float is a float
+    sums = jnp.cumsum(jnp.stack(digits), axis=-1)  # (digits, b, v) int32, each < v·4096
+    sums = [sums[k] for k in range(_DIGITS)]
+    mask = (1 << _DIGIT_BITS) - 1
+    for k in range(_DIGITS - 1, 0, -1):  # carry into the next more significant digit
+        sums[k - 1] = sums[k - 1] + (sums[k] >> _DIGIT_BITS)
+        sums[k] = sums[k] & mask
+    # value = Σ_k S_k·2^(-12(k+1)), every term exact in float32; add smallest first, keeping the
+    # rounding errors in `lo` so the result is rounded once.
+    hi = sums[-1].astype(jnp.float32) * 2.0 ** (-_DIGIT_BITS * _DIGITS)
+    lo = jnp.zeros_like(hi)
+    for k in range(_DIGITS - 2, -1, -1):
+        hi, err = _two_sum(sums[k].astype(jnp.float32) * 2.0 ** (-_DIGIT_BITS * (k + 1)), hi)
+        lo = lo + err
+    return hi + lo
+
+
+def apply_top_p(logits: Float[Array, "b v"], top_p: float, min_tokens_to_keep: int = 1) -> Float[Array, "b v"]:
+    """`TopPLogitsWarper`: sort ascending, softmax, cumsum; drop the tokens whose cumulative
+    probability is `<= 1 - top_p`, but always keep the `min_tokens_to_keep` largest. HF adds none
+    at 1.0."""
+    if top_p >= 1.0:
+        return logits
+    b, v = logits.shape
+    iota = jax.lax.broadcasted_iota(jnp.int32, (b, v), 1)
+    # One stable sort carries the ids along (HF: `torch.sort(scores, descending=False)`).
+    sorted_logits, sorted_ids = jax.lax.sort((logits, iota), dimension=1, is_stable=True, num_keys=1)
+    cumulative = _cumsum_like_torch_cpu(jax.nn.softmax(sorted_logits, axis=-1))  # (b, v) ascending
+    # torch compares a float32 tensor with the Python double `1 - top_p` cast to float32.
+    drop_sorted = cumulative <= np.float32(1.0 - top_p)
+    keep_tail = jnp.arange(v) >= v - min_tokens_to_keep  # (v,) the largest entries
+    drop_sorted = drop_sorted & ~keep_tail
+    # Scatter back to vocabulary order (a permutation: every slot written once).
+    drop = jnp.zeros((b, v), jnp.bool_).at[jnp.arange(b)[:, None], sorted_ids].set(drop_sorted)
+    return jnp.where(drop, jnp.float32(_NEG_INF), logits)
+
+
+def warp(logits: Float[Array, "b v"], cfg: SamplerConfig) -> Float[Array, "b v"]:
+    """The warpers in HF's order, only when sampling (greedy decoding ignores them)."""
+    if not cfg.do_sample:
+        return logits
+    logits = apply_temperature(logits, cfg.temperature)
+    logits = apply_top_k(logits, cfg.top_k)
+    return apply_top_p(logits, cfg.top_p)
+
+
+def pick(scores: Float[Array, "b v"], key: Optional[PRNGKey], cfg: SamplerConfig) -> Int[Array, "b"]:
+    """Final choice on processed scores: a categorical draw per row (HF: softmax + multinomial;
+    here Gumbel-max, the same distribution, -inf never drawn), or argmax (first max on ties,
+    as `torch.argmax`). Rows draw independently from one `key`."""
+    if not cfg.do_sample:
+        return jnp.argmax(scores, axis=-1).astype(jnp.int32)
+    if key is None:
+        raise ValueError("do_sample=True needs a PRNG key (got key=None)")
+    return jax.random.categorical(key, scores, axis=-1).astype(jnp.int32)
+
+
+# --------------------------------------------------------------------------------------------
+# The two pipelines
+# --------------------------------------------------------------------------------------------
+
+
+def talker_scores(
+    logits: Float[Array, "b v"],
+    seen: Bool[Array, "b v"],
+    num_generated: Int[Array, ""] | Int[Array, "b"] | int,
+    cfg: TalkerSamplingConfig,
+) -> Float[Array, "b v"]:
+    """The talker's `next_token_scores`: processors, then (if sampling) warpers; fp32."""
+    scores = logits.astype(jnp.float32)  # HF upcasts the last-position logits before processing
+    scores = apply_repetition_penalty(scores, seen, cfg.repetition_penalty)
+    scores = apply_min_new_tokens(scores, num_generated, cfg.min_new_tokens, cfg.eos_token_id)
+    scores = apply_suppression(scores, cfg.suppress)
+    return warp(scores, cfg.sampler)
+
+
+def sample_talker(
+    logits: Float[Array, "b v"],
+    seen: Bool[Array, "b v"],
+    num_generated: Int[Array, ""] | Int[Array, "b"] | int,
+    key: Optional[PRNGKey],
+    cfg: TalkerSamplingConfig,
+) -> Int[Array, "b"]:
+    """Codebook 0 for this step. Follow with `seen = mark_seen(seen, tokens)`."""
+    return pick(talker_scores(logits, seen, num_generated, cfg), key, cfg.sampler)
+
+
+def subtalker_scores(logits: Float[Array, "b v"], cfg: SamplerConfig) -> Float[Array, "b v"]:
+    """The sub-talker's `next_token_scores`: no penalty, suppression or min length; warpers only."""
+    return warp(logits.astype(jnp.float32), cfg)
+
+
+def sample_subtalker(logits: Float[Array, "b v"], key: Optional[PRNGKey], cfg: SamplerConfig) -> Int[Array, "b"]:
+    """One residual codebook token per row."""
+    return pick(subtalker_scores(logits, cfg), key, cfg)
+
+
+__all__ = [
+    "SUPPRESSED_TAIL",
+    "TALKER_MIN_NEW_TOKENS",
+    "SamplerConfig",
+    "TalkerSamplingConfig",
+    "SamplingConfig",
+    "suppress_ranges",
+    "init_seen",
+    "mark_seen",
+    "seen_from_tokens",
+    "apply_repetition_penalty",
+    "apply_min_new_tokens",
+    "apply_suppression",
+    "suppression_mask",
+    "apply_temperature",
+    "apply_top_k",
+    "apply_top_p",
+    "warp",
+    "pick",
+    "talker_scores",
+    "sample_talker",
+    "subtalker_scores",
+    "sample_subtalker",
+]
