@@ -310,6 +310,13 @@ class SpeakerEncoderConfig:
         )
         if not (len(cfg.enc_channels) == len(cfg.enc_kernel_sizes) == len(cfg.enc_dilations)):
             raise ConfigError(f"{f.where('enc_channels')}: enc_channels, enc_kernel_sizes, enc_dilations differ in length")
+        if sum(cfg.enc_channels[1:-1]) != cfg.enc_channels[-1]:
+            # The reference declares the MFA conv's input as enc_channels[-1] but feeds it the
+            # concatenated SE-Res2Net outputs: such a config would load and then fail mid-forward.
+            raise ConfigError(
+                f"{f.where('enc_channels')}={list(cfg.enc_channels)}: the last entry must equal the sum of the "
+                f"SE-Res2Net widths {sum(cfg.enc_channels[1:-1])}"
+            )
         return cfg
 
 

@@ -1,0 +1,172 @@
+"""End-to-end codes vs the reference's `generate` (greedy), all voice modes and both text modes;
+batching, seeded sampling, eager vs jitted, and the compile count."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from qwen3tts_jax import generate as gen_mod
+from qwen3tts_jax.config import GenerationConfig, Policy, Qwen3TTSConfig
+from qwen3tts_jax.generate import Decoder, frames_of, generate_codes
+from qwen3tts_jax.prompt import PromptEmbedder, PromptRequest, batch_prompts, build_prompt
+from qwen3tts_jax.sampling import SamplingConfig
+from qwen3tts_jax.weights import load_model_params
+
+pytestmark = pytest.mark.reference
+
+ROLE, TAIL = [151644, 77091, 198], [151645, 198, 151644, 77091, 198]
+TEXT_A = ROLE + [9707, 11, 1879, 0, 2585, 374, 279] + TAIL
+TEXT_B = ROLE + [3838, 374] + TAIL
+REF_TEXT = [151644, 77091, 198, 40, 1079, 1588, 151645, 198]
+INSTRUCT = [151644, 872, 198, 32, 6554, 8251, 151645, 198]
+N = 10  # max_new_tokens
+
+
+def _setup(tiny_model, name, do_sample=False, scan=False):
+    ref, folder = tiny_model(name)
+    cfg = Qwen3TTSConfig.from_model_dir(folder)
+    policy = Policy(scan_layers=scan)
+    params = load_model_params(folder, cfg, scan_layers=scan)
+    g = GenerationConfig(do_sample=do_sample, subtalker_dosample=do_sample)
+    return ref, cfg, policy, params, Decoder(cfg, policy, SamplingConfig.from_configs(g, cfg.talker))
+
+
+def _ours(cfg, policy, params, decoder, requests, key=0, max_new_tokens=N):
+    emb = PromptEmbedder(params["talker"], cfg, policy)
+    batch = batch_prompts([build_prompt(emb, cfg, r) for r in requests], emb.text([cfg.tts_pad_token_id])[0])
+    return generate_codes(decoder, params["talker"], batch.embeds, batch.mask, batch.trailing, max_new_tokens, jax.random.PRNGKey(key))
+
+
+def _reference(ref, requests, voice_clone_prompt=None, **kw):
+    ids = [torch.tensor([r.text_ids]) for r in requests]
+    instruct = [torch.tensor([r.instruct_ids]) if r.instruct_ids else None for r in requests]
+    ref_ids = [torch.tensor([r.ref_text_ids]) if r.ref_text_ids else None for r in requests]
+    speakers = [r.speaker for r in requests] if any(r.speaker for r in requests) else None
+    with torch.no_grad():
+        codes, _ = ref.generate(
+            input_ids=ids, instruct_ids=instruct if any(i is not None for i in instruct) else None,
+            ref_ids=ref_ids if any(i is not None for i in ref_ids) else None, voice_clone_prompt=voice_clone_prompt,
+            languages=[r.language for r in requests], speakers=speakers, non_streaming_mode=requests[0].non_streaming_mode,
+            max_new_tokens=kw.get("max_new_tokens", N), do_sample=False, subtalker_dosample=False,
+        )
+    return [c.numpy() for c in codes]
+
+
+def _assert_same(ours, ref, what):
+    assert len(ours) == len(ref)
+    for i, (o, r) in enumerate(zip(ours, ref)):
+        assert o.shape == r.shape, f"{what} row {i}: {o.shape} frames vs reference {r.shape}"
+        np.testing.assert_array_equal(o, r, err_msg=f"{what} row {i}")
+    print(f"[codes] {what}: identical, frames {[o.shape[0] for o in ours]}")
+
+
+@pytest.mark.parametrize("non_streaming", [True, False])
+@pytest.mark.parametrize("name", ["custom-0b6-gqa", "custom-1b7-gqa"])
+def test_custom_voice_codes_identical(tiny_model, name, non_streaming):
+    ref, cfg, policy, params, dec = _setup(tiny_model, name)
+    instruct = tuple(INSTRUCT) if cfg.tts_model_size == "1b7" else None
+    reqs = [
+        PromptRequest(tuple(TEXT_A), "auto", "eric", instruct_ids=instruct, non_streaming_mode=non_streaming),  # dialect override
+        PromptRequest(tuple(TEXT_B), "english", "Serena", non_streaming_mode=non_streaming),
+    ]
+    _assert_same(_ours(cfg, policy, params, dec, reqs), _reference(ref, reqs), f"custom voice [{name}, non_streaming={non_streaming}]")
+
+
+@pytest.mark.parametrize("non_streaming", [True, False])
+def test_voice_design_codes_identical(tiny_model, non_streaming):
+    ref, cfg, policy, params, dec = _setup(tiny_model, "design-1b7-gqa")
+    reqs = [PromptRequest(tuple(TEXT_A), "chinese", instruct_ids=tuple(INSTRUCT), non_streaming_mode=non_streaming),
+            PromptRequest(tuple(TEXT_B), "auto", instruct_ids=tuple(INSTRUCT[:3] + INSTRUCT[-2:]), non_streaming_mode=non_streaming)]
+    _assert_same(_ours(cfg, policy, params, dec, reqs), _reference(ref, reqs), f"voice design [non_streaming={non_streaming}]")
+
+
+def _clone_inputs(cfg, icl, non_streaming, seed=0):
+    rng = np.random.RandomState(seed)
+    d = cfg.talker.transformer.hidden_size
+    spk = [rng.randn(d).astype(np.float32) for _ in range(2)]
+    # Reference codes of different lengths: one shorter and one longer than the text (both ICL branches).
+    ref_codes = [rng.randint(0, 2048, (3, 16)), rng.randint(0, 2048, (14, 16))] if icl else [None, None]
+    reqs = [PromptRequest(tuple(t), lang, speaker_embedding=s, ref_text_ids=tuple(REF_TEXT) if icl else None, ref_code=c,
+                          non_streaming_mode=non_streaming)
+            for t, lang, s, c in zip([TEXT_A, TEXT_B], ["english", "auto"], spk, ref_codes)]
+    vcp = {
+        "ref_code": [torch.tensor(c) if c is not None else None for c in ref_codes],
+        "ref_spk_embedding": [torch.tensor(s) for s in spk],
+        "x_vector_only_mode": [not icl] * 2, "icl_mode": [icl] * 2,
+    }
+    return reqs, vcp
+
+
+@pytest.mark.parametrize("icl", [True, False])
+@pytest.mark.parametrize("non_streaming", [True, False])
+@pytest.mark.parametrize("name", ["base-0b6-gqa", "base-1b7-mha"])
+def test_voice_clone_codes_identical(tiny_model, name, icl, non_streaming):
+    ref, cfg, policy, params, dec = _setup(tiny_model, name)
+    reqs, vcp = _clone_inputs(cfg, icl, non_streaming)
+    _assert_same(_ours(cfg, policy, params, dec, reqs), _reference(ref, reqs, vcp),
+                 f"voice clone [{name}, icl={icl}, non_streaming={non_streaming}]")
+
+
+def test_batch_equals_single_runs(tiny_model):
+    _, cfg, policy, params, dec = _setup(tiny_model, "custom-0b6-gqa")
+    reqs = [PromptRequest(tuple(TEXT_A), "german", "aiden"), PromptRequest(tuple(TEXT_B), "auto", "dylan")]
+    both = _ours(cfg, policy, params, dec, reqs)
+    for i, r in enumerate(reqs):
+        np.testing.assert_array_equal(both[i], _ours(cfg, policy, params, dec, [r])[0])
+
+
+def test_scanned_decoding_matches_unrolled(tiny_model):
+    _, cfg, policy, params, dec = _setup(tiny_model, "custom-1b7-gqa")
+    _, _, policy_s, params_s, dec_s = _setup(tiny_model, "custom-1b7-gqa", scan=True)
+    reqs = [PromptRequest(tuple(TEXT_A), "auto", "vivian")]
+    a = _ours(cfg, policy, params, dec, reqs)
+    b = _ours(cfg, policy_s, params_s, dec_s, reqs)
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_sampling_is_reproducible_per_seed(tiny_model):
+    _, cfg, policy, params, dec = _setup(tiny_model, "custom-0b6-gqa", do_sample=True)
+    reqs = [PromptRequest(tuple(TEXT_A), "auto", "ryan")]
+    a = _ours(cfg, policy, params, dec, reqs, key=1)
+    b = _ours(cfg, policy, params, dec, reqs, key=1)
+    c = _ours(cfg, policy, params, dec, reqs, key=2)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[0].shape != c[0].shape or not np.array_equal(a[0], c[0])
+
+
+def test_eager_and_jitted_paths_agree(tiny_model):
+    """The eager twin runs the same prefill and frame step without jit, one Python step at a time."""
+    _, cfg, policy, params, dec = _setup(tiny_model, "custom-0b6-gqa", do_sample=True)
+    reqs = [PromptRequest(tuple(TEXT_B), "auto", "sohee")]
+    jitted = _ours(cfg, policy, params, dec, reqs, key=3)
+    emb = PromptEmbedder(params["talker"], cfg, policy)
+    batch = batch_prompts([build_prompt(emb, cfg, r) for r in reqs], emb.text([cfg.tts_pad_token_id])[0])
+    with jax.disable_jit():
+        frames = gen_mod.frame_budget(N)
+        state = dec.prefill(params["talker"], batch.embeds, batch.mask, batch.embeds.shape[1] + frames, frames, jax.random.PRNGKey(3))
+        while not gen_mod.done(state, N):
+            state = dec.frame_step(params["talker"], batch.trailing, state)
+    np.testing.assert_array_equal(frames_of(state, cfg.talker.codec_eos_token_id)[0], jitted[0])
+
+
+def test_no_recompilation_within_a_bucket(tiny_model):
+    _, cfg, policy, params, dec = _setup(tiny_model, "custom-0b6-gqa")
+    for nsm in (True, False):  # warm both prompt-length buckets (non-streaming prompts hold all the text)
+        _ours(cfg, policy, params, dec, [PromptRequest(tuple(TEXT_A), "auto", "ryan", non_streaming_mode=nsm)])
+    before = dict(gen_mod.TRACE_COUNTS)
+    for text in [TEXT_B, ROLE + [11] * 3 + TAIL, TEXT_A[:-5] + [15, 16] + TAIL]:
+        for nsm in (True, False):
+            _ours(cfg, policy, params, dec, [PromptRequest(tuple(text), "french", "ryan", non_streaming_mode=nsm)])
+    assert gen_mod.TRACE_COUNTS == before, (before, gen_mod.TRACE_COUNTS)
+
+
+def test_max_new_tokens_bounds_frames(tiny_model):
+    _, cfg, policy, params, dec = _setup(tiny_model, "custom-0b6-gqa")
+    for m in (1, 2, 5):
+        out = _ours(cfg, policy, params, dec, [PromptRequest(tuple(TEXT_A), "auto", "ryan")], max_new_tokens=m)
+        assert out[0].shape[0] <= m - 1 and out[0].shape[1] == 16
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        _ours(cfg, policy, params, dec, [PromptRequest(tuple(TEXT_A), "auto", "ryan")], max_new_tokens=0)
