@@ -29,7 +29,7 @@ import math
 import os
 import re
 import urllib.request
-from typing import Any, Sequence, Union
+from typing import Any, Union
 from urllib.parse import urlparse
 
 import numpy as np

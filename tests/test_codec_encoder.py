@@ -14,7 +14,6 @@ code could otherwise pass or fail by luck. Seed 0 and the test signal were picke
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -157,14 +156,20 @@ def assert_margins(gap: float, err: float, what: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_param_tree_matches_key_table():
-    """`init` of our module declares exactly the checkpoint's `encoder.*` tensors, same shapes."""
-    cfg = Qwen3TTSTokenizerV2Config.from_dict(tiny_cfg_dict())
+@pytest.mark.parametrize("size", ["tiny", "fullsize"])
+def test_param_tree_matches_key_table(size):
+    """`init` of our module declares exactly the checkpoint's `encoder.*` tensors, same shapes
+    (56,234,272 numbers at full size: the 56,234,304 of the file minus 32 `initialized` flags)."""
+    from tests.reference.codec_models import fullsize_codec_config_dict
+
+    cfg = Qwen3TTSTokenizerV2Config.from_dict(tiny_cfg_dict() if size == "tiny" else fullsize_codec_config_dict())
     module = E.Qwen3TTSTokenizerV2Encoder(cfg.encoder, cfg.encoder_valid_num_quantizers)
     shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, FS)), jnp.int32(FS)))["params"]
     ours_ = {"/".join(str(k.key) for k in path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]}
     table = {"/".join(flax_path(e.key)[1:]): e.shape for e in encoder_entries(cfg.encoder)}
     assert ours_ == table
+    if size == "fullsize":
+        assert sum(int(np.prod(s)) for s in table.values()) == 56_234_272
 
 
 def test_frame_count_and_buckets():
