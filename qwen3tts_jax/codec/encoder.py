@@ -51,7 +51,7 @@ from qwen3tts_jax.nn.attention import attend
 from qwen3tts_jax.nn.conv import Conv1d
 from qwen3tts_jax.nn.linear import Linear
 from qwen3tts_jax.nn.rope import apply_rope, rope_tables
-from qwen3tts_jax.typing import Array, Float, Int, Params
+from qwen3tts_jax.typing import Array, Bool, Float, Int, Params
 
 __all__ = [
     "Qwen3TTSTokenizerV2Encoder",
@@ -177,7 +177,9 @@ class MimiAttention(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask):
+    def __call__(
+        self, x: Float[Array, "b t d"], cos: Float[Array, "b t x"], sin: Float[Array, "b t x"], mask: Bool[Array, "b t s"]
+    ) -> Float[Array, "b t d"]:
         cfg = self.cfg
         b, t, d = x.shape
         dense = lambda n, name: Linear(n, cfg.attention_bias, x.dtype, self.param_dtype, name=name)  # noqa: E731
@@ -209,7 +211,9 @@ class MimiTransformerLayer(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, h, cos, sin, mask):
+    def __call__(
+        self, h: Float[Array, "b t d"], cos: Float[Array, "b t x"], sin: Float[Array, "b t x"], mask: Bool[Array, "b t s"]
+    ) -> Float[Array, "b t d"]:
         cfg, pd = self.cfg, self.param_dtype
         a = MimiAttention(cfg, pd, name="self_attn")(LayerNorm(cfg.norm_eps, pd, name="input_layernorm")(h), cos, sin, mask)
         h = h + LayerScale(cfg.layer_scale_initial_scale, pd, name="self_attn_layer_scale")(a)
