@@ -30,6 +30,55 @@ def _convert(args) -> int:
     return 0
 
 
+def _synthesize(args) -> int:
+    import time
+    from pathlib import Path
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from qwen3tts_jax.api import Qwen3TTSModel
+    from qwen3tts_jax.audio_io import check_output_path, write_audio_atomic
+
+    out = check_output_path(args.out)
+    text = Path(args.text_file).read_text(encoding="utf-8").strip() if args.text_file else args.text
+    t0 = time.perf_counter()
+    model = Qwen3TTSModel.from_pretrained(args.model, dtype=args.dtype, seed=args.seed)
+    kw = {"seed": args.seed, "chunk_frames": args.chunk_frames, "language": args.language}
+    if args.max_new_tokens is not None:
+        kw["max_new_tokens"] = args.max_new_tokens
+    if args.greedy:
+        kw.update(do_sample=False, subtalker_dosample=False)
+    if args.non_streaming_mode != "auto":
+        kw["non_streaming_mode"] = args.non_streaming_mode == "true"
+    kind = model.tts_model_type
+    if kind == "custom_voice":
+        speaker = args.speaker or (model.get_supported_speakers() or [None])[0]
+        stream = model.stream_custom_voice(text, speaker, instruct=args.instruct, **kw)
+    elif kind == "voice_design":
+        if not args.instruct:
+            raise ValueError("--instruct is required for a VoiceDesign model (describe the voice)")
+        stream = model.stream_voice_design(text, args.instruct, **kw)
+    else:
+        if args.ref_audio:
+            stream = model.stream_voice_clone(text, ref_audio=args.ref_audio, ref_text=args.ref_text,
+                                              x_vector_only_mode=args.x_vector_only or not args.ref_text, **kw)
+        else:
+            raise ValueError("--ref-audio is required for a Base (voice clone) model")
+    print(f"loaded {args.model} ({kind}, {model.tts_model_size}) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    chunks, sr = [], 24000
+    with tqdm(unit="frame", desc="synthesizing", file=sys.stderr) as bar:
+        for wav, sr in stream:
+            chunks.append(wav)
+            bar.update(len(wav) // 1920)
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    write_audio_atomic(out, audio, sr)
+    st = model.last_stream_stats
+    print(f"wrote {out}: {len(audio) / sr:.2f} s of audio; first audio after {st.time_to_first_audio or 0:.2f} s, "
+          f"total {st.total_time or 0:.2f} s", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qwen3tts-jax", description="Qwen3-TTS in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,12 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--dtype", choices=["keep", "float32", "bfloat16", "float16"], default="keep")
     p.set_defaults(run=_convert)
-    try:
-        from qwen3tts_jax.synthesize_cli import add_synthesize  # noqa: PLC0415
-
-        add_synthesize(sub)
-    except ImportError:
-        pass
+    p = sub.add_parser("synthesize", help="text in, speech out (WAV/FLAC by the extension of --out)")
+    p.add_argument("--model", required=True, help="model folder, Hugging Face repo id, or random:<name> "
+                   "(random:0.6b-base, random:0.6b-customvoice, random:1.7b-voicedesign, random:tiny, ...)")
+    text = p.add_mutually_exclusive_group(required=True)
+    text.add_argument("--text", help="the text to speak")
+    text.add_argument("--text-file", help="a UTF-8 file holding the text to speak")
+    p.add_argument("--language", default="auto")
+    p.add_argument("--speaker", help="CustomVoice: preset speaker (see --list-speakers)")
+    p.add_argument("--instruct", help="CustomVoice 1.7B / VoiceDesign: style or voice description")
+    p.add_argument("--ref-audio", help="Base: reference audio to clone")
+    p.add_argument("--ref-text", help="Base: transcript of --ref-audio (ICL mode); omit with --x-vector-only")
+    p.add_argument("--x-vector-only", action="store_true", help="Base: clone from the speaker embedding only")
+    p.add_argument("--out", required=True, help="output .wav or .flac (written atomically)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--greedy", action="store_true", help="do_sample=False and subtalker_dosample=False")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--dtype", default=None, help="compute dtype: float32 (default) or bfloat16")
+    p.add_argument("--chunk-frames", type=int, default=8, help="frames per compiled decoding call")
+    p.add_argument("--non-streaming-mode", choices=["auto", "true", "false"], default="auto",
+                   help="text layout of the prompt (the reference's non_streaming_mode); auto = the method's default")
+    p.set_defaults(run=_synthesize)
     return parser
 
 

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from qwen3tts_jax.nn.linear import Linear
+from qwen3tts_jax.nn.linear import Linear, precision
 from qwen3tts_jax.nn.norms import RMSNorm
 from qwen3tts_jax.nn.rope import apply_rope
 from qwen3tts_jax.typing import Array, Bool, Float, Int
@@ -61,10 +61,10 @@ def attend(
     b, t, h, x = q.shape
     kv_heads = k.shape[2]
     qg = q.reshape(b, t, kv_heads, h // kv_heads, x)  # b t k g x
-    scores = jnp.einsum("btkgx,bskx->bkgts", qg, k.astype(q.dtype)) * jnp.asarray(scale, q.dtype)
+    scores = jnp.einsum("btkgx,bskx->bkgts", qg, k.astype(q.dtype), precision=precision(q.dtype)) * jnp.asarray(scale, q.dtype)
     scores = jnp.where(mask[:, None, None, :, :], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    out = jnp.einsum("bkgts,bskx->btkgx", probs, v.astype(q.dtype))
+    out = jnp.einsum("bkgts,bskx->btkgx", probs, v.astype(q.dtype), precision=precision(q.dtype))
     return out.reshape(b, t, h, x)
 
 

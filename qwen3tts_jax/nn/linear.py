@@ -11,14 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from qwen3tts_jax.typing import Array, Float, Int
 
 
+def precision(dtype) -> jax.lax.Precision:
+    """fp32 compute means fp32 products: on GPUs XLA's default would run fp32 dots as TF32 (~1e-3
+    relative error), which breaks parity with the fp32 reference. Lower dtypes take the default."""
+    return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else jax.lax.Precision.DEFAULT
+
+
 def linear(x: Float[Array, "... i"], weight: Float[Array, "o i"], bias: Float[Array, "o"] | None = None) -> Float[Array, "... o"]:
     """`x @ weight.T + bias` in x's dtype."""
-    y = jnp.einsum("...i,oi->...o", x, weight.astype(x.dtype))
+    y = jnp.einsum("...i,oi->...o", x, weight.astype(x.dtype), precision=precision(x.dtype))
     return y if bias is None else y + bias.astype(x.dtype)
 
 

@@ -1,0 +1,119 @@
+"""Seeded random-weight models of the real architecture (`random:<name>`), for smoke tests and
+benchmarks on machines without the weights.
+
+Weights are drawn for every entry of the key tables (so the shapes are exactly the checkpoint's):
+matrices ~ N(0, 1/fan_in), embeddings ~ N(0, 1), norm and scale vectors ~ 1 + 0.1·N, biases and
+SnakeBeta log-parameters ~ 0.1·N, codebooks with positive usage. The text side uses a byte-level
+vocabulary (256 byte tokens plus the Qwen special tokens at their real ids) since the real BPE
+vocabulary ships only with real model folders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from qwen3tts_jax import presets
+from qwen3tts_jax.config import Qwen3TTSConfig
+from qwen3tts_jax.weights import Entry, _set, model_entries
+
+SPECIAL_TOKENS = {
+    151643: "<|endoftext|>", 151644: "<|im_start|>", 151645: "<|im_end|>", 151669: "<|audio_start|>",
+    151670: "<|audio_end|>", 151671: "<tts_pad>", 151672: "<tts_text_bos>", 151673: "<tts_text_eod>",
+    151674: "<tts_text_bos_single>", 151675: "<|audio_pad|>",
+}
+
+
+def random_tree(entries: list[Entry], seed: int, dtype: Any = jnp.float32) -> dict:
+    rng = np.random.default_rng(seed)
+    tree: dict = {}
+    for e in entries:
+        leaf = e.key.rsplit(".", 1)[-1]
+        if leaf == "cluster_usage":
+            value = rng.uniform(0.5, 2.0, e.shape)
+        elif leaf in ("embedding_sum", "embed_sum"):
+            value = rng.standard_normal(e.shape)
+        elif leaf == "initialized":
+            value = np.ones(e.shape)
+        elif len(e.shape) >= 2:
+            std = 1.0 if "embedding" in e.key else 1.0 / math.sqrt(math.prod(e.shape[1:]))
+            # Keep the codec's waveform decoder from blowing up before its final clamp: damp
+            # the residual units' output convs and the last conv (unit-gain init compounds
+            # over 4 upsampling blocks).
+            if re.fullmatch(r"decoder\.decoder\.\d+\.block\.\d+\.conv2\.conv\.weight", e.key):
+                std *= 0.3
+            elif re.fullmatch(r"decoder\.decoder\.\d+\.conv\.weight", e.key) and e.shape[0] == 1:
+                std *= 0.2
+            value = rng.standard_normal(e.shape, dtype=np.float32) * std
+        elif leaf == "bias" or leaf in ("alpha", "beta"):
+            value = 0.1 * rng.standard_normal(e.shape)
+        else:
+            value = 1.0 + 0.1 * rng.standard_normal(e.shape)
+        _set(tree, e.target, jnp.asarray(value, jnp.float32 if e.keep_fp32 else dtype))
+    return tree
+
+
+def random_model_params(cfg: Qwen3TTSConfig, seed: int = 0, dtype: Any = jnp.float32) -> dict:
+    return random_tree(model_entries(cfg), seed, dtype)
+
+
+def random_codec_params(codec_cfg, seed: int = 0, dtype: Any = jnp.float32) -> dict:
+    from qwen3tts_jax.codec.weights import codec_entries
+
+    tree = random_tree(codec_entries(codec_cfg), seed + 1, dtype)
+    return {"encoder": tree["encoder"], "decoder": tree["decoder"]}
+
+
+def byte_level_tokenizer_dir(folder: Path | None = None) -> Path:
+    """A tokenizer folder (vocab.json, merges.txt, tokenizer_config.json) with the 256 byte
+    tokens of GPT-2's byte-to-unicode map and the Qwen special tokens at their real ids."""
+    folder = Path(folder or tempfile.mkdtemp(prefix="qwen3tts-bytes-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, n = printable[:], 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    vocab = {chr(c): i for i, c in enumerate(chars)}
+    # The prompt format assumes "assistant" and "user" are single tokens (as in the real
+    # vocabulary, ids 77091 and 872): merge them from their bytes.
+    merges, next_id = [], 256
+    for word, word_id in (("assistant", 77091), ("user", 872)):
+        for n in range(2, len(word) + 1):
+            merges.append(f"{word[:n - 1]} {word[n - 1]}")
+            if word[:n] not in vocab:
+                if n == len(word):
+                    vocab[word] = word_id
+                else:
+                    vocab[word[:n]], next_id = next_id, next_id + 1
+    # Unreachable fillers (no merges produce them) so the special tokens keep their real ids.
+    taken = set(vocab.values())
+    vocab.update({f"<|unused_{i}|>": i for i in range(256, min(SPECIAL_TOKENS)) if i not in taken})
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("\n".join(merges) + "\n")
+    added = {i: SPECIAL_TOKENS.get(i, f"<|reserved_{i}|>") for i in range(min(SPECIAL_TOKENS), max(SPECIAL_TOKENS) + 1)}
+    decoder = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+               for i, t in added.items()}
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "added_tokens_decoder": decoder, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+        "model_max_length": 131072, "clean_up_tokenization_spaces": False, "split_special_tokens": False,
+    }))
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen3_tts", "transformers_version": "4.57.3"}))
+    return folder
+
+
+def parse_random_spec(spec: str) -> tuple[str, str]:
+    """`random:0.6b-base` → ("base", "0b6")."""
+    name = spec.split(":", 1)[1] if spec.startswith("random:") else spec
+    if name not in presets.RANDOM_MODELS:
+        raise ValueError(f"model {spec!r}: unknown random model; choose one of {sorted('random:' + k for k in presets.RANDOM_MODELS)}")
+    return presets.RANDOM_MODELS[name]
