@@ -19,7 +19,7 @@ from qwen3tts_jax.codec.decoder import Qwen3TTSTokenizerV2Decoder, chunked_decod
 from qwen3tts_jax.codec.quantizer import codebook_embedding, dequantize, nearest_code, residual_quantize
 from qwen3tts_jax.codec.weights import load_codec_params
 from qwen3tts_jax.nn.activations import snake_beta
-from qwen3tts_jax.nn.conv import causal_padding, conv1d, conv_transpose1d
+from qwen3tts_jax.nn.conv import causal_padding, conv1d, conv_transpose1d, to_hio, transposed_to_hio
 from tests.conftest import assert_close
 from tests.reference.codec_models import REAL_UPSAMPLE_RATES, codec_config_dict
 
@@ -79,6 +79,8 @@ def test_causal_conv1d_matches_reference_causal_convnet(cin, cout, k, stride, di
         pad = causal_padding(length, k, stride, dilation)
         got = conv1d(jnp.asarray(_nwc(x)), w, b, stride=stride, dilation=dilation, groups=groups, padding=pad)
         assert_close(got, want, OP_TOL, f"CausalConvNet({cin},{cout},k{k},s{stride},d{dilation},g{groups}) L={length}")
+        hio = conv1d(jnp.asarray(_nwc(x)), to_hio(w), b, stride=stride, dilation=dilation, groups=groups, padding=pad, kernel_layout="HIO")
+        assert_close(hio, want, OP_TOL, "  ... HIO kernel layout")
 
 
 def test_replicate_padding_matches_mimi_downsample():
@@ -112,6 +114,8 @@ def test_conv_transpose1d_matches_reference_causal_trans_convnet(cin, cout, k, s
         got = conv_transpose1d(jnp.asarray(_nwc(x)), w, b, stride=stride)
         assert got.shape == (2, length * stride, cout)
         assert_close(got, want, OP_TOL, f"CausalTransConvNet({cin},{cout},k{k},s{stride}) L={length}")
+        hio = conv_transpose1d(jnp.asarray(_nwc(x)), transposed_to_hio(w, stride), b, stride=stride, kernel_layout="HIO")
+        assert_close(hio, want, OP_TOL, "  ... HIO polyphase kernel")
 
 
 def test_snake_beta_matches_reference():

@@ -32,7 +32,7 @@ from qwen3tts_jax.codec.quantizer import SplitResidualVectorQuantizer
 from qwen3tts_jax.config import Policy
 from qwen3tts_jax.nn.activations import SnakeBeta
 from qwen3tts_jax.nn.attention import Attention, KVCache
-from qwen3tts_jax.nn.conv import CausalConv1d, CausalConvTranspose1d
+from qwen3tts_jax.nn.conv import CausalConv1d, CausalConvTranspose1d, to_hio, transposed_to_hio
 from qwen3tts_jax.nn.linear import Linear
 from qwen3tts_jax.nn.mlp import SwiGLU
 from qwen3tts_jax.nn.norms import RMSNorm
@@ -46,6 +46,7 @@ __all__ = [
     "chunked_decode",
     "decode",
     "decode_codes",
+    "prepare_params",
 ]
 
 CHUNK_SIZE = 300  # `chunked_decode(chunk_size=300)`: frames per independent forward
@@ -98,11 +99,14 @@ class ConvNeXtBlock(nn.Module):
 
     dim: int
     policy: Policy = Policy()
+    kernel_layout: str = "OIH"
 
     @nn.compact
     def __call__(self, x: Float[Array, "b t c"], state: State | None = None) -> tuple[Float[Array, "b t c"], State | None]:
         p = self.policy
-        dw = CausalConv1d(self.dim, 7, groups=self.dim, dtype=p.dtype, param_dtype=p.param_dtype, name="dwconv")
+        dw = CausalConv1d(
+            self.dim, 7, groups=self.dim, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=self.kernel_layout, name="dwconv"
+        )
         h, dw_state = _conv_step(dw, x, None if state is None else state["dwconv"])
         h = LayerNorm(1e-6, p.param_dtype, name="norm")(h)
         h = Linear(4 * self.dim, True, p.dtype, p.param_dtype, name="pwconv1")(h)
@@ -118,15 +122,19 @@ class ResidualUnit(nn.Module):
     dim: int
     dilation: int
     policy: Policy = Policy()
+    kernel_layout: str = "OIH"
 
     @nn.compact
     def __call__(self, x: Float[Array, "b n c"], state: State | None = None) -> tuple[Float[Array, "b n c"], State | None]:
-        p = self.policy
+        p, kl = self.policy, self.kernel_layout
         h = SnakeBeta(p.param_dtype, name="act1")(x)
-        conv1 = CausalConv1d(self.dim, 7, dilation=self.dilation, dtype=p.dtype, param_dtype=p.param_dtype, name="conv1")
+        conv1 = CausalConv1d(
+            self.dim, 7, dilation=self.dilation, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=kl, name="conv1"
+        )
         h, s1 = _conv_step(conv1, h, None if state is None else state["conv1"])
         h = SnakeBeta(p.param_dtype, name="act2")(h)
-        h = CausalConv1d(self.dim, 1, dtype=p.dtype, param_dtype=p.param_dtype, name="conv2")(h)  # k1: stateless
+        conv2 = CausalConv1d(self.dim, 1, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=kl, name="conv2")
+        h = conv2(h)  # k1: stateless
         return h + x, None if state is None else {"conv1": s1}
 
 
@@ -137,13 +145,14 @@ class DecoderBlock(nn.Module):
     out_dim: int
     rate: int
     policy: Policy = Policy()
+    kernel_layout: str = "OIH"
 
     def setup(self):
-        p = self.policy
+        p, kl = self.policy, self.kernel_layout
         self.block = [
             SnakeBeta(p.param_dtype),
-            CausalConvTranspose1d(self.out_dim, 2 * self.rate, self.rate, p.dtype, p.param_dtype),
-            *(ResidualUnit(self.out_dim, d, p) for d in (1, 3, 9)),
+            CausalConvTranspose1d(self.out_dim, 2 * self.rate, self.rate, p.dtype, p.param_dtype, kl),
+            *(ResidualUnit(self.out_dim, d, p, kl) for d in (1, 3, 9)),
         ]
 
     def __call__(self, x: Float[Array, "b n c"], state: State | None = None) -> tuple[Float[Array, "b m o"], State | None]:
@@ -233,29 +242,33 @@ class Qwen3TTSTokenizerV2Decoder(nn.Module):
     """`Qwen3TTSTokenizerV2Decoder.forward`: codes (b, q, t) → waveform (b, t·total_upsample),
     clamped to [-1, 1]. With `state` (see `codec/streaming.py`) it continues a stream and also
     returns the new state; with `stages=True` it also returns the intermediate activations
-    (channels-last) for parity tests."""
+    (channels-last) for parity tests.
+
+    `kernel_layout="HIO"` takes params converted once by `prepare_params` (conv kernels in the
+    layout XLA:CPU wants; see `nn/conv.py`), "OIH" the checkpoint's tensors as loaded."""
 
     cfg: DecoderConfig
     policy: Policy = Policy()
+    kernel_layout: str = "OIH"
 
     def setup(self):
-        cfg, p = self.cfg, self.policy
+        cfg, p, kl = self.cfg, self.policy, self.kernel_layout
         self.quantizer = SplitResidualVectorQuantizer(cfg, p.dtype)
-        self.pre_conv = CausalConv1d(cfg.latent_dim, 3, dtype=p.dtype, param_dtype=p.param_dtype)
+        self.pre_conv = CausalConv1d(cfg.latent_dim, 3, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=kl)
         self.pre_transformer = PreTransformer(cfg, p)
         self.upsample = [
             [
-                CausalConvTranspose1d(cfg.latent_dim, f, f, p.dtype, p.param_dtype),
-                ConvNeXtBlock(cfg.latent_dim, p),
+                CausalConvTranspose1d(cfg.latent_dim, f, f, p.dtype, p.param_dtype, kl),
+                ConvNeXtBlock(cfg.latent_dim, p, kl),
             ]
             for f in cfg.upsampling_ratios
         ]
         n = len(cfg.upsample_rates)
         self.decoder = [
-            CausalConv1d(cfg.decoder_dim, 7, dtype=p.dtype, param_dtype=p.param_dtype),
-            *(DecoderBlock(cfg.block_dims(i)[1], r, p) for i, r in enumerate(cfg.upsample_rates)),
+            CausalConv1d(cfg.decoder_dim, 7, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=kl),
+            *(DecoderBlock(cfg.block_dims(i)[1], r, p, kl) for i, r in enumerate(cfg.upsample_rates)),
             SnakeBeta(p.param_dtype),
-            CausalConv1d(1, 7, dtype=p.dtype, param_dtype=p.param_dtype),
+            CausalConv1d(1, 7, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=kl),
         ]
         assert len(self.decoder) == n + 3
 
@@ -295,13 +308,48 @@ class Qwen3TTSTokenizerV2Decoder(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "policy"))
-def decode_codes(params: dict, codes: Int[Array, "b q t"], cfg: DecoderConfig, policy: Policy = Policy()) -> Float[Array, "b n"]:
+def prepare_params(params: dict, cfg: DecoderConfig) -> dict:
+    """Decoder params with every conv kernel in "HIO" layout (transposed convs in polyphase
+    form), for `Qwen3TTSTokenizerV2Decoder(kernel_layout="HIO")`. Same tree, same names; only
+    the conv `weight` leaves change shape. Pure and jit-able; do it once per loaded model."""
+    out = jax.tree.map(lambda a: a, params)  # a fresh dict tree (leaves shared)
+
+    def conv(node: dict) -> None:
+        node["conv"] = dict(node["conv"], weight=to_hio(node["conv"]["weight"]))
+
+    def transposed(node: dict, stride: int) -> None:
+        node["conv"] = dict(node["conv"], weight=transposed_to_hio(node["conv"]["weight"], stride))
+
+    conv(out["pre_conv"])
+    for i, f in enumerate(cfg.upsampling_ratios):
+        transposed(out[f"upsample_{i}_0"], f)
+        conv(out[f"upsample_{i}_1"]["dwconv"])
+    conv(out["decoder_0"])
+    for i, rate in enumerate(cfg.upsample_rates):
+        block = out[f"decoder_{i + 1}"]
+        transposed(block["block_1"], rate)
+        for u in (2, 3, 4):
+            conv(block[f"block_{u}"]["conv1"])
+            conv(block[f"block_{u}"]["conv2"])
+    conv(out[f"decoder_{len(cfg.upsample_rates) + 2}"])
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "policy", "prepared"))
+def decode_codes(
+    params: dict, codes: Int[Array, "b q t"], cfg: DecoderConfig, policy: Policy = Policy(), prepared: bool = False
+) -> Float[Array, "b n"]:
     """One forward of the decoder (no chunking): codes (b, 16, t) → waveform (b, t·1920).
 
-    `params` is `load_codec_params(...)["decoder"]`. Compiles once per (b, t); see
-    `chunked_decode` for arbitrary lengths at a bounded number of shapes."""
-    return Qwen3TTSTokenizerV2Decoder(cfg, policy).apply({"params": params}, codes)
+    `params` is `load_codec_params(...)["decoder"]` (or `prepare_params` of it with
+    `prepared=True`, which skips re-laying the kernels out on every call). Compiles once per
+    (b, t); see `chunked_decode` for arbitrary lengths at a bounded number of shapes."""
+    if not prepared:
+        params = prepare_params(params, cfg)
+    return Qwen3TTSTokenizerV2Decoder(cfg, policy, "HIO").apply({"params": params}, codes)
+
+
+_prepare_jit = jax.jit(prepare_params, static_argnames=("cfg",))
 
 
 def _bucket(n: int, cap: int) -> int:
@@ -317,7 +365,7 @@ def chunked_decode(
     chunk_size: int = CHUNK_SIZE,
     left_context_size: int = LEFT_CONTEXT,
 ) -> Float[Array, "b n"]:
-    """`Qwen3TTSTokenizerV2Decoder.chunked_decode`: independent forwards over 300-frame chunks,
+    """`Qwen3TTSTokenizerV2Decoder.chunked_decode` (`params` as loaded): independent forwards over 300-frame chunks,
     each with up to 25 frames of left context whose samples are dropped (positions and conv
     state restart in every chunk, exactly as the reference; a single forward differs after
     frame 300).
@@ -331,6 +379,10 @@ def chunked_decode(
     codes = jnp.asarray(codes)
     b, _, t = codes.shape
     up = cfg.total_upsample
+    if t > chunk_size:  # several forwards: lay the kernels out once
+        params, prepared = _prepare_jit(params, cfg), True
+    else:
+        prepared = False
     cap = chunk_size + left_context_size
     wavs = []
     start = 0
@@ -342,7 +394,7 @@ def chunked_decode(
         padded = _bucket(n, cap)
         if padded > n:
             chunk = jnp.pad(chunk, ((0, 0), (0, 0), (0, padded - n)))
-        wav = decode_codes(params, chunk, cfg, policy)
+        wav = decode_codes(params, chunk, cfg, policy, prepared)
         wavs.append(wav[:, ctx * up : n * up])
         start = end
     if not wavs:

@@ -13,7 +13,8 @@ each stage can still see of the past. That is an explicit pytree (`init_state`):
   `sliding_window - 1 = 71` frames — a fixed-size shifting window, exactly the keys the inclusive
   72-frame mask can reach — plus the next position.
 
-`stream_step` is jitted once per k and donates the state. Concatenated outputs equal the
+`stream_step` is jitted once per k (the state is donated off-CPU); give it `prepare_params(params)`
+(conv kernels laid out once, see `nn/conv.py`) with `prepared=True`, as `StreamingDecoder` does. Concatenated outputs equal the
 one-shot `decode_codes` of the same frames (≤ 1e-4; `tests/test_codec_streaming.py`).
 
 Beyond 300 frames: the reference `decode` restarts every 300 frames (`chunked_decode`: fresh
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwen3tts_jax.codec.config import DecoderConfig
-from qwen3tts_jax.codec.decoder import CHUNK_SIZE, LEFT_CONTEXT, Qwen3TTSTokenizerV2Decoder, State
+from qwen3tts_jax.codec.decoder import CHUNK_SIZE, LEFT_CONTEXT, Qwen3TTSTokenizerV2Decoder, State, prepare_params
 from qwen3tts_jax.config import Policy
 from qwen3tts_jax.nn.attention import KVCache
 from qwen3tts_jax.typing import Array, Float, Int
@@ -68,12 +69,40 @@ def init_state(cfg: DecoderConfig, batch: int, policy: Policy = Policy()) -> Sta
     return state
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "policy"), donate_argnames=("state",))
-def stream_step(
-    params: dict, state: State, codes: Int[Array, "b q k"], cfg: DecoderConfig, policy: Policy = Policy()
+def _step(
+    params: dict,
+    state: State,
+    codes: Int[Array, "b q k"],
+    cfg: DecoderConfig,
+    policy: Policy = Policy(),
+    prepared: bool = False,
 ) -> tuple[Float[Array, "b n"], State]:
-    """Decode the next k frames: returns their k·total_upsample samples and the new state."""
-    return Qwen3TTSTokenizerV2Decoder(cfg, policy).apply({"params": params}, codes, state)
+    if not prepared:
+        params = prepare_params(params, cfg)
+    return Qwen3TTSTokenizerV2Decoder(cfg, policy, "HIO").apply({"params": params}, codes, state)
+
+
+_STATIC = ("cfg", "policy", "prepared")
+_step_donating = jax.jit(_step, static_argnames=_STATIC, donate_argnames=("state",))
+_step_copying = jax.jit(_step, static_argnames=_STATIC)
+
+
+def stream_step(
+    params: dict,
+    state: State,
+    codes: Int[Array, "b q k"],
+    cfg: DecoderConfig,
+    policy: Policy = Policy(),
+    prepared: bool = False,
+) -> tuple[Float[Array, "b n"], State]:
+    """Decode the next k frames: returns their k·total_upsample samples and the new state.
+
+    Jitted (once per k). Pass `prepare_params(params, cfg)` with `prepared=True`: with the
+    checkpoint's kernel layout every step re-lays every conv kernel out. The state is donated on
+    GPU/TPU but not on XLA:CPU, where donating it made a full-size 1-frame step 2x slower
+    (191 ms vs 94 ms on the 2-core CPU) — treat the passed state as consumed either way."""
+    fn = _step_copying if jax.default_backend() == "cpu" else _step_donating
+    return fn(params, state, codes, cfg, policy, prepared)
 
 
 class StreamingDecoder:
@@ -95,7 +124,8 @@ class StreamingDecoder:
         chunk_size: int = CHUNK_SIZE,
         left_context_size: int = LEFT_CONTEXT,
     ):
-        self.params, self.cfg, self.policy = params, cfg, policy
+        self.params = jax.jit(prepare_params, static_argnames=("cfg",))(params, cfg)  # once, not per step
+        self.cfg, self.policy = cfg, policy
         self.batch = batch
         self.reference_chunking = reference_chunking
         self.chunk_size, self.left_context_size = chunk_size, left_context_size
@@ -107,7 +137,7 @@ class StreamingDecoder:
         self._recent = np.zeros((self.batch, self.cfg.num_quantizers, 0), np.int32)  # for re-fed context
 
     def _step(self, codes: np.ndarray) -> np.ndarray:
-        wav, self.state = stream_step(self.params, self.state, jnp.asarray(codes, jnp.int32), self.cfg, self.policy)
+        wav, self.state = stream_step(self.params, self.state, jnp.asarray(codes, jnp.int32), self.cfg, self.policy, True)
         return np.asarray(wav)
 
     def push(self, codes) -> np.ndarray:

@@ -9,8 +9,15 @@ Activations are channels-last `(b, t, c)` ("NWC"). Measured on the 2-core CPU (X
 batch 1, machine shared so ratios only): a causal k7 conv 96→96 ch, dilation 9, over 96,000
 samples took 0.31 s NWC vs 0.54 s NCW; 1536→768 k1 over 1,000 frames 0.071 s vs 0.088 s;
 384→384 k7 over 24,000 1.17 s vs 1.28 s; depthwise 1024 ch k7 over 200 frames equal. NWC is never
-slower, and it is the layout the ConvNeXt / transformer linears want, so the codec runs NWC and
-only the weights stay in torch's layout (`OIH`; using `HIO` gained nothing measurable).
+slower, and it is the layout the ConvNeXt / transformer linears want, so the codec runs NWC.
+
+Kernel layout: params hold torch's layout (`OIH`, as the checkpoint). XLA:CPU re-lays an `OIH`
+kernel out on every call, which is noise for a long one-shot decode but dominates short inputs:
+a k7 1024→1536 conv over 10 frames took 72 ms with an `OIH` kernel vs 7.7 ms with `HIO`, and
+a 1536→768 ×8 transposed conv over 4 frames 172 ms vs 13 ms (polyphase, pre-arranged). So every
+conv module takes `kernel_layout="HIO"` for weights converted once by `to_hio` /
+`transposed_to_hio` (the streaming decoder does this at construction); "OIH" (default) uses the
+checkpoint tensors as they are.
 
 A transposed conv is computed in polyphase form: with `m = ceil(k / s)`, output block t (s
 samples) = Σ_j x[t-j] · W[:, :, j·s : (j+1)·s], i.e. an ordinary causal conv of kernel m to s·out
@@ -40,6 +47,9 @@ __all__ = [
     "conv1d",
     "conv_transpose1d",
     "effective_kernel",
+    "polyphase_kernel",
+    "to_hio",
+    "transposed_to_hio",
 ]
 
 
@@ -73,18 +83,33 @@ def conv1d(
     dilation: int = 1,
     groups: int = 1,
     padding: tuple[int, int] = (0, 0),
+    kernel_layout: str = "OIH",
 ) -> Float[Array, "b t2 o"]:
-    """`torch.nn.functional.conv1d` on channels-last input with a torch-layout weight."""
+    """`torch.nn.functional.conv1d` on channels-last input; `weight` is torch's `(o, i/g, k)`
+    ("OIH") or `to_hio(weight)` = `(k, i/g, o)` ("HIO")."""
     weight, bias = _cast(weight, x.dtype), _cast(bias, x.dtype)
-    out, _, k = weight.shape
-    if k == 1 and groups == 1 and stride == 1 and padding == (0, 0):
-        y = jnp.einsum("bti,oi->bto", x, weight[:, :, 0])  # pointwise: a plain matmul
+    k = weight.shape[2] if kernel_layout == "OIH" else weight.shape[0]
+    if k == 1 and groups == 1 and stride == 1 and padding == (0, 0):  # pointwise: a plain matmul
+        if kernel_layout == "OIH":
+            y = jnp.einsum("bti,oi->bto", x, weight[:, :, 0])
+        else:
+            y = jnp.einsum("bti,io->bto", x, weight[0])
     else:
         y = jax.lax.conv_general_dilated(
             x, weight, window_strides=(stride,), padding=[padding], rhs_dilation=(dilation,),
-            feature_group_count=groups, dimension_numbers=("NHC", "OIH", "NHC"),
+            feature_group_count=groups, dimension_numbers=("NHC", kernel_layout, "NHC"),
         )
     return y if bias is None else y + bias
+
+
+def to_hio(weight: Float[Array, "o i k"]) -> Float[Array, "k i o"]:
+    """A torch Conv1d weight in the kernel layout XLA:CPU wants (see the module docstring)."""
+    return jnp.transpose(weight, (2, 1, 0))
+
+
+def transposed_to_hio(weight: Float[Array, "i o k"], stride: int) -> Float[Array, "m i so"]:
+    """A torch ConvTranspose1d weight as the HIO kernel of its polyphase causal conv."""
+    return to_hio(polyphase_kernel(weight, stride))
 
 
 def polyphase_kernel(weight: Float[Array, "i o k"], stride: int) -> Float[Array, "so i m"]:
@@ -105,19 +130,21 @@ def conv_transpose1d(
     *,
     stride: int,
     history: Float[Array, "b h i"] | None = None,
+    kernel_layout: str = "OIH",
 ) -> Float[Array, "b ts o"]:
     """The first `t·stride` samples of `torch.nn.functional.conv_transpose1d` (no padding), i.e.
     `CausalTransConvNet` (right trim `k - stride`). `history` (the previous m-1 input frames,
-    m = ceil(k/stride)) replaces the implicit zeros before the first frame when streaming."""
+    m = ceil(k/stride)) replaces the implicit zeros before the first frame when streaming.
+    `weight` is torch's `(i, o, k)` ("OIH") or `transposed_to_hio(weight, stride)` ("HIO")."""
     weight, bias = _cast(weight, x.dtype), _cast(bias, x.dtype)
     b, t, _ = x.shape
-    out = weight.shape[1]
-    w = polyphase_kernel(weight, stride)
-    m = w.shape[-1]
+    w = polyphase_kernel(weight, stride) if kernel_layout == "OIH" else weight
+    m = w.shape[-1] if kernel_layout == "OIH" else w.shape[0]
+    out = (w.shape[0] if kernel_layout == "OIH" else w.shape[-1]) // stride
     if history is None:
-        y = conv1d(x, w, padding=(m - 1, 0))
+        y = conv1d(x, w, padding=(m - 1, 0), kernel_layout=kernel_layout)
     else:
-        y = conv1d(jnp.concatenate([history.astype(x.dtype), x], axis=1), w)
+        y = conv1d(jnp.concatenate([history.astype(x.dtype), x], axis=1), w, kernel_layout=kernel_layout)
     y = y.reshape(b, t * stride, out)  # (t, r, o) -> t·s + r
     return y if bias is None else y + bias
 
@@ -134,15 +161,20 @@ class Conv1d(nn.Module):
     use_bias: bool = True
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    kernel_layout: str = "OIH"  # "HIO": weight converted by `to_hio`
 
     @nn.compact
     def __call__(self, x: Float[Array, "b t i"], padding: tuple[int, int] = (0, 0)) -> Float[Array, "b t2 o"]:
         cin = x.shape[-1]
-        shape = (self.features, cin // self.groups, self.kernel_size)
-        weight = self.param("weight", nn.initializers.lecun_normal(in_axis=(1, 2), out_axis=0), shape, self.param_dtype)
+        if self.kernel_layout == "OIH":
+            shape, axes = (self.features, cin // self.groups, self.kernel_size), ((1, 2), 0)
+        else:
+            shape, axes = (self.kernel_size, cin // self.groups, self.features), ((0, 1), 2)
+        weight = self.param("weight", nn.initializers.lecun_normal(in_axis=axes[0], out_axis=axes[1]), shape, self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
         return conv1d(
-            x.astype(self.dtype), weight, bias, stride=self.stride, dilation=self.dilation, groups=self.groups, padding=padding
+            x.astype(self.dtype), weight, bias, stride=self.stride, dilation=self.dilation, groups=self.groups,
+            padding=padding, kernel_layout=self.kernel_layout,
         )
 
 
@@ -156,13 +188,20 @@ class ConvTranspose1d(nn.Module):
     use_bias: bool = True
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    kernel_layout: str = "OIH"  # "HIO": weight converted by `transposed_to_hio`
 
     @nn.compact
     def __call__(self, x: Float[Array, "b t i"], history: Float[Array, "b h i"] | None = None) -> Float[Array, "b ts o"]:
-        shape = (x.shape[-1], self.features, self.kernel_size)
-        weight = self.param("weight", nn.initializers.lecun_normal(in_axis=(0, 2), out_axis=1), shape, self.param_dtype)
+        if self.kernel_layout == "OIH":
+            shape, axes = (x.shape[-1], self.features, self.kernel_size), ((0, 2), 1)
+        else:
+            m = -(-self.kernel_size // self.stride)
+            shape, axes = (m, x.shape[-1], self.stride * self.features), ((0, 1), 2)
+        weight = self.param("weight", nn.initializers.lecun_normal(in_axis=axes[0], out_axis=axes[1]), shape, self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
-        return conv_transpose1d(x.astype(self.dtype), weight, bias, stride=self.stride, history=history)
+        return conv_transpose1d(
+            x.astype(self.dtype), weight, bias, stride=self.stride, history=history, kernel_layout=self.kernel_layout
+        )
 
 
 class CausalConv1d(nn.Module):
@@ -184,6 +223,7 @@ class CausalConv1d(nn.Module):
     pad_mode: str = "constant"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    kernel_layout: str = "OIH"
 
     @property
     def context(self) -> int:
@@ -194,7 +234,7 @@ class CausalConv1d(nn.Module):
     def __call__(self, x: Float[Array, "b t i"], history: Float[Array, "b h i"] | None = None) -> Float[Array, "b t2 o"]:
         conv = Conv1d(
             self.features, self.kernel_size, self.stride, self.dilation, self.groups, self.use_bias,
-            self.dtype, self.param_dtype, name="conv",
+            self.dtype, self.param_dtype, self.kernel_layout, name="conv",
         )
         if history is not None:
             if self.stride != 1:
@@ -219,6 +259,7 @@ class CausalConvTranspose1d(nn.Module):
     stride: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    kernel_layout: str = "OIH"
 
     @property
     def context(self) -> int:
@@ -226,5 +267,7 @@ class CausalConvTranspose1d(nn.Module):
 
     @nn.compact
     def __call__(self, x: Float[Array, "b t i"], history: Float[Array, "b h i"] | None = None) -> Float[Array, "b ts o"]:
-        conv = ConvTranspose1d(self.features, self.kernel_size, self.stride, True, self.dtype, self.param_dtype, name="conv")
+        conv = ConvTranspose1d(
+            self.features, self.kernel_size, self.stride, True, self.dtype, self.param_dtype, self.kernel_layout, name="conv"
+        )
         return conv(x, history)
