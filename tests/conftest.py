@@ -55,3 +55,28 @@ def tiny_model(tmp_path_factory):
         return built[name, seed]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_full_model(tiny_model, tmp_path_factory):
+    """`tiny_full_model(name)` → (reference torch model, complete released-layout folder): model,
+    `speech_tokenizer/` (tiny reference codec) and the real Qwen text tokenizer files."""
+    import shutil
+
+    from reference.codec_models import build_reference_tokenizer, codec_config_dict, save_reference_tokenizer
+    from reference.text_fixture import write_tokenizer_files
+
+    built = {}
+
+    def get(name: str, seed: int = 0):
+        if (name, seed) not in built:
+            ref, folder = tiny_model(name, seed)
+            full = tmp_path_factory.mktemp(f"full-{name}-{seed}")
+            shutil.copytree(folder, full, dirs_exist_ok=True)
+            codec = build_reference_tokenizer(codec_config_dict(), seed)
+            save_reference_tokenizer(codec, full / "speech_tokenizer")
+            write_tokenizer_files(full)
+            built[name, seed] = (ref, full)
+        return built[name, seed]
+
+    return get
