@@ -237,12 +237,11 @@ class Checkpoint:
 
 def _header_keys(path: Path) -> list[str]:
     """Keys of a .safetensors file, from its header; a damaged header names the file."""
-    raw = path.read_bytes() if path.stat().st_size < 8 else None
-    if raw is not None:
-        raise CheckpointError(f"{path}: truncated safetensors file ({len(raw)} bytes)")
+    size = path.stat().st_size
+    if size < 8:
+        raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes)")
     with open(path, "rb") as fh:
         n = int.from_bytes(fh.read(8), "little")
-        size = path.stat().st_size
         if n <= 0 or 8 + n > size:
             raise CheckpointError(f"{path}: truncated or corrupt safetensors header (header length {n}, file size {size})")
         try:

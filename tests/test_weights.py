@@ -55,6 +55,23 @@ def test_inspect_reports_released_totals(tmp_path, capsys):
         out = capsys.readouterr().out
         assert f"total: {total} elements" in out, out[-500:]
         assert "0 missing, 0 unexpected, 0 wrong shape" in out
+    # The speech tokenizer: inside a model folder and on its own (parameters + buffers as stored).
+    import torch
+    from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model
+    from reference.codec_models import fullsize_codec_config_dict, reference_tokenizer_config
+
+    codec_cfg = fullsize_codec_config_dict()
+    with torch.device("meta"):
+        codec = Qwen3TTSTokenizerV2Model(reference_tokenizer_config(codec_cfg))
+    tok = tmp_path / "custom_voice" / "speech_tokenizer"
+    tok.mkdir()
+    (tok / "config.json").write_text(json.dumps(codec_cfg))
+    write_sparse_safetensors(tok / "model.safetensors", {k: tuple(v.shape) for k, v in codec.state_dict().items()}, "F32")
+    for folder in (tmp_path / "custom_voice", tok):
+        assert main(["inspect", str(folder)]) == 0
+        out = capsys.readouterr().out
+        assert "total: 170,557,441 elements" in out, out[-800:]
+        assert "0 missing, 0 unexpected, 0 wrong shape, 34 ignored" in out
 
 
 @pytest.fixture()
