@@ -2,6 +2,27 @@
 decoder, streaming decoder (and the Mimi encoder)."""
 
 from qwen3tts_jax.codec.config import DecoderConfig, MimiEncoderConfig, Qwen3TTSTokenizerV2Config
+from qwen3tts_jax.codec.decoder import Qwen3TTSTokenizerV2Decoder, chunked_decode, decode, decode_codes, prepare_params
+from qwen3tts_jax.codec.quantizer import codebook_embedding, dequantize, nearest_code, residual_quantize
+from qwen3tts_jax.codec.streaming import StreamingDecoder, init_state, stream_step
 from qwen3tts_jax.codec.weights import codec_entries, load_codec_params
 
-__all__ = ["DecoderConfig", "MimiEncoderConfig", "Qwen3TTSTokenizerV2Config", "codec_entries", "load_codec_params"]
+__all__ = [
+    "DecoderConfig",
+    "MimiEncoderConfig",
+    "Qwen3TTSTokenizerV2Config",
+    "Qwen3TTSTokenizerV2Decoder",
+    "StreamingDecoder",
+    "chunked_decode",
+    "codebook_embedding",
+    "codec_entries",
+    "decode",
+    "decode_codes",
+    "dequantize",
+    "init_state",
+    "load_codec_params",
+    "nearest_code",
+    "prepare_params",
+    "residual_quantize",
+    "stream_step",
+]
