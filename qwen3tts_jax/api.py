@@ -13,8 +13,7 @@ import dataclasses
 import os
 import time
 import warnings
-from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +21,8 @@ import numpy as np
 
 from qwen3tts_jax import generate as gen
 from qwen3tts_jax.audio import normalize_audios
-from qwen3tts_jax.config import GenerationConfig, Policy, Qwen3TTSConfig
+from qwen3tts_jax.config import GenerationConfig, Policy, Qwen3TTSConfig, as_dtype
+from qwen3tts_jax.hub import resolve_folder
 from qwen3tts_jax.prompt import PromptEmbedder, PromptRequest, VoiceClonePromptItem, batch_prompts, build_prompt
 from qwen3tts_jax.sampling import SamplingConfig
 from qwen3tts_jax.speech_tokenizer import Qwen3TTSTokenizer
@@ -48,24 +48,6 @@ def _broadcast(name: str, values: list, n: int) -> list:
     return values
 
 
-def _as_dtype(dtype: Any):
-    """None → float32; accepts jnp/numpy dtypes, torch dtypes and names ("bf16", "bfloat16", ...)."""
-    if dtype is None:
-        return jnp.dtype(jnp.float32)
-    if not isinstance(dtype, str) and type(dtype).__module__.startswith("torch"):
-        dtype = str(dtype)
-    if isinstance(dtype, str):
-        name = dtype.removeprefix("torch.")
-        dtype = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16", "float": "float32", "half": "float16"}.get(name, name)
-    try:
-        dt = jnp.dtype(dtype)
-    except TypeError as err:
-        raise ValueError(f"dtype={dtype!r} is not a dtype (float32, bfloat16, float16)") from err
-    if not jnp.issubdtype(dt, jnp.floating):
-        raise ValueError(f"dtype={dtype!r} is not a floating dtype (float32, bfloat16, float16)")
-    return dt
-
-
 @dataclasses.dataclass
 class StreamStats:
     """Timings of the last streaming call (seconds, wall clock on the host)."""
@@ -81,46 +63,64 @@ class Qwen3TTSModel:
 
     def __init__(self, config: Qwen3TTSConfig, params: dict, text_tokenizer: TextTokenizer,
                  speech_tokenizer: Qwen3TTSTokenizer, generation_config: GenerationConfig, policy: Policy,
-                 path: str | None = None):
+                 path: str | None = None, mesh: Any = None):
         self.config, self.params, self.policy = config, params, policy
+        self.mesh = mesh  # a ("data", "model") jax Mesh the params are placed on, or None (one device)
         self.processor = self.text_tokenizer = text_tokenizer
         self.speech_tokenizer = speech_tokenizer
         self.generate_config = self.generation_config = generation_config
         self.path = path
         self.tts_model_type, self.tts_model_size = config.tts_model_type, config.tts_model_size
-        self._embedder = PromptEmbedder(params["talker"], config, policy)
+        if mesh is None:
+            self._embedder = PromptEmbedder(params["talker"], config, policy)
+        else:
+            from qwen3tts_jax.sharding import MeshPromptEmbedder
+
+            self._embedder = MeshPromptEmbedder(params["talker"], config, policy, mesh)
         self.last_stream_stats = StreamStats()
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype: Any = None,
-                        scan_layers: bool | None = None, seed: int = 0, **kwargs) -> "Qwen3TTSModel":
+                        scan_layers: bool | None = None, seed: int = 0, mesh: Any = None, **kwargs) -> "Qwen3TTSModel":
         """A model folder, a Hugging Face repo id (downloaded with huggingface_hub), or
         `random:<name>` (seeded random weights of a released architecture, see `presets`).
 
         Computation is float32 unless `dtype` asks otherwise, whatever the stored dtype (the
         released files are bf16). `scan_layers` defaults to the backend's best (unrolled on CPU).
+
+        `mesh` ("data=4,model=2", a dict, or a ("data", "model") `jax.sharding.Mesh`) runs on a
+        device mesh: batches split over `data`, talker / code predictor / codec decoder weights
+        over `model` (see `qwen3tts_jax.sharding`); each process reads only its weight slices.
         """
         unknown = sorted(set(kwargs) - _TORCH_ONLY)
         if unknown:
             raise TypeError(f"Qwen3TTSModel.from_pretrained: unexpected keyword argument(s) {unknown}")
-        dt = _as_dtype(dtype if dtype is not None else kwargs.get("torch_dtype"))
+        dt = as_dtype(dtype if dtype is not None else kwargs.get("torch_dtype"))
         policy = Policy.for_backend(dtype=dt)
         if scan_layers is not None:
             policy = dataclasses.replace(policy, scan_layers=scan_layers)
+        if mesh is not None:
+            from qwen3tts_jax import sharding
+
+            mesh = sharding.make_mesh(mesh)
         name = str(pretrained_model_name_or_path)
         if name.startswith("random:"):
-            return cls._random(name, policy, seed)
-        folder = _resolve(name)
+            return cls._random(name, policy, seed, mesh)
+        folder = resolve_folder(name)
         cfg = Qwen3TTSConfig.from_model_dir(folder)
-        params = load_model_params(folder, cfg, dtype=dt, scan_layers=policy.scan_layers)
-        speech = Qwen3TTSTokenizer.from_pretrained(folder / "speech_tokenizer", dtype=dt)
+        if mesh is None:
+            params = load_model_params(folder, cfg, dtype=dt, scan_layers=policy.scan_layers)
+            speech = Qwen3TTSTokenizer.from_pretrained(folder / "speech_tokenizer", dtype=dt)
+        else:
+            params = sharding.load_model_params(folder, cfg, dt, policy.scan_layers, mesh)
+            speech = sharding.load_speech_tokenizer(folder / "speech_tokenizer", dt, mesh)
         return cls(cfg, params, TextTokenizer.from_pretrained(folder), speech, GenerationConfig.from_model_dir(folder),
-                   policy, str(folder))
+                   policy, str(folder), mesh)
 
     @classmethod
-    def _random(cls, spec: str, policy: Policy, seed: int) -> "Qwen3TTSModel":
+    def _random(cls, spec: str, policy: Policy, seed: int, mesh: Any = None) -> "Qwen3TTSModel":
         from qwen3tts_jax import presets
         from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
         from qwen3tts_jax.random_model import byte_level_tokenizer_dir, parse_random_spec, random_codec_params, random_model_params
@@ -132,7 +132,12 @@ class Qwen3TTSModel:
         speech = Qwen3TTSTokenizer(codec_cfg, random_codec_params(codec_cfg, seed, policy.param_dtype), policy)
         text = TextTokenizer.from_pretrained(byte_level_tokenizer_dir())
         gen_cfg = GenerationConfig.from_dict(presets.GENERATION_CONFIG, f"{spec} generation config")
-        return cls(cfg, params, text, speech, gen_cfg, policy, spec)
+        if mesh is not None:
+            from qwen3tts_jax import sharding
+
+            params = sharding.place_model_params(params, cfg, mesh)
+            speech.params = sharding.place_codec_params(speech.params, codec_cfg, mesh)
+        return cls(cfg, params, text, speech, gen_cfg, policy, spec, mesh)
 
     # ------------------------------------------------------------------ info
 
@@ -281,12 +286,21 @@ class Qwen3TTSModel:
                     f"text[{i}]: the prompt is {n} positions and max_new_tokens={gen_cfg.max_new_tokens}; together they exceed "
                     f"the model's position budget max_position_embeddings={budget}. Shorten the text or lower max_new_tokens.")
         decoder = gen.Decoder(self.config, self.policy, SamplingConfig.from_configs(gen_cfg, self.config.talker))
+        if self.mesh is not None:
+            from qwen3tts_jax.sharding import mesh_decoder
+
+            decoder = mesh_decoder(decoder, self.mesh)
         return batch, decoder
 
     def generate_codes(self, requests: list[PromptRequest], **kwargs) -> list[np.ndarray]:
         """The functional layer's codes for already-built requests: list of (T_i, 16) int arrays."""
         gen_cfg, key = self._gen_config(dict(kwargs))
         batch, decoder = self._prepare(requests, gen_cfg)
+        if self.mesh is not None:
+            from qwen3tts_jax import sharding
+
+            return sharding.generate_codes(decoder, self.params["talker"], batch.embeds, batch.mask, batch.trailing,
+                                           gen_cfg.max_new_tokens, key, self.mesh)
         return gen.generate_codes(decoder, self.params["talker"], batch.embeds, batch.mask, batch.trailing,
                                   gen_cfg.max_new_tokens, key)
 
@@ -307,7 +321,12 @@ class Qwen3TTSModel:
         nonempty = [i for i, c in enumerate(codes) if len(c)]
         wavs = [np.zeros(0, np.float32) for _ in codes]
         if nonempty:
-            decoded, sr = self.speech_tokenizer.decode([{"audio_codes": codes[i]} for i in nonempty])
+            if self.mesh is not None:
+                from qwen3tts_jax.sharding import decode_audio
+
+                decoded, sr = decode_audio(self.speech_tokenizer, [codes[i] for i in nonempty], self.mesh)
+            else:
+                decoded, sr = self.speech_tokenizer.decode([{"audio_codes": codes[i]} for i in nonempty])
             for i, w in zip(nonempty, decoded):
                 wavs[i] = w
         return wavs, sr
@@ -384,22 +403,3 @@ class Qwen3TTSModel:
             if finished:
                 break
         stats.total_time = time.perf_counter() - start
-
-
-def _resolve(name: str) -> Path:
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists() or name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_repo_id(name):
-        raise FileNotFoundError(f"{name}: model folder not found")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name))
-    except Exception as err:  # offline, unknown repo, ...
-        raise FileNotFoundError(f"{name}: not a local folder, and downloading it from the hub failed ({err})") from err
-
-
-def _looks_like_repo_id(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith(("/", "."))

@@ -98,6 +98,25 @@ def _as_token_id(value: Any, where: str) -> int:
     return value
 
 
+def as_dtype(dtype: Any):
+    """A compute dtype from what users pass: None → float32; jnp/numpy dtypes, names
+    ("bfloat16", "bf16", "fp32", ...) and torch dtypes (as the reference's `dtype=torch.bfloat16`)."""
+    if dtype is None:
+        return jnp.dtype(jnp.float32)
+    if not isinstance(dtype, str) and type(dtype).__module__.startswith("torch"):
+        dtype = str(dtype)
+    if isinstance(dtype, str):
+        name = dtype.removeprefix("torch.")
+        dtype = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16", "float": "float32", "half": "float16"}.get(name, name)
+    try:
+        dt = jnp.dtype(dtype)
+    except TypeError as err:
+        raise ValueError(f"dtype: not a floating dtype: {dtype!r}") from err
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise ValueError(f"dtype: not a floating dtype: {dtype!r}")
+    return dt
+
+
 # --------------------------------------------------------------------------------------------
 # Runtime policy (not from the checkpoint): dtypes and layer-stack layout.
 # --------------------------------------------------------------------------------------------
@@ -118,6 +137,10 @@ class Policy:
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     scan_layers: bool = False
+    # Self-attention over a KV cache longer than this many slots visits only the written prefix,
+    # this many slots at a time (`nn.attention.attend_live`): a decode step then costs what the
+    # tokens so far cost, not the whole `max_new_tokens` budget. 0 attends over every slot.
+    attention_block: int = 256
 
     @staticmethod
     def for_backend(backend: str | None = None, dtype: Any = None) -> "Policy":

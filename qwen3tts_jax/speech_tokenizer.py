@@ -35,7 +35,8 @@ from qwen3tts_jax.codec import decoder as codec_decoder
 from qwen3tts_jax.codec import encoder as codec_encoder
 from qwen3tts_jax.codec.config import CONFIG_FILE, MODEL_TYPE, ConfigError, Qwen3TTSTokenizerV2Config
 from qwen3tts_jax.codec.weights import load_codec_params
-from qwen3tts_jax.config import Policy, read_json
+from qwen3tts_jax.config import Policy, as_dtype, read_json
+from qwen3tts_jax.hub import resolve_folder
 
 __all__ = ["Qwen3TTSTokenizer", "Qwen3TTSTokenizerV2EncoderOutput"]
 
@@ -60,46 +61,15 @@ class Qwen3TTSTokenizerV2EncoderOutput:
         return (self.audio_codes,)
 
 
-_DTYPE_ALIASES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16", "half": "float16", "float": "float32"}
-
-
-def _as_dtype(dtype: Any):
-    """None → fp32; accepts jnp/numpy dtypes, names ("bfloat16", "bf16", "fp32") and torch dtypes."""
-    if dtype is None:
-        return jnp.dtype(jnp.float32)
-    try:
-        if isinstance(dtype, str) or type(dtype).__module__.startswith("torch"):
-            name = str(dtype).removeprefix("torch.")
-            dt = jnp.dtype(_DTYPE_ALIASES.get(name, name))
-        else:
-            dt = jnp.dtype(dtype)
-    except TypeError as err:
-        raise ValueError(f"dtype: not a floating dtype: {dtype!r}") from err
-    if not jnp.issubdtype(dt, jnp.floating):
-        raise ValueError(f"dtype: not a floating dtype: {dtype!r}")
-    return dt
+_as_dtype = as_dtype  # kept for callers of the old private name
 
 
 def _resolve_dir(path: str | os.PathLike) -> Path:
     """A local speech_tokenizer folder, a model folder holding `speech_tokenizer/`, or a HF repo id."""
-    p = Path(path)
-    if p.is_dir():
-        if not (p / CONFIG_FILE).is_file() and (p / "speech_tokenizer" / CONFIG_FILE).is_file():
-            return p / "speech_tokenizer"
-        return p
-    if p.exists():
-        raise ValueError(f"pretrained_model_name_or_path: {str(path)!r} is a file, expected a folder")
-    if str(path).count("/") == 1 and not str(path).startswith((".", "/")):
-        try:
-            from huggingface_hub import snapshot_download
-
-            return _resolve_dir(snapshot_download(str(path)))
-        except Exception as err:  # offline, unknown repo, ...: say what was tried
-            raise FileNotFoundError(
-                f"pretrained_model_name_or_path: {str(path)!r} is not a local folder and could not be "
-                f"fetched from the Hugging Face Hub: {err}"
-            ) from err
-    raise FileNotFoundError(f"pretrained_model_name_or_path: folder not found: {str(path)!r}")
+    p = resolve_folder(path)
+    if not (p / CONFIG_FILE).is_file() and (p / "speech_tokenizer" / CONFIG_FILE).is_file():
+        return p / "speech_tokenizer"
+    return p
 
 
 def _read_preprocessor(folder: Path, cfg: Qwen3TTSTokenizerV2Config) -> int:
