@@ -1,4 +1,4 @@
-"""The `qwen3tts-jax` console command: inspect, convert (and synthesize, see generation)."""
+"""The `qwen3tts-jax` console command: inspect, convert, synthesize, batch."""
 
 from __future__ import annotations
 
@@ -30,6 +30,21 @@ def _convert(args) -> int:
     return 0
 
 
+def _setup_devices(args) -> None:
+    """Device options, applied before JAX starts its backends: virtual CPU devices and the
+    multi-process rendezvous (`jax.distributed.initialize`)."""
+    import jax
+
+    if args.coordinator:
+        if args.num_processes is None or args.process_id is None:
+            raise ValueError("--coordinator needs --num-processes and --process-id")
+        from qwen3tts_jax.sharding import initialize_distributed
+
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.cpu_devices)
+    elif args.cpu_devices:
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+
+
 def _synthesize(args) -> int:
     import time
     from pathlib import Path
@@ -43,7 +58,8 @@ def _synthesize(args) -> int:
     out = check_output_path(args.out)
     text = Path(args.text_file).read_text(encoding="utf-8").strip() if args.text_file else args.text
     t0 = time.perf_counter()
-    model = Qwen3TTSModel.from_pretrained(args.model, dtype=args.dtype, seed=args.seed)
+    _setup_devices(args)
+    model = Qwen3TTSModel.from_pretrained(args.model, dtype=args.dtype, seed=args.seed, mesh=args.mesh)
     kw = {"seed": args.seed, "chunk_frames": args.chunk_frames, "language": args.language}
     if args.max_new_tokens is not None:
         kw["max_new_tokens"] = args.max_new_tokens
@@ -72,11 +88,31 @@ def _synthesize(args) -> int:
             chunks.append(wav)
             bar.update(len(wav) // 1920)
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    write_audio_atomic(out, audio, sr)
+    import jax
+
+    if jax.process_index() == 0:  # multi-process: every process computes, one writes
+        write_audio_atomic(out, audio, sr)
     st = model.last_stream_stats
     print(f"wrote {out}: {len(audio) / sr:.2f} s of audio; first audio after {st.time_to_first_audio or 0:.2f} s, "
           f"total {st.total_time or 0:.2f} s", file=sys.stderr)
     return 0
+
+
+def _batch(args) -> int:
+    from qwen3tts_jax import batch
+
+    _setup_devices(args)
+    return batch.main(args)
+
+
+def _add_device_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("devices")
+    g.add_argument("--mesh", default=None, help="run on a device mesh, e.g. data=4,model=2 (data parallel batch x "
+                   "tensor parallel weights; see qwen3tts_jax/sharding.py)")
+    g.add_argument("--cpu-devices", type=int, default=None, help="CPU only: split the host into N virtual devices")
+    g.add_argument("--coordinator", default=None, help="multi-process: coordinator HOST:PORT (jax.distributed.initialize)")
+    g.add_argument("--num-processes", type=int, default=None, help="multi-process: number of processes")
+    g.add_argument("--process-id", type=int, default=None, help="multi-process: this process's index (0 writes outputs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +146,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-frames", type=int, default=8, help="frames per compiled decoding call")
     p.add_argument("--non-streaming-mode", choices=["auto", "true", "false"], default="auto",
                    help="text layout of the prompt (the reference's non_streaming_mode); auto = the method's default")
+    _add_device_args(p)
     p.set_defaults(run=_synthesize)
+    p = sub.add_parser("batch", help="many texts in, one audio file each + manifest.jsonl out; resumes after interruption")
+    p.add_argument("--model", required=True, help="model folder, Hugging Face repo id, or random:<name>")
+    p.add_argument("--input", required=True, help="texts.txt (one text per line) or items.jsonl "
+                   "({\"id\", \"text\", \"speaker\", \"language\", \"instruct\", \"ref_audio\", \"ref_text\", \"x_vector_only\"})")
+    p.add_argument("--out-dir", required=True, help="output folder: <id>.wav files, manifest.jsonl, batch.json")
+    p.add_argument("--batch-size", type=int, default=None, help="items per generation batch (default: the mesh's data size, or 1)")
+    p.add_argument("--format", choices=["wav", "flac"], default="wav")
+    p.add_argument("--language", default="auto", help="default language of items without one")
+    p.add_argument("--speaker", help="CustomVoice: default speaker")
+    p.add_argument("--instruct", help="CustomVoice 1.7B / VoiceDesign: default instruct")
+    p.add_argument("--ref-audio", help="Base: default reference audio")
+    p.add_argument("--ref-text", help="Base: default transcript of --ref-audio")
+    p.add_argument("--x-vector-only", action="store_true", help="Base: clone from the speaker embedding only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--greedy", action="store_true", help="do_sample=False and subtalker_dosample=False")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--dtype", default=None, help="compute dtype: float32 (default) or bfloat16")
+    _add_device_args(p)
+    p.set_defaults(run=_batch)
     return parser
 
 

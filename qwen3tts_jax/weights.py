@@ -182,6 +182,8 @@ class Checkpoint:
     def __init__(self, files: Mapping[str, Path]):
         self.files = dict(files)  # key -> file holding it
         self._handles: dict[Path, Any] = {}
+        self._np_handles: dict[Path, Any] = {}  # numpy-framework handles for sharded slice reads
+        self.bytes_read = 0  # tensor bytes read by `get_sharded` (what this process loaded)
 
     @staticmethod
     def open(path: str | Path) -> "Checkpoint":
@@ -233,6 +235,31 @@ class Checkpoint:
             return self._handle(file).get_tensor(key)
         except Exception as err:
             raise CheckpointError(f"{file}: cannot read tensor {key!r}: {err}") from err
+
+    def get_sharded(self, key: str, sharding: jax.sharding.Sharding, dtype: Any = None) -> jax.Array:
+        """`key` as a global array laid out by `sharding`, reading from the file only the slices
+        this process's devices hold (`get_slice`; a slice shared by several local devices is
+        read once), cast to `dtype` on the host."""
+        file = self.files[key]
+        if file not in self._np_handles:
+            from safetensors import safe_open
+
+            self._np_handles[file] = safe_open(str(file), framework="numpy")
+        tensor = self._np_handles[file].get_slice(key)
+        read: dict = {}
+
+        def slice_of(index: tuple) -> np.ndarray:
+            at = tuple((s.start, s.stop, s.step) for s in index)
+            if at not in read:
+                try:
+                    x = np.asarray(tensor[index] if index else tensor[:])
+                except Exception as err:
+                    raise CheckpointError(f"{file}: cannot read slice {index} of tensor {key!r}: {err}") from err
+                self.bytes_read += x.nbytes
+                read[at] = x if dtype is None else x.astype(dtype)
+            return read[at]
+
+        return jax.make_array_from_callback(self.shape(key), sharding, slice_of)
 
 
 def _header_keys(path: Path) -> list[str]:
@@ -299,9 +326,15 @@ def check_keys(entries: Iterable[Entry], found: Mapping[str, tuple[int, ...]], i
 
 
 def load_tree(
-    ckpt: Checkpoint, entries: list[Entry], ignore: Iterable[str] = (), dtype: Any = None, source: str = "checkpoint"
+    ckpt: Checkpoint, entries: list[Entry], ignore: Iterable[str] = (), dtype: Any = None, source: str = "checkpoint",
+    shardings: Callable[[tuple[str, ...], tuple[int, ...]], Any] | None = None,
 ) -> dict:
-    """Load every entry into a nested dict; cast floats to `dtype` when given."""
+    """Load every entry into a nested dict; cast floats to `dtype` when given.
+
+    `shardings(target path, shape)` → a `jax.sharding.Sharding` (or None: load as usual) places
+    each tensor as a global array, each process reading only its devices' slices from the file
+    (`Checkpoint.get_sharded`; see `qwen3tts_jax.sharding.loader_shardings`). An entry with a
+    `transform` is read whole, transformed, then placed."""
     report = check_keys(entries, {k: ckpt.shape(k) for k in ckpt.keys()}, ignore)
     if not report.ok:
         raise CheckpointError(report.error(source))
@@ -311,6 +344,12 @@ def load_tree(
         if e.target in targets:
             raise AssertionError(f"two table entries fill {'/'.join(e.target)}")
         targets.add(e.target)
+        sharding = shardings(e.target, e.shape) if shardings is not None else None
+        if sharding is not None and e.transform is None:
+            floating = ckpt.dtype(e.key).upper() in ("F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2")
+            want = (jnp.float32 if e.keep_fp32 else dtype) if floating else None
+            _set(tree, e.target, ckpt.get_sharded(e.key, sharding, want))
+            continue
         value = ckpt.get(e.key)
         if e.transform is not None:
             value = e.transform(value)
@@ -318,6 +357,9 @@ def load_tree(
             want = jnp.float32 if e.keep_fp32 else dtype
             if want is not None and value.dtype != want:
                 value = value.astype(want)
+        if sharding is not None:
+            host = np.asarray(value)
+            value = jax.make_array_from_callback(host.shape, sharding, lambda index, host=host: host[index])
         _set(tree, e.target, value)
     return tree
 
@@ -358,12 +400,14 @@ def layout_model_params(params: dict, cfg: Qwen3TTSConfig, scan_layers: bool) ->
     return {**params, "talker": talker}
 
 
-def load_model_params(model_dir: str | Path, cfg: Qwen3TTSConfig | None = None, dtype: Any = None, scan_layers: bool = False) -> dict:
-    """Params of a model folder: `{"talker": …, "speaker_encoder": …}` (Base only)."""
+def load_model_params(model_dir: str | Path, cfg: Qwen3TTSConfig | None = None, dtype: Any = None, scan_layers: bool = False,
+                      shardings: Callable[[tuple[str, ...], tuple[int, ...]], Any] | None = None) -> dict:
+    """Params of a model folder: `{"talker": …, "speaker_encoder": …}` (Base only).
+    `shardings`: see `load_tree` (stacked layers keep their per-layer split)."""
     model_dir = Path(model_dir)
     cfg = cfg or Qwen3TTSConfig.from_model_dir(model_dir)
     ckpt = Checkpoint.open(model_dir)
-    tree = load_tree(ckpt, model_entries(cfg), MODEL_IGNORED, dtype, source=str(model_dir))
+    tree = load_tree(ckpt, model_entries(cfg), MODEL_IGNORED, dtype, source=str(model_dir), shardings=shardings)
     return layout_model_params(tree, cfg, scan_layers)
 
 

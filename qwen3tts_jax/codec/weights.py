@@ -173,15 +173,17 @@ def codec_entries(cfg: Qwen3TTSTokenizerV2Config) -> list[Entry]:
     return encoder_entries(cfg.encoder) + decoder_entries(cfg.decoder)
 
 
-def load_codec_params(model_dir: str | Path, dtype: Any = None, cfg: Qwen3TTSTokenizerV2Config | None = None) -> dict:
+def load_codec_params(model_dir: str | Path, dtype: Any = None, cfg: Qwen3TTSTokenizerV2Config | None = None,
+                      shardings: Any = None) -> dict:
     """Load `<model_dir>/model.safetensors` → `{"encoder": ..., "decoder": ...}` param trees.
 
     `model_dir` is the speech_tokenizer folder (its config.json is read unless `cfg` is given).
     Floats are cast to `dtype` when given, except the codebook accumulators (kept fp32).
+    `shardings`: place each tensor on a mesh as it is read (see `weights.load_tree`).
     """
     model_dir = Path(model_dir)
     cfg = cfg or Qwen3TTSTokenizerV2Config.from_model_dir(model_dir)
     ckpt = Checkpoint.open(model_dir)
     source = str(sorted(set(ckpt.files.values()))[0]) if ckpt.files else str(model_dir)
-    tree = load_tree(ckpt, codec_entries(cfg), CODEC_IGNORED, dtype=dtype, source=source)
+    tree = load_tree(ckpt, codec_entries(cfg), CODEC_IGNORED, dtype=dtype, source=source, shardings=shardings)
     return {"encoder": tree["encoder"], "decoder": tree["decoder"]}

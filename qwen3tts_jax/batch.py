@@ -1,0 +1,354 @@
+"""Batch synthesis: many texts in, one audio file per item and a JSONL manifest out, resumable.
+
+    qwen3tts-jax batch --model DIR|random:NAME --input texts.txt|items.jsonl --out-dir OUT [--mesh data=4,model=2]
+
+Input: a `.txt` file (one text per non-blank line; ids `000001`, `000002`, … by line order among
+non-blank lines) or a `.jsonl` file, one object per line:
+`{"id": "a1", "text": "...", "speaker": "ryan", "language": "english", "instruct": "...",
+"ref_audio": "ref.wav", "ref_text": "...", "x_vector_only": false}` — only `text` is required;
+missing fields take the command-line defaults. Ids name the output files (`OUT/<id>.wav`).
+
+Output, and why an interrupted run can simply be started again:
+* every audio file is written atomically (a hidden temporary file in OUT, then `os.replace`), so
+  an `<id>.wav` is either complete or absent; temporaries a killed run left behind are removed
+  at the next start;
+* `OUT/manifest.jsonl` gets one line per finished item, appended (and fsync'ed) only after its
+  audio file is in place. On start the manifest is read back: an item whose line is there, with
+  the same text, and whose file exists is skipped. A torn last line (killed mid-write) is dropped
+  and the manifest rewritten atomically;
+* `OUT/batch.json` records the settings the directory was started with (model, seed, sampling,
+  dtype, format); resuming with different ones is refused rather than mixing outputs.
+
+Items are cut into fixed batches of `batch_size` in input order (batch k draws with key
+`fold_in(PRNGKey(seed), k)`); a batch is skipped when all its items are done and otherwise run
+whole, writing only the missing items. So a resumed run produces exactly the files an
+uninterrupted one would, sampled or greedy. On a mesh each batch is split over the `data` axis
+(`batch_size` defaults to its size); only process 0 reads the manifest and writes files, and
+it tells the other processes which batches to run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+MANIFEST = "manifest.jsonl"
+SETTINGS = "batch.json"
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_FIELDS = {"id", "text", "speaker", "language", "instruct", "ref_audio", "ref_text", "x_vector_only"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One text to synthesize, with its per-item voice settings (None: the command's default)."""
+
+    id: str
+    text: str
+    speaker: str | None = None
+    language: str | None = None
+    instruct: str | None = None
+    ref_audio: str | None = None
+    ref_text: str | None = None
+    x_vector_only: bool | None = None
+
+
+def read_items(path: str | os.PathLike) -> list[Item]:
+    """Items of a `.txt` (a text per non-blank line) or `.jsonl` file; errors name file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--input {path}: file not found")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    items: list[Item] = []
+    if path.suffix.lower() == ".jsonl":
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                obj = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{where}: not valid JSON ({err})") from err
+            if not isinstance(obj, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            unknown = sorted(set(obj) - _FIELDS)
+            if unknown:
+                raise ValueError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(_FIELDS)}")
+            text = obj.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{where}: 'text' must be a non-empty string, got {text!r}")
+            for k in ("id", "speaker", "language", "instruct", "ref_audio", "ref_text"):
+                if obj.get(k) is not None and not isinstance(obj[k], str):
+                    raise ValueError(f"{where}: {k!r} must be a string, got {obj[k]!r}")
+            if obj.get("x_vector_only") is not None and not isinstance(obj["x_vector_only"], bool):
+                raise ValueError(f"{where}: 'x_vector_only' must be true or false, got {obj['x_vector_only']!r}")
+            item_id = obj.get("id") or f"{len(items) + 1:06d}"
+            items.append(Item(item_id, text.strip(), **{k: obj.get(k) for k in _FIELDS - {"id", "text"}}))
+            _check_id(item_id, where)
+    elif path.suffix.lower() == ".txt":
+        for n, line in enumerate(lines, 1):
+            if line.strip():
+                items.append(Item(f"{len(items) + 1:06d}", line.strip()))
+    else:
+        raise ValueError(f"--input {path}: expected a .txt (one text per line) or .jsonl file")
+    if not items:
+        raise ValueError(f"--input {path}: no items (the file holds no non-blank lines)")
+    seen: dict[str, int] = {}
+    for i, it in enumerate(items):
+        if it.id in seen:
+            raise ValueError(f"--input {path}: id {it.id!r} is used by items {seen[it.id] + 1} and {i + 1}")
+        seen[it.id] = i
+    return items
+
+
+def _check_id(item_id: str, where: str) -> None:
+    if not _ID.fullmatch(item_id):
+        raise ValueError(f"{where}: id {item_id!r} must be 1-128 characters of [A-Za-z0-9._-], not starting with '.', '_' or '-'")
+
+
+# --------------------------------------------------------------------------------------------
+# The output directory: manifest, settings, atomic writes
+# --------------------------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def clean_partials(out_dir: Path) -> list[Path]:
+    """Remove the hidden `.<name>.*.part` temporaries a killed run left in `out_dir`."""
+    removed = []
+    for p in out_dir.glob(".*.part"):
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def load_manifest(out_dir: Path) -> dict[str, dict]:
+    """Finished items recorded in `out_dir/manifest.jsonl` by id; lines that do not parse (a
+    torn write) are dropped and the manifest is rewritten without them."""
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        return {}
+    records: dict[str, dict] = {}
+    good, bad = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+            ok = isinstance(rec, dict) and isinstance(rec.get("id"), str) and isinstance(rec.get("audio"), str)
+        except ValueError:
+            ok = False
+        if not ok:
+            bad += 1
+            continue
+        records[rec["id"]] = rec
+        good.append(line)
+    if bad:
+        _write_atomic(path, "".join(f"{line}\n" for line in good))
+    return records
+
+
+def append_manifest(out_dir: Path, record: dict) -> None:
+    with open(out_dir / MANIFEST, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def check_settings(out_dir: Path, settings: dict) -> None:
+    """Record the run's settings, or refuse to resume a directory started with other ones."""
+    path = out_dir / SETTINGS
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise ValueError(f"{path}: unreadable ({err}); remove it to start this directory afresh") from err
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if diff:
+            detail = ", ".join(f"{k}: {old.get(k)!r} then, {settings.get(k)!r} now" for k in diff)
+            raise ValueError(f"--out-dir {out_dir} was started with other settings ({detail}); use another --out-dir")
+        return
+    _write_atomic(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def is_done(item: Item, records: dict[str, dict], out_dir: Path) -> bool:
+    rec = records.get(item.id)
+    return rec is not None and rec.get("text") == item.text and (out_dir / rec["audio"]).is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Defaults:
+    """Command-line defaults for the per-item voice fields."""
+
+    speaker: str | None = None
+    language: str = "auto"
+    instruct: str | None = None
+    ref_audio: str | None = None
+    ref_text: str | None = None
+    x_vector_only: bool = False
+
+
+def synthesize_batch(model, items: Sequence[Item], defaults: Defaults, key, gen_kwargs: dict):
+    """One batch through the model's public generate_* method for its type → (wavs, sr)."""
+    pick = lambda name: [getattr(it, name) if getattr(it, name) is not None else getattr(defaults, name) for it in items]  # noqa: E731
+    texts, langs = [it.text for it in items], pick("language")
+    kind = model.tts_model_type
+    if kind == "custom_voice":
+        first = (model.get_supported_speakers() or [None])[0]
+        speakers = [s or first for s in pick("speaker")]
+        return model.generate_custom_voice(texts, speakers, language=langs, instruct=pick("instruct"), key=key, **gen_kwargs)
+    if kind == "voice_design":
+        instructs = pick("instruct")
+        missing = [it.id for it, ins in zip(items, instructs) if not ins]
+        if missing:
+            raise ValueError(f"items {missing}: a VoiceDesign model needs an instruct (item field or --instruct)")
+        return model.generate_voice_design(texts, instructs, language=langs, key=key, **gen_kwargs)
+    refs, ref_texts, xvec = pick("ref_audio"), pick("ref_text"), pick("x_vector_only")
+    missing = [it.id for it, r in zip(items, refs) if not r]
+    if missing:
+        raise ValueError(f"items {missing}: a Base model needs ref_audio (item field or --ref-audio)")
+    xvec = [bool(x) or not t for x, t in zip(xvec, ref_texts)]
+    return model.generate_voice_clone(texts, language=langs, ref_audio=refs, ref_text=ref_texts,
+                                      x_vector_only_mode=xvec, key=key, **gen_kwargs)
+
+
+@dataclasses.dataclass
+class Summary:
+    items: int = 0
+    skipped: int = 0
+    written: int = 0
+    batches_run: int = 0
+    seconds: float = 0.0
+    audio_seconds: float = 0.0
+
+
+def run_batch(model, items: Sequence[Item], out_dir: str | os.PathLike, *, batch_size: int, seed: int = 0,
+              defaults: Defaults = Defaults(), gen_kwargs: dict | None = None, audio_format: str = "wav",
+              writer: bool = True, log: Callable[[str], None] | None = None,
+              make_key: Callable[[int, int], Any] | None = None) -> Summary:
+    """Synthesize every item not already done in `out_dir` (see the module docstring).
+
+    `writer=False` computes without writing (the non-zero processes of a multi-host run, which
+    must still take part in every batch). `make_key(seed, k)` gives batch k's PRNG key."""
+    from qwen3tts_jax.audio_io import write_audio_atomic
+
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if audio_format not in ("wav", "flac"):
+        raise ValueError(f"--format must be wav or flac, got {audio_format!r}")
+    out_dir = Path(out_dir)
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    if make_key is None:
+        import jax
+
+        make_key = lambda s, k: jax.random.fold_in(jax.random.PRNGKey(s), k)  # noqa: E731
+    records = load_manifest(out_dir) if writer else {}
+    starts = range(0, len(items), batch_size)
+    pending = [any(not is_done(it, records, out_dir) for it in items[k : k + batch_size]) for k in starts]
+    pending = _agree(pending)
+    summary = Summary(items=len(items))
+    start = time.perf_counter()
+    for k, run in zip(starts, pending):
+        batch = list(items[k : k + batch_size])
+        todo = [it for it in batch if not is_done(it, records, out_dir)] if writer else batch
+        summary.skipped += len(batch) - len(todo) if run else len(batch)
+        if not run:
+            continue
+        t = time.perf_counter()
+        wavs, sr = synthesize_batch(model, batch, defaults, make_key(seed, k // batch_size), dict(gen_kwargs or {}))
+        summary.batches_run += 1
+        for it, wav in zip(batch, wavs):
+            if it not in todo:
+                continue
+            name = f"{it.id}.{audio_format}"
+            if writer:
+                write_audio_atomic(out_dir / name, wav, sr)
+                rec = {"id": it.id, "text": it.text, "audio": name, "sample_rate": int(sr), "samples": int(len(wav)),
+                       "seconds": round(len(wav) / sr, 4), "batch": k // batch_size}
+                append_manifest(out_dir, rec)
+                records[it.id] = rec
+            summary.written += 1
+            summary.audio_seconds += len(wav) / sr
+        log(f"batch {k // batch_size + 1}/{-(-len(items) // batch_size)}: {len(todo)} item(s) in {time.perf_counter() - t:.1f} s")
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _agree(pending: list[bool]) -> list[bool]:
+    """Process 0's view of which batches to run, on every process: all processes must run the
+    same batches (each is one SPMD program), and only process 0 reads the manifest."""
+    import jax
+
+    if jax.process_count() == 1:
+        return pending
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return [bool(x) for x in multihost_utils.broadcast_one_to_all(np.asarray(pending, np.int32))]
+
+
+def prepare_out_dir(out_dir: str | os.PathLike, settings: dict, writer: bool = True) -> Path:
+    """Create `out_dir`, clear a killed run's temporaries, check/record the settings."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out-dir {out_dir}: exists and is not a directory")
+    if writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        clean_partials(out_dir)
+        check_settings(out_dir, settings)
+    return out_dir
+
+
+def main(args) -> int:
+    """`qwen3tts-jax batch` (arguments from `cli.build_parser`)."""
+    import jax
+
+    from qwen3tts_jax.api import Qwen3TTSModel
+
+    items = read_items(args.input)
+    gen_kwargs: dict[str, Any] = {}
+    if args.max_new_tokens is not None:
+        gen_kwargs["max_new_tokens"] = args.max_new_tokens
+    if args.greedy:
+        gen_kwargs.update(do_sample=False, subtalker_dosample=False)
+    settings = {"model": args.model, "seed": args.seed, "greedy": bool(args.greedy), "max_new_tokens": args.max_new_tokens,
+                "dtype": args.dtype, "format": args.format}
+    writer = jax.process_index() == 0
+    out_dir = prepare_out_dir(args.out_dir, settings, writer)
+    t0 = time.perf_counter()
+    model = Qwen3TTSModel.from_pretrained(args.model, dtype=args.dtype, seed=args.seed, mesh=args.mesh)
+    data = 1 if model.mesh is None else int(dict(model.mesh.shape)["data"])
+    batch_size = args.batch_size or data
+    print(f"loaded {args.model} ({model.tts_model_type}) in {time.perf_counter() - t0:.1f} s; {len(items)} items, "
+          f"batches of {batch_size}" + (f", mesh {dict(model.mesh.shape)}" if model.mesh is not None else ""), file=sys.stderr)
+    defaults = Defaults(args.speaker, args.language, args.instruct, args.ref_audio, args.ref_text, args.x_vector_only)
+    s = run_batch(model, items, out_dir, batch_size=batch_size, seed=args.seed, defaults=defaults, gen_kwargs=gen_kwargs,
+                  audio_format=args.format, writer=writer)
+    print(f"{s.items} items: {s.skipped} already done, {s.written} synthesized ({s.audio_seconds:.1f} s of audio) in "
+          f"{s.seconds:.1f} s; manifest {out_dir / MANIFEST}", file=sys.stderr)
+    return 0
+
+
+def items_from_texts(texts: Iterable[str]) -> list[Item]:
+    """Items with sequential ids from plain texts (for library use)."""
+    return [Item(f"{i + 1:06d}", t) for i, t in enumerate(texts)]
