@@ -195,6 +195,75 @@ def test_loss_with_reference_label_shift_matches_forward_sub_talker_finetune(tin
     assert_close(loss, want.item(), 1e-4, "total loss, 0.1.1 label shift")
 
 
+def test_loss_scanned_equals_unrolled(tiny_model):
+    """The same loss whichever layer layout the params use (`Policy.scan_layers`)."""
+    from qwen3tts_jax.weights import layout_model_params
+
+    _, folder = tiny_model("custom-1b7-gqa")
+    cfg = Qwen3TTSConfig.from_model_dir(folder)
+    full = load_model_params(folder, cfg)
+    batch = jax.tree.map(jnp.asarray, make_batch(cfg, _examples(cfg), length_bucket=16, frame_bucket=16))
+    unrolled, parts = Trainer(cfg, Policy(), TrainConfig()).loss(full["talker"], batch)
+    stacked = layout_model_params(full, cfg, scan_layers=True)["talker"]
+    scanned, parts_s = Trainer(cfg, Policy(scan_layers=True), TrainConfig()).loss(stacked, batch)
+    assert_close(scanned, unrolled, 1e-5, "loss scanned == unrolled")
+    assert_close(parts_s["subtalker"], parts["subtalker"], 1e-5, "sub-talker loss scanned == unrolled")
+
+
+# ------------------------------------------------------------------------------------------
+# The optimiser: freezing, clipping over trained tensors only, accumulation, schedule
+# ------------------------------------------------------------------------------------------
+
+
+def _toy():
+    params = {"model": {"text_embedding": {"weight": jnp.ones((4, 3))}, "norm": {"weight": jnp.full((3,), 2.0)}},
+              "codec_head": {"weight": jnp.full((2, 3), -1.0)}}
+    grads = [jax.tree.map(lambda x, s=s: jnp.full_like(x, s) * jnp.arange(x.size).reshape(x.shape), params) for s in (3.0, -1.0)]
+    return params, grads
+
+
+def test_freezing_clips_and_updates_only_trained_tensors():
+    import optax
+
+    from qwen3tts_jax.finetune import make_optimizer
+
+    params, (g, _) = _toy()
+    train = TrainConfig(learning_rate=0.1, total_steps=10, max_grad_norm=1.0, freeze=("^model/text_embedding",))
+    tx = make_optimizer(train)
+    updates, _ = tx.update(g, tx.init(params), params)
+    np.testing.assert_array_equal(updates["model"]["text_embedding"]["weight"], 0.0)
+    # The trained part gets exactly chain(clip, adamw) of the trained subtree: the norm ignores frozen grads.
+    sub = lambda t: {"norm": t["model"]["norm"], "codec_head": t["codec_head"]}  # noqa: E731
+    want_tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(0.1, weight_decay=0.01))
+    want, _ = want_tx.update(sub(g), want_tx.init(sub(params)), sub(params))
+    for a, b in zip(jax.tree.leaves(sub(updates)), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_gradient_accumulation_averages_micro_batches():
+    from qwen3tts_jax.finetune import make_optimizer
+
+    params, (g1, g2) = _toy()
+    tx1 = make_optimizer(TrainConfig(learning_rate=0.1, total_steps=10))
+    want, _ = tx1.update(jax.tree.map(lambda a, b: (a + b) / 2, g1, g2), tx1.init(params), params)
+    tx2 = make_optimizer(TrainConfig(learning_rate=0.1, total_steps=10, grad_accum_steps=2))
+    state = tx2.init(params)
+    first, state = tx2.update(g1, state, params)
+    assert all(float(jnp.abs(u).max()) == 0 for u in jax.tree.leaves(first))
+    second, _ = tx2.update(g2, state, params)
+    for a, b in zip(jax.tree.leaves(second), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_schedule_warmup_then_cosine():
+    from qwen3tts_jax.finetune import schedule
+
+    lr = schedule(TrainConfig(learning_rate=1.0, warmup_steps=4, total_steps=12, end_learning_rate_ratio=0.1))
+    assert float(lr(0)) == 0.0 and abs(float(lr(2)) - 0.5) < 1e-6 and abs(float(lr(4)) - 1.0) < 1e-6
+    assert abs(float(lr(12)) - 0.1) < 1e-6 and float(lr(8)) < 1.0
+    assert float(schedule(TrainConfig(learning_rate=1.0, total_steps=5))(0)) == 1.0  # no warm-up: peak at once
+
+
 # ------------------------------------------------------------------------------------------
 # Training: a short run on a synthetic set encoded by our own codec, checkpoints
 # ------------------------------------------------------------------------------------------
