@@ -17,7 +17,7 @@ Output, and why an interrupted run can simply be started again:
   the same text, and whose file exists is skipped. A torn last line (killed mid-write) is dropped
   and the manifest rewritten atomically;
 * `OUT/batch.json` records the settings the directory was started with (model, seed, sampling,
-  dtype, format); resuming with different ones is refused rather than mixing outputs.
+  dtype, format, batch size); resuming with different ones is refused rather than mixing outputs.
 
 Items are cut into fixed batches of `batch_size` in input order (batch k draws with key
 `fold_in(PRNGKey(seed), k)`); a batch is skipped when all its items are done and otherwise run
@@ -140,27 +140,30 @@ def clean_partials(out_dir: Path) -> list[Path]:
 
 
 def load_manifest(out_dir: Path) -> dict[str, dict]:
-    """Finished items recorded in `out_dir/manifest.jsonl` by id; lines that do not parse (a
-    torn write) are dropped and the manifest is rewritten without them."""
+    """Finished items recorded in `out_dir/manifest.jsonl` by id (the last line of an id wins);
+    lines that do not parse (a torn write) and superseded lines are dropped and the manifest is
+    rewritten without them."""
     path = out_dir / MANIFEST
     if not path.is_file():
         return {}
     records: dict[str, dict] = {}
-    good, bad = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for line in lines:
         try:
             rec = json.loads(line)
-            ok = isinstance(rec, dict) and isinstance(rec.get("id"), str) and isinstance(rec.get("audio"), str)
         except ValueError:
-            ok = False
-        if not ok:
-            bad += 1
             continue
-        records[rec["id"]] = rec
-        good.append(line)
-    if bad:
-        _write_atomic(path, "".join(f"{line}\n" for line in good))
+        if isinstance(rec, dict) and isinstance(rec.get("id"), str) and isinstance(rec.get("audio"), str):
+            records.pop(rec["id"], None)  # re-insert: file order follows the latest write
+            records[rec["id"]] = rec
+    if len(records) != len(lines):
+        write_manifest(out_dir, records)
     return records
+
+
+def write_manifest(out_dir: Path, records: dict[str, dict]) -> None:
+    """Replace the manifest atomically with one line per record."""
+    _write_atomic(out_dir / MANIFEST, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records.values()))
 
 
 def append_manifest(out_dir: Path, record: dict) -> None:
@@ -267,6 +270,7 @@ def run_batch(model, items: Sequence[Item], out_dir: str | os.PathLike, *, batch
     pending = [any(not is_done(it, records, out_dir) for it in items[k : k + batch_size]) for k in starts]
     pending = _agree(pending)
     summary = Summary(items=len(items))
+    redone = False
     start = time.perf_counter()
     for k, run in zip(starts, pending):
         batch = list(items[k : k + batch_size])
@@ -282,6 +286,7 @@ def run_batch(model, items: Sequence[Item], out_dir: str | os.PathLike, *, batch
                 continue
             name = f"{it.id}.{audio_format}"
             if writer:
+                redone = redone or it.id in records
                 write_audio_atomic(out_dir / name, wav, sr)
                 rec = {"id": it.id, "text": it.text, "audio": name, "sample_rate": int(sr), "samples": int(len(wav)),
                        "seconds": round(len(wav) / sr, 4), "batch": k // batch_size}
@@ -290,6 +295,8 @@ def run_batch(model, items: Sequence[Item], out_dir: str | os.PathLike, *, batch
             summary.written += 1
             summary.audio_seconds += len(wav) / sr
         log(f"batch {k // batch_size + 1}/{-(-len(items) // batch_size)}: {len(todo)} item(s) in {time.perf_counter() - t:.1f} s")
+    if redone:
+        load_manifest(out_dir)  # drops the superseded lines of items written again
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -324,6 +331,7 @@ def main(args) -> int:
     import jax
 
     from qwen3tts_jax.api import Qwen3TTSModel
+    from qwen3tts_jax.sharding import parse_mesh_spec
 
     items = read_items(args.input)
     gen_kwargs: dict[str, Any] = {}
@@ -331,21 +339,22 @@ def main(args) -> int:
         gen_kwargs["max_new_tokens"] = args.max_new_tokens
     if args.greedy:
         gen_kwargs.update(do_sample=False, subtalker_dosample=False)
+    # Batches are cut before loading (and recorded: with sampling, an item's draws depend on its batch).
+    batch_size = args.batch_size or (parse_mesh_spec(args.mesh)["data"] if args.mesh else 1)
     settings = {"model": args.model, "seed": args.seed, "greedy": bool(args.greedy), "max_new_tokens": args.max_new_tokens,
-                "dtype": args.dtype, "format": args.format}
+                "dtype": args.dtype, "format": args.format, "batch_size": batch_size}
     writer = jax.process_index() == 0
     out_dir = prepare_out_dir(args.out_dir, settings, writer)
     t0 = time.perf_counter()
     model = Qwen3TTSModel.from_pretrained(args.model, dtype=args.dtype, seed=args.seed, mesh=args.mesh)
-    data = 1 if model.mesh is None else int(dict(model.mesh.shape)["data"])
-    batch_size = args.batch_size or data
     print(f"loaded {args.model} ({model.tts_model_type}) in {time.perf_counter() - t0:.1f} s; {len(items)} items, "
           f"batches of {batch_size}" + (f", mesh {dict(model.mesh.shape)}" if model.mesh is not None else ""), file=sys.stderr)
     defaults = Defaults(args.speaker, args.language, args.instruct, args.ref_audio, args.ref_text, args.x_vector_only)
     s = run_batch(model, items, out_dir, batch_size=batch_size, seed=args.seed, defaults=defaults, gen_kwargs=gen_kwargs,
                   audio_format=args.format, writer=writer)
+    where = f"manifest {out_dir / MANIFEST}" if writer else f"written by process 0 (this is process {jax.process_index()})"
     print(f"{s.items} items: {s.skipped} already done, {s.written} synthesized ({s.audio_seconds:.1f} s of audio) in "
-          f"{s.seconds:.1f} s; manifest {out_dir / MANIFEST}", file=sys.stderr)
+          f"{s.seconds:.1f} s; {where}", file=sys.stderr)
     return 0
 
 

@@ -34,7 +34,18 @@ only the slices its own devices hold (`weights.load_tree(shardings=...)`); resul
 all-gathered to replicated arrays before they reach the host (`fetch`), which every process may
 then read. All processes must run the same calls in the same order (SPMD, one controller each).
 Tested with two processes × 4 CPU devices on one machine (gloo CPU collectives, the default of
-jax 0.10 on CPU): see tests/test_sharding.py.
+jax 0.10 on CPU), the model axis spanning both processes: see tests/test_sharding.py. By hand:
+
+    # one line per process (here two on one host; on a cluster, one per host, same coordinator)
+    qwen3tts-jax batch --model DIR --input items.jsonl --out-dir OUT --mesh data=2,model=4 \
+        --coordinator host0:12355 --num-processes 2 --process-id 0 --cpu-devices 4
+    qwen3tts-jax batch ... --process-id 1 ...
+
+or in Python, before any other JAX call:
+`sharding.initialize_distributed("host0:12355", 2, i)`, then
+`Qwen3TTSModel.from_pretrained(DIR, mesh="data=2,model=4")` on every process. Not covered
+multi-process: the streaming generators (`stream_*`, and so `synthesize`, which streams) read
+each chunk on the host as it is produced and are meant for one process.
 """
 
 from __future__ import annotations

@@ -78,6 +78,14 @@ def test_torn_manifest_line_is_dropped_and_rewritten(tmp_path):
     assert (tmp_path / "manifest.jsonl").read_text(encoding="utf-8") == json.dumps(good) + "\n"
 
 
+def test_superseded_manifest_lines_are_compacted(tmp_path):
+    old, new, other = ({"id": "a", "text": "t", "audio": "a.wav"}, {"id": "a", "text": "u", "audio": "a.wav"},
+                       {"id": "b", "text": "v", "audio": "b.wav"})
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (old, other, new)), encoding="utf-8")
+    assert load_manifest(tmp_path) == {"a": new, "b": other}
+    assert (tmp_path / "manifest.jsonl").read_text(encoding="utf-8") == json.dumps(other) + "\n" + json.dumps(new) + "\n"
+
+
 def test_settings_mismatch_is_refused(tmp_path):
     batch.prepare_out_dir(tmp_path / "out", {"model": "m", "seed": 0})
     batch.prepare_out_dir(tmp_path / "out", {"model": "m", "seed": 0})  # same settings: resumes
@@ -148,6 +156,8 @@ def test_run_batch_resumes_without_redoing_items(tmp_path):
     assert model.calls == [["text number 0", "a new text"]] and s.written == 1
     assert os.stat(tmp_path / "000.wav").st_mtime_ns == stamps["000"]
     assert load_manifest(tmp_path)["001"]["text"] == "a new text"
+    lines = (tmp_path / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    assert sorted(json.loads(x)["id"] for x in lines) == [it.id for it in items]  # one line per item
 
 
 def test_missing_audio_file_is_redone(tmp_path):

@@ -350,7 +350,7 @@ def test_decode_state_is_covered():
         policy = Policy(scan_layers=scan)
         dec = Decoder(cfg, policy, SamplingConfig.from_configs(GenerationConfig(), cfg.talker))
         p = layout_model_params(params, cfg, scan)["talker"]
-        state = jax.eval_shape(lambda p, e, m, k: dec.prefill(p, e, m, 40, 16, k), p, jnp.zeros((2, 24, 64)),
+        state = jax.eval_shape(lambda p, e, m, k, dec=dec: dec.prefill(p, e, m, 40, 16, k), p, jnp.zeros((2, 24, 64)),
                                jnp.ones((2, 24), bool), jax.random.PRNGKey(0))
         for kp, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
             assert len(logical_axes("state/" + path_str(kp), leaf.shape)) == leaf.ndim
