@@ -185,9 +185,9 @@ def make_mesh(spec: "str | Mapping[str, int] | Mesh", devices: Sequence[Any] | N
         if tuple(spec.axis_names) != MESH_AXES:
             raise ValueError(f"mesh: axis names must be {MESH_AXES}, got {tuple(spec.axis_names)}")
         return spec
-    sizes = parse_mesh_spec(spec) if isinstance(spec, str) else {a: int(spec.get(a, 1)) for a in MESH_AXES}
-    if isinstance(spec, Mapping) and set(spec) - set(MESH_AXES):
-        raise ValueError(f"mesh={dict(spec)!r}: unknown axis {sorted(set(spec) - set(MESH_AXES))}; use {MESH_AXES}")
+    if isinstance(spec, Mapping):
+        spec = ",".join(f"{k}={v}" for k, v in spec.items())
+    sizes = parse_mesh_spec(spec)
     devices = list(jax.devices() if devices is None else devices)
     n = sizes["data"] * sizes["model"]
     if n > len(devices):

@@ -240,6 +240,9 @@ def test_make_mesh_needs_enough_devices():
     with pytest.raises(ValueError, match=r"needs 8 devices, 1 available.*xla_force_host_platform_device_count=8"):
         make_mesh("data=4,model=2", jax.devices()[:1])
     assert make_mesh(mesh) is mesh
+    assert dict(make_mesh({"model": 1}).shape) == {"data": 1, "model": 1}
+    with pytest.raises(ValueError, match="axis=size"):
+        make_mesh({"tensor": 1})
 
 
 def test_partition_specs_and_fallbacks():
