@@ -9,6 +9,7 @@ that name the argument and the value.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -379,22 +380,29 @@ class Qwen3TTSModel:
         state = prefill(self.params["talker"], jnp.asarray(batch.embeds), jnp.asarray(batch.mask),
                         batch.embeds.shape[1] + frames, frames, key)
         trailing = jnp.asarray(batch.trailing)
-        codec = StreamingDecoder(self.speech_tokenizer.params["decoder"], self.speech_tokenizer.config.decoder,
-                                 self.speech_tokenizer.policy)
+        # One StreamingDecoder per model holds the prepared (re-laid-out) codec params; each stream
+        # gets a shallow copy with its own fresh state (preparing them again costs ~1 s a stream).
+        template = self.__dict__.get("_stream_codec")
+        if template is None:
+            template = self._stream_codec = StreamingDecoder(
+                self.speech_tokenizer.params["decoder"], self.speech_tokenizer.config.decoder, self.speech_tokenizer.policy)
+        codec = copy.copy(template)
+        codec.reset()
         sr = self.speech_tokenizer.get_output_sample_rate()
         eos = self.config.talker.codec_eos_token_id
         if req.ref_code is not None:
-            codec.push(np.asarray(req.ref_code, np.int32).T[None])  # codec context; its audio is the prompt's
+            # codec context; its audio is the prompt's
+            _push_fixed(codec, np.asarray(req.ref_code, np.int32), chunk_frames, final=False)
         emitted = 0
         while True:
             state = decode_chunk(self.params["talker"], trailing, state, gen_cfg.max_new_tokens, chunk_frames)
             n = int(state.num_tokens) - 1
-            new = np.asarray(state.codes[0, emitted:n])
+            new = np.asarray(state.codes)[0, emitted:n]  # sliced on the host: no per-offset device op
             stop = np.nonzero(new[:, 0] == eos)[0]
             finished = len(stop) > 0 or gen.done(state, gen_cfg.max_new_tokens)
             new = new[: stop[0]] if len(stop) else new
             if len(new):
-                wav = codec.push(new.T[None])[0]
+                wav = _push_fixed(codec, new, chunk_frames, final=finished)
                 emitted += len(new)
                 if stats.time_to_first_audio is None:
                     stats.time_to_first_audio = time.perf_counter() - start
@@ -403,3 +411,37 @@ class Qwen3TTSModel:
             if finished:
                 break
         stats.total_time = time.perf_counter() - start
+
+
+def _push_fixed(codec, frames: np.ndarray, chunk: int, final: bool) -> np.ndarray:
+    """Push `(k, q)` code frames into a `StreamingDecoder` using only pushes of `chunk` or 1
+    frames, so the jitted codec step compiles for at most those two lengths (plus the codec's own
+    25-frame context re-feed every 300 frames) instead of once per distinct length.
+
+    A short tail of a finished stream is padded with code 0 up to `chunk` and its audio cut to
+    the real frames: the decoder is causal, so the padded frames change no earlier sample (the
+    state they leave behind is never used). A short tail that the stream continues from (the ICL
+    reference codes) goes in frame by frame instead. A full chunk that would straddle the codec's
+    300-frame reference-chunk boundary also goes frame by frame up to it (`push` would split it
+    there into two other lengths)."""
+    if codec.reference_chunking and chunk > codec.chunk_size:
+        return codec.push(frames.T[None])[0]  # every chunk straddles a boundary: push as it comes
+    per_frame = codec.cfg.total_upsample
+    out, i, k = [], 0, len(frames)
+
+    def straddles() -> bool:
+        return codec.reference_chunking and codec.frames % codec.chunk_size + chunk > codec.chunk_size
+
+    while i < k:
+        left = k - i
+        if left >= chunk and not straddles():
+            out.append(codec.push(frames[i : i + chunk].T[None])[0])
+            i += chunk
+        elif left < chunk and final and not straddles():
+            padded = np.concatenate([frames[i:], np.zeros((chunk - left, frames.shape[1]), frames.dtype)])
+            out.append(codec.push(padded.T[None])[0][: left * per_frame])
+            i = k
+        else:
+            out.append(codec.push(frames[i : i + 1].T[None])[0])
+            i += 1
+    return np.concatenate(out)

@@ -68,6 +68,57 @@ def attend(
     return out.reshape(b, t, h, x)
 
 
+def attend_live(
+    q: Float[Array, "b t h x"],
+    k: Float[Array, "b s k x"],
+    v: Float[Array, "b s k x"],
+    mask: Bool[Array, "b t s"],
+    scale: float,
+    live: Int[Array, ""],
+    block: int,
+) -> Float[Array, "b t h x"]:
+    """`attend` over only the first `live` slots of a large cache, `block` slots at a time.
+
+    A decode step's cache is sized for the whole frame budget (up to 8192 + prompt slots), but
+    only `live` slots are written; attending over all of them reads and scores every unwritten
+    slot each step (at 8192 slots that was 10x the step's weight traffic). Here a loop with a
+    traced trip count visits `ceil(live / block)` blocks with an online softmax (running max and
+    sum in fp32), so the cost follows the tokens written, not the budget, and one compilation
+    serves every length. The last block is clamped inside the cache and the slots it shares with
+    the previous block are masked out, so any `s >= block` works. Rows masked in every live slot
+    come out finite (as in `attend`) and are never used.
+    """
+    b, t, h, x = q.shape
+    s, kv_heads = k.shape[1], k.shape[2]
+    g = h // kv_heads
+    qg = q.reshape(b, t, kv_heads, g, x)  # b t k g x
+    scale = jnp.asarray(scale, q.dtype)
+    neg = jnp.finfo(jnp.float32).min
+
+    def body(i, carry):
+        m, l, acc = carry  # b k g t | b k g t | b k g t x   (fp32)
+        start = i * block
+        at = jnp.minimum(start, s - block)  # clamp the last block inside the cache
+        kb = jax.lax.dynamic_slice_in_dim(k, at, block, axis=1).astype(q.dtype)  # b B k x
+        vb = jax.lax.dynamic_slice_in_dim(v, at, block, axis=1).astype(q.dtype)
+        mb = jax.lax.dynamic_slice_in_dim(mask, at, block, axis=2)  # b t B
+        mb = mb & (at + jnp.arange(block) >= start)[None, None, :]  # drop slots seen in the previous block
+        sc = jnp.einsum("btkgx,bskx->bkgts", qg, kb, precision=precision(q.dtype)) * scale
+        sc = jnp.where(mb[:, None, None, :, :], sc.astype(jnp.float32), neg)
+        m_new = jnp.maximum(m, jnp.max(sc, axis=-1))
+        p = jnp.exp(sc - m_new[..., None])
+        alpha = jnp.exp(m - m_new)
+        pv = jnp.einsum("bkgts,bskx->bkgtx", p.astype(q.dtype), vb, precision=precision(q.dtype))
+        return m_new, alpha * l + jnp.sum(p, axis=-1), alpha[..., None] * acc + pv.astype(jnp.float32)
+
+    init = (jnp.full((b, kv_heads, g, t), neg, jnp.float32), jnp.zeros((b, kv_heads, g, t), jnp.float32),
+            jnp.zeros((b, kv_heads, g, t, x), jnp.float32))
+    n_blocks = (live + block - 1) // block
+    _, l, acc = jax.lax.fori_loop(0, n_blocks, body, init)
+    out = (acc / l[..., None]).astype(q.dtype)  # b k g t x
+    return jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(b, t, h, x)
+
+
 class Attention(nn.Module):
     """Self-attention with optional per-head q/k RMSNorm (over head_dim) and RoPE."""
 
@@ -77,6 +128,9 @@ class Attention(nn.Module):
     qk_norm: bool = True
     norm_eps: float = 1e-6
     use_bias: bool = False
+    # > 0: caches with more slots than this attend only over the written prefix, block by block
+    # (`attend_live`); the talker's budget-sized cache. 0: every slot (short caches, the codec).
+    block_size: int = 0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -100,5 +154,8 @@ class Attention(nn.Module):
             k = RMSNorm(self.norm_eps, self.param_dtype, name="k_norm")(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         cache = write_kv(cache, k, v, write_index)
-        out = attend(q, cache.k, cache.v, mask, self.head_dim**-0.5)
+        if 0 < self.block_size < cache.k.shape[1]:
+            out = attend_live(q, cache.k, cache.v, mask, self.head_dim**-0.5, write_index + t, self.block_size)
+        else:
+            out = attend(q, cache.k, cache.v, mask, self.head_dim**-0.5)
         return dense(d, "o_proj")(out.reshape(b, t, self.num_heads * self.head_dim)), cache

@@ -8,6 +8,7 @@ checkpoint so the key table stays readable.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -23,10 +24,42 @@ def precision(dtype) -> jax.lax.Precision:
     return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else jax.lax.Precision.DEFAULT
 
 
+# Up to this many rows `x @ weight.T` runs weight-stationary on CPU (see `linear`). Measured
+# (benchmarks/RESULTS.md, "matmul forms"): 2.5-3x faster at 4-16 rows, equal at 1, still ahead at
+# 256; larger row counts (codec convolutions as matmuls, long prefills) keep XLA's own choice.
+WEIGHT_STATIONARY_ROWS = 256
+
+
 def linear(x: Float[Array, "... i"], weight: Float[Array, "o i"], bias: Float[Array, "o"] | None = None) -> Float[Array, "... o"]:
-    """`x @ weight.T + bias` in x's dtype."""
-    y = jnp.einsum("...i,oi->...o", x, weight.astype(x.dtype), precision=precision(x.dtype))
+    """`x @ weight.T + bias` in x's dtype.
+
+    On XLA:CPU, for few rows (decode steps, short prefills) the product is computed as
+    `weight · xᵀ → (o, n)` and transposed afterwards: the `(o, i)` weight streams through once
+    with the n rows held, the form that keeps a batch-8 step as fast as batch 1. The
+    optimization barrier stops XLA's algebraic simplifier from folding the transpose back into
+    the dot (which would restore the `(n, o)` form, 2.5-3x slower at n = 4..16)."""
+    w = weight.astype(x.dtype)
+    rows = math.prod(x.shape[:-1])
+    if 1 < rows <= WEIGHT_STATIONARY_ROWS and jax.default_backend() == "cpu":
+        x2 = x.reshape(rows, x.shape[-1])
+        y = jax.lax.dot_general(w, x2, (((1,), (1,)), ((), ())), precision=precision(x.dtype))  # o n
+        y = jax.lax.optimization_barrier(y).T.reshape(*x.shape[:-1], w.shape[0])
+    else:
+        y = jnp.einsum("...i,oi->...o", x, w, precision=precision(x.dtype))
     return y if bias is None else y + bias.astype(x.dtype)
+
+
+def existing_param(module: nn.Module, name: str, init, shape: tuple[int, ...], dtype) -> Array:
+    """`module.param(name, init, shape, dtype)` without Flax's per-call `jax.eval_shape` of the
+    initializer when the param already exists (apply): ≈2 ms per weight at trace time, about a
+    second of tracing a 0.6B frame step — time a fresh process pays before its first audio even
+    with the persistent compilation cache. The shape is still checked."""
+    if module.has_variable("params", name):
+        value = module.get_variable("params", name)
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(f"param {'/'.join(module.scope.path)}/{name}: expected shape {tuple(shape)}, got {tuple(value.shape)}")
+        return value
+    return module.param(name, init, shape, dtype)
 
 
 class Linear(nn.Module):
@@ -40,8 +73,8 @@ class Linear(nn.Module):
     @nn.compact
     def __call__(self, x: Float[Array, "... i"]) -> Float[Array, "... o"]:
         init = nn.initializers.lecun_normal(in_axis=1, out_axis=0)
-        weight = self.param("weight", init, (self.features, x.shape[-1]), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
+        weight = existing_param(self, "weight", init, (self.features, x.shape[-1]), self.param_dtype)
+        bias = existing_param(self, "bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
         return linear(x.astype(self.dtype), weight, bias)
 
 
@@ -55,5 +88,5 @@ class Embedding(nn.Module):
 
     @nn.compact
     def __call__(self, ids: Int[Array, "..."]) -> Float[Array, "... d"]:
-        table = self.param("weight", nn.initializers.normal(0.02), (self.num, self.features), self.param_dtype)
+        table = existing_param(self, "weight", nn.initializers.normal(0.02), (self.num, self.features), self.param_dtype)
         return jnp.take(table, ids, axis=0).astype(self.dtype)

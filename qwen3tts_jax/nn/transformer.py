@@ -84,7 +84,8 @@ class DecoderLayer(nn.Module):
         cfg, p = self.cfg, self.policy
         attn = Attention(
             cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, qk_norm=True, norm_eps=cfg.rms_norm_eps,
-            use_bias=cfg.attention_bias, dtype=p.dtype, param_dtype=p.param_dtype, name="self_attn",
+            use_bias=cfg.attention_bias, block_size=p.attention_block, dtype=p.dtype, param_dtype=p.param_dtype,
+            name="self_attn",
         )
         a, kv = attn(RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="input_layernorm")(h), cos, sin, mask, kv, write_index)
         h = h + a

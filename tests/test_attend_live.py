@@ -1,0 +1,106 @@
+"""Attention over only the written prefix of a budget-sized KV cache (`attend_live`): equal to
+attending over every slot, at op level, for the talker against the reference's cache, and for
+end-to-end greedy codes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_close
+from qwen3tts_jax.config import GenerationConfig, Policy, Qwen3TTSConfig
+from qwen3tts_jax.generate import Decoder, generate_codes
+from qwen3tts_jax.nn.attention import attend, attend_live
+from qwen3tts_jax.prompt import PromptEmbedder, PromptRequest, batch_prompts, build_prompt
+from qwen3tts_jax.sampling import SamplingConfig
+from qwen3tts_jax.talker import Talker, talker_cache
+from qwen3tts_jax.weights import load_model_params
+
+
+@pytest.mark.parametrize("t,slots,block", [(1, 37, 8), (1, 24, 8), (5, 37, 16), (3, 20, 20)])
+def test_attend_live_equals_attend(t, slots, block):
+    rng = np.random.RandomState(t * 100 + slots)
+    b, h, kv, x = 2, 4, 2, 16
+    q = jnp.asarray(rng.randn(b, t, h, x).astype(np.float32))
+    k = jnp.asarray(rng.randn(b, slots, kv, x).astype(np.float32))
+    v = jnp.asarray(rng.randn(b, slots, kv, x).astype(np.float32))
+    for live in sorted({t, block - 1, block, block + 1, slots - 3, slots}):
+        if not t <= live <= slots:
+            continue
+        end = live - t
+        valid = np.zeros((b, slots), bool)
+        valid[:, :live] = True
+        valid[1, :3] = False  # left padding of row 1
+        causal = np.arange(slots)[None, :] <= (end + np.arange(t))[:, None]
+        mask = valid[:, None, :] & causal[None]
+        # Slots past `live` hold garbage that must never be read.
+        k_dirty = k.at[:, live:].set(1e30) if live < slots else k
+        want = attend(q, k, v, jnp.asarray(mask), x**-0.5)
+        got = attend_live(q, k_dirty, v, jnp.asarray(mask), x**-0.5, jnp.asarray(live), block)
+        rows = mask.any(-1)  # queries with at least one visible key
+        assert_close(np.asarray(got)[rows], np.asarray(want)[rows], 1e-5, f"attend_live t={t} s={slots} block={block} live={live}")
+
+
+
+
+@pytest.mark.reference
+def test_blocked_talker_steps_match_reference(tiny_model):
+    """Prefill + steps with 4-slot blocks (several blocks, a clamped last one) vs the reference."""
+    ref, folder = tiny_model("base-0b6-gqa")
+    cfg = Qwen3TTSConfig.from_model_dir(folder)
+    params = load_model_params(folder, cfg)
+    policy = Policy(attention_block=4)
+    rng = np.random.RandomState(0)
+    x = rng.randn(2, 7, cfg.talker.transformer.hidden_size).astype(np.float32)
+    mask = np.ones((2, 7), bool)
+    mask[0, :2] = False
+    x[0, :2] = 0.0
+    steps = rng.randn(5, 2, 1, cfg.talker.transformer.hidden_size).astype(np.float32)
+    talker = Talker(cfg.talker, policy)
+    apply = jax.jit(lambda e, m, c: talker.apply({"params": params["talker"]}, e, m, c))
+    hidden, cache = apply(jnp.asarray(x), jnp.asarray(mask), talker_cache(cfg.talker, policy, 2, 14))
+    with torch.no_grad():
+        am = torch.tensor(mask).long()
+        pos0 = (am.cumsum(-1) - 1).masked_fill(am == 0, 1)
+        out = ref.talker.model(inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True,
+                               position_ids=pos0[None].expand(3, -1, -1))
+        past = out.past_key_values
+        assert_close(np.asarray(hidden)[mask], out.last_hidden_state.numpy()[mask], 1e-4, "blocked talker prefill")
+        pos = torch.tensor(mask.sum(1))[:, None]
+        for i, e in enumerate(steps):
+            am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
+            r = ref.talker.model(inputs_embeds=torch.tensor(e), attention_mask=am, past_key_values=past, use_cache=True,
+                                 position_ids=(pos + i)[None].expand(3, -1, -1))
+            past = r.past_key_values
+            h, cache = apply(jnp.asarray(e), jnp.ones((2, 1), bool), cache)
+            assert_close(h, r.last_hidden_state.numpy(), 1e-4, f"blocked talker step {i}")
+
+
+@pytest.mark.reference
+def test_blocked_generation_codes_identical(tiny_model):
+    """Greedy codes with 8-slot attention blocks equal the reference's (and the unblocked run's)."""
+    ref, folder = tiny_model("custom-0b6-gqa")
+    cfg = Qwen3TTSConfig.from_model_dir(folder)
+    params = load_model_params(folder, cfg)
+    text = [151644, 77091, 198, 9707, 11, 1879, 0, 2585, 374, 279, 151645, 198, 151644, 77091, 198]
+    reqs = [PromptRequest(tuple(text), "english", "serena", non_streaming_mode=True),
+            PromptRequest(tuple(text[:5] + text[-5:]), "auto", "ryan", non_streaming_mode=True)]
+    g = GenerationConfig(do_sample=False, subtalker_dosample=False)
+    out = {}
+    for block in (8, 0):
+        policy = Policy(attention_block=block)
+        emb = PromptEmbedder(params["talker"], cfg, policy)
+        batch = batch_prompts([build_prompt(emb, cfg, r) for r in reqs], emb.text([cfg.tts_pad_token_id])[0])
+        dec = Decoder(cfg, policy, SamplingConfig.from_configs(g, cfg.talker))
+        out[block] = generate_codes(dec, params["talker"], batch.embeds, batch.mask, batch.trailing, 30, jax.random.PRNGKey(0))
+    with torch.no_grad():
+        want, _ = ref.generate(input_ids=[torch.tensor([r.text_ids]) for r in reqs], languages=[r.language for r in reqs],
+                               speakers=[r.speaker for r in reqs], non_streaming_mode=True, max_new_tokens=30,
+                               do_sample=False, subtalker_dosample=False)
+    for i, w in enumerate(want):
+        np.testing.assert_array_equal(out[8][i], w.numpy(), err_msg=f"row {i} vs reference")
+        np.testing.assert_array_equal(out[8][i], out[0][i], err_msg=f"row {i} blocked vs unblocked")
+    print(f"[codes] blocked attention: identical, frames {[len(c) for c in out[8]]}")
