@@ -108,6 +108,15 @@ def _r(x, nd=3):
     return None if x is None else round(float(x), nd)
 
 
+def _git() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return rev + (" (+ uncommitted changes)" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
 def _machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -360,6 +369,8 @@ def worker_ours(args) -> dict:
 
     from qwen3tts_jax import generate as gen
 
+    if args.device == "gpu" and jax.default_backend() != "gpu":
+        raise SystemExit(f"--device gpu: JAX's default backend is {jax.default_backend()!r}, no GPU")
     out: dict = {"jax": jax.__version__, "jaxlib": __import__("jaxlib").__version__, "backend": jax.default_backend(),
                  "devices": [str(d) for d in jax.devices()], "loadavg_start": os.getloadavg()}
     t = time.perf_counter()
@@ -591,7 +602,7 @@ def markdown(res: dict, rows: list[dict]) -> str:
         f"({res['official']['torch_threads']} threads, fp32, eager attention). Mode: {res['mode']}, "
         f"{res['frames']} frames, median of {res['reps']} runs. Load average (1 min) official "
         f"{res['official']['loadavg_start'][0]:.1f}→{res['official']['loadavg_end'][0]:.1f}, ours "
-        f"{j['loadavg_start'][0]:.1f}→{j['loadavg_end'][0]:.1f}. {res['date']}.",
+        f"{j['loadavg_start'][0]:.1f}→{j['loadavg_end'][0]:.1f}. {res['date']}, commit {res.get('commit')}.",
         "",
         "| figure | unit | official | ours | ours/official | speed-up | target | met | note |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -646,7 +657,7 @@ def main() -> None:
     codes = args.workdir / "official-codes-b1.npy"
     res: dict = {"benchmark": "qwen3tts-jax vs qwen-tts 0.1.1", "mode": "quick" if args.quick else "full",
                  "device": args.device, "frames": args.frames, "reps": args.reps, "seed": args.seed,
-                 "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": _machine(), "setup_s": round(time.perf_counter() - t, 1)}
+                 "date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": _git(), "machine": _machine(), "setup_s": round(time.perf_counter() - t, 1)}
     if args.official_json:
         res["official"] = json.loads(args.official_json.read_text())["official"]
     else:

@@ -61,11 +61,41 @@ def attend(
     b, t, h, x = q.shape
     kv_heads = k.shape[2]
     qg = q.reshape(b, t, kv_heads, h // kv_heads, x)  # b t k g x
-    scores = jnp.einsum("btkgx,bskx->bkgts", qg, k.astype(q.dtype), precision=precision(q.dtype)) * jnp.asarray(scale, q.dtype)
+    scores = _scores(qg, k.astype(q.dtype), False) * jnp.asarray(scale, q.dtype)
     scores = jnp.where(mask[:, None, None, :, :], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    out = jnp.einsum("bkgts,bskx->btkgx", probs, v.astype(q.dtype), precision=precision(q.dtype))
-    return out.reshape(b, t, h, x)
+    return _weighted(probs, v.astype(q.dtype), False).reshape(b, t, h, x)
+
+
+# Up to this many queries per row, `attend_live` on CPU computes q·k and p·v as fused
+# multiply-reduce loops over each block in the cache's own (b, s, k, x) layout. As per-head dots,
+# XLA:CPU first transposes every K and V block to (b, k, s, x) (batch dims leading), an extra
+# copy per block, layer and step: measured 20-25% slower at 1,600 live slots, batch 1. Over a
+# short whole cache (`attend`) the dots measured faster (batch 8: 514 vs 561 ms a step) and stay.
+# See benchmarks/RESULTS.md, "attention".
+FEW_QUERIES = 4
+
+
+def _few_queries(t: int) -> bool:
+    return t <= FEW_QUERIES and jax.default_backend() == "cpu"
+
+
+def _scores(qg: Float[Array, "b t k g x"], k: Float[Array, "b s k x"], few: bool) -> Float[Array, "b k g t s"]:
+    """q·k over head_dim (GQA groups g share a kv head)."""
+    if few:
+        # The barrier materialises the (small) queries: otherwise XLA fuses their RoPE into the
+        # reduction and recomputes it for every slot (3-4x slower).
+        qg = jax.lax.optimization_barrier(qg)
+        return jnp.sum(qg[:, :, None] * k[:, None, :, :, None, :], axis=-1).transpose(0, 3, 4, 1, 2)  # b t s k g → b k g t s
+    return jnp.einsum("btkgx,bskx->bkgts", qg, k, precision=precision(qg.dtype))
+
+
+def _weighted(p: Float[Array, "b k g t s"], v: Float[Array, "b s k x"], few: bool) -> Float[Array, "b t k g x"]:
+    """Σ_s p · v."""
+    if few:
+        pt = jax.lax.optimization_barrier(p.transpose(0, 3, 4, 1, 2))  # b t s k g (small: no head_dim)
+        return jnp.sum(pt[..., None] * v[:, None, :, :, None, :], axis=2)
+    return jnp.einsum("bkgts,bskx->btkgx", p, v, precision=precision(p.dtype))
 
 
 def attend_live(
@@ -91,6 +121,7 @@ def attend_live(
     b, t, h, x = q.shape
     s, kv_heads = k.shape[1], k.shape[2]
     g = h // kv_heads
+    few = _few_queries(t)
     qg = q.reshape(b, t, kv_heads, g, x)  # b t k g x
     scale = jnp.asarray(scale, q.dtype)
     neg = jnp.finfo(jnp.float32).min
@@ -103,12 +134,12 @@ def attend_live(
         vb = jax.lax.dynamic_slice_in_dim(v, at, block, axis=1).astype(q.dtype)
         mb = jax.lax.dynamic_slice_in_dim(mask, at, block, axis=2)  # b t B
         mb = mb & (at + jnp.arange(block) >= start)[None, None, :]  # drop slots seen in the previous block
-        sc = jnp.einsum("btkgx,bskx->bkgts", qg, kb, precision=precision(q.dtype)) * scale
+        sc = _scores(qg, kb, few) * scale
         sc = jnp.where(mb[:, None, None, :, :], sc.astype(jnp.float32), neg)
         m_new = jnp.maximum(m, jnp.max(sc, axis=-1))
         p = jnp.exp(sc - m_new[..., None])
         alpha = jnp.exp(m - m_new)
-        pv = jnp.einsum("bkgts,bskx->bkgtx", p.astype(q.dtype), vb, precision=precision(q.dtype))
+        pv = _weighted(p.astype(q.dtype), vb, few).transpose(0, 2, 3, 1, 4)  # b k g t x
         return m_new, alpha * l + jnp.sum(p, axis=-1), alpha[..., None] * acc + pv.astype(jnp.float32)
 
     init = (jnp.full((b, kv_heads, g, t), neg, jnp.float32), jnp.zeros((b, kv_heads, g, t), jnp.float32),

@@ -25,9 +25,9 @@ def precision(dtype) -> jax.lax.Precision:
 
 
 # Up to this many rows `x @ weight.T` runs weight-stationary on CPU (see `linear`). Measured
-# (benchmarks/RESULTS.md, "matmul forms"): 2.5-3x faster at 4-16 rows, equal at 1, still ahead at
-# 256; larger row counts (codec convolutions as matmuls, long prefills) keep XLA's own choice.
-WEIGHT_STATIONARY_ROWS = 256
+# (benchmarks/RESULTS.md, "matmul forms"): 2.5x faster at 8-16 rows, equal at 1, 1.4-1.7x at
+# 64-512 (prefills), even at 2048; beyond, XLA's own choice.
+WEIGHT_STATIONARY_ROWS = 1024
 
 
 def linear(x: Float[Array, "... i"], weight: Float[Array, "o i"], bias: Float[Array, "o"] | None = None) -> Float[Array, "... o"]:
