@@ -17,7 +17,6 @@ import warnings
 from typing import Any, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from qwen3tts_jax import generate as gen
@@ -348,55 +347,73 @@ class Qwen3TTSModel:
     # ------------------------------------------------------------------ streaming
 
     def stream_voice_clone(self, text, language=None, ref_audio=None, ref_text=None, x_vector_only_mode=False,
-                           voice_clone_prompt=None, non_streaming_mode=False, chunk_frames: int = 4, **kwargs):
+                           voice_clone_prompt=None, non_streaming_mode=False, chunk_frames: int = 4,
+                           first_chunk_frames: int = 1, **kwargs):
         reqs = self._clone_requests(text, language, ref_audio, ref_text, x_vector_only_mode, voice_clone_prompt, non_streaming_mode)
-        return self._stream(reqs, kwargs, chunk_frames)
+        return self._stream(reqs, kwargs, chunk_frames, first_chunk_frames)
 
     def stream_custom_voice(self, text, speaker, language=None, instruct=None, non_streaming_mode=True,
-                            chunk_frames: int = 4, **kwargs):
-        return self._stream(self._custom_requests(text, speaker, language, instruct, non_streaming_mode), kwargs, chunk_frames)
+                            chunk_frames: int = 4, first_chunk_frames: int = 1, **kwargs):
+        return self._stream(self._custom_requests(text, speaker, language, instruct, non_streaming_mode), kwargs,
+                            chunk_frames, first_chunk_frames)
 
-    def stream_voice_design(self, text, instruct, language=None, non_streaming_mode=True, chunk_frames: int = 4, **kwargs):
-        return self._stream(self._design_requests(text, instruct, language, non_streaming_mode), kwargs, chunk_frames)
+    def stream_voice_design(self, text, instruct, language=None, non_streaming_mode=True, chunk_frames: int = 4,
+                            first_chunk_frames: int = 1, **kwargs):
+        return self._stream(self._design_requests(text, instruct, language, non_streaming_mode), kwargs,
+                            chunk_frames, first_chunk_frames)
 
-    def _stream(self, requests: list[PromptRequest], kwargs: dict, chunk_frames: int) -> Iterator[tuple[np.ndarray, int]]:
-        """Yield `(float32 audio chunk, 24000)` as frames are produced: `chunk_frames` frames per
-        compiled call (a `lax.scan`), decoded by the codec's causal streaming decoder."""
+    def _stream(self, requests: list[PromptRequest], kwargs: dict, chunk_frames: int,
+                first_chunk_frames: int = 1) -> Iterator[tuple[np.ndarray, int]]:
+        """Yield `(float32 audio chunk, 24000)` as frames are produced: the first chunk after
+        `first_chunk_frames` frames (audio starts as early as possible), then `chunk_frames`
+        frames per chunk, decoded by the codec's causal streaming decoder.
+
+        The frames come from the same compiled while-loop decode as offline generation, run up
+        to a frame count given at run time: any chunk sizes, no extra compilation."""
         if len(requests) != 1:
             raise ValueError(f"streaming takes one text at a time, got {len(requests)}")
-        if not isinstance(chunk_frames, int) or chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be an integer >= 1, got {chunk_frames!r}")
+        for name, value in (("chunk_frames", chunk_frames), ("first_chunk_frames", first_chunk_frames)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         gen_cfg, key = self._gen_config(dict(kwargs))
         batch, decoder = self._prepare(requests, gen_cfg)
-        return self._stream_iter(requests[0], batch, decoder, gen_cfg, key, chunk_frames)
+        return self._stream_iter(requests[0], batch, decoder, gen_cfg, key, chunk_frames, first_chunk_frames)
 
-    def _stream_iter(self, req, batch, decoder, gen_cfg, key, chunk_frames):
+    def _stream_codec(self):
+        """A fresh streaming codec decoder. One template per model holds the prepared
+        (re-laid-out) codec params; each stream gets a shallow copy with its own state."""
         from qwen3tts_jax.codec.streaming import StreamingDecoder
 
-        stats = self.last_stream_stats = StreamStats()
-        start = time.perf_counter()
-        prefill, _, decode_chunk, _ = gen.compiled(decoder)
-        frames = gen.frame_budget(gen_cfg.max_new_tokens)
-        state = prefill(self.params["talker"], jnp.asarray(batch.embeds), jnp.asarray(batch.mask),
-                        batch.embeds.shape[1] + frames, frames, key)
-        trailing = jnp.asarray(batch.trailing)
-        # One StreamingDecoder per model holds the prepared (re-laid-out) codec params; each stream
-        # gets a shallow copy with its own fresh state (preparing them again costs ~1 s a stream).
-        template = self.__dict__.get("_stream_codec")
+        template = self.__dict__.get("_stream_codec_template")
         if template is None:
-            template = self._stream_codec = StreamingDecoder(
-                self.speech_tokenizer.params["decoder"], self.speech_tokenizer.config.decoder, self.speech_tokenizer.policy)
+            tok = self.speech_tokenizer
+            template = self._stream_codec_template = StreamingDecoder(tok.params["decoder"], tok.config.decoder, tok.policy)
         codec = copy.copy(template)
         codec.reset()
+        return codec
+
+    def _stream_iter(self, req, batch, decoder, gen_cfg, key, chunk_frames, first_chunk_frames):
+        stats = self.last_stream_stats = StreamStats()
+        start = time.perf_counter()
+        prefill, decode, _, _ = gen.compiled(decoder)
+        frames = gen.frame_budget(gen_cfg.max_new_tokens)
+        params = self.params["talker"]
+        slots = gen.cache_slots(batch.embeds.shape[1], frames)
+        state = prefill(params, jax.device_put(batch.embeds), jax.device_put(batch.mask), slots, frames, key)
+        trailing = jax.device_put(batch.trailing)
         sr = self.speech_tokenizer.get_output_sample_rate()
         eos = self.config.talker.codec_eos_token_id
-        if req.ref_code is not None:
-            # codec context; its audio is the prompt's
-            _push_fixed(codec, np.asarray(req.ref_code, np.int32), chunk_frames, final=False)
-        emitted = 0
+        emitted, codec, tokens, want = 0, None, 1, first_chunk_frames  # after prefill: 1 token, 0 frames
         while True:
-            state = decode_chunk(self.params["talker"], trailing, state, gen_cfg.max_new_tokens, chunk_frames)
-            n = int(state.num_tokens) - 1
+            state = decode(params, trailing, state, min(tokens + want, gen_cfg.max_new_tokens))
+            want = chunk_frames
+            if codec is None:  # set up while the first chunk computes (dispatch is asynchronous)
+                codec = self._stream_codec()
+                if req.ref_code is not None:
+                    # codec context; its audio is the prompt's
+                    _push_fixed(codec, np.asarray(req.ref_code, np.int32), chunk_frames, final=False)
+            tokens = int(state.num_tokens)
+            n = tokens - 1
             new = np.asarray(state.codes)[0, emitted:n]  # sliced on the host: no per-offset device op
             stop = np.nonzero(new[:, 0] == eos)[0]
             finished = len(stop) > 0 or gen.done(state, gen_cfg.max_new_tokens)

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from qwen3tts_jax.config import Policy, TalkerConfig
-from qwen3tts_jax.nn.linear import Embedding, Linear
+from qwen3tts_jax.nn.linear import Embedding, Linear, linear
 from qwen3tts_jax.nn.transformer import DecoderCache, DecoderStack, init_cache
 from qwen3tts_jax.typing import Array, Bool, Float, Int
 
@@ -93,3 +93,14 @@ class CodePredictor(nn.Module):
 def predictor_cache(cfg: TalkerConfig, policy: Policy, batch: int) -> DecoderCache:
     """A fresh per-frame cache: 2 prefill slots + 14 steps = num_code_groups slots."""
     return init_cache(cfg.code_predictor.transformer, policy, batch, cfg.code_predictor.num_code_groups)
+
+
+def embed_codes(params: dict, j: int, ids: Int[Array, "..."], policy: Policy) -> Float[Array, "... d"]:
+    """`CodePredictor.embed(j, ids)` on the predictor's param tree, without a Flax `apply`
+    (each apply sets up the whole module tree: tens of ms of tracing, ×28 per frame step)."""
+    return jnp.take(params["model"][f"codec_embedding_{j}"]["weight"], ids, axis=0).astype(policy.dtype)
+
+
+def head_logits(params: dict, j: int, hidden: Float[Array, "... c"], policy: Policy) -> Float[Array, "... v"]:
+    """`CodePredictor.head(j, hidden)` on the predictor's param tree, without a Flax `apply`."""
+    return linear(hidden.astype(policy.dtype), params[f"lm_head_{j}"]["weight"]).astype(jnp.float32)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwen3tts_jax import sampling
-from qwen3tts_jax.code_predictor import CodePredictor, predictor_cache
+from qwen3tts_jax.code_predictor import CodePredictor, embed_codes, head_logits, predictor_cache
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
 from qwen3tts_jax.nn.linear import linear
 from qwen3tts_jax.nn.transformer import DecoderCache, init_cache
@@ -96,13 +96,14 @@ class Decoder:
         keys = jax.random.split(key, n)
         cache = predictor_cache(self.cfg.talker, self.policy, b)
         h, cache = cp.apply(p, jnp.stack([past_hidden, e0], 1), jnp.ones((b, 2), bool), cache)
-        code = sampling.sample_subtalker(cp.apply(p, 0, h[:, -1], method=CodePredictor.head), keys[0], cfg)
+        cp_params = params["code_predictor"]
+        code = sampling.sample_subtalker(head_logits(cp_params, 0, h[:, -1], self.policy), keys[0], cfg)
         if not self.policy.scan_layers:
             # A loop over the 14 single steps (one compiled body: 5 layers instead of 70), each
             # step's embedding table and head picked by `lax.switch` and read in place — no
             # stacking, no weight copies (XLA:CPU copies every slice of a stacked weight).
-            embeds = [functools.partial(cp.apply, p, j, method=CodePredictor.embed) for j in range(n - 1)]
-            heads = [functools.partial(cp.apply, p, j, method=CodePredictor.head) for j in range(1, n)]
+            embeds = [functools.partial(embed_codes, cp_params, j, policy=self.policy) for j in range(n - 1)]
+            heads = [functools.partial(head_logits, cp_params, j, policy=self.policy) for j in range(1, n)]
 
             def step(j, carry):
                 cache, prev, codes = carry
@@ -224,6 +225,14 @@ def frames_of(state: DecodeState, eos: int) -> list[np.ndarray]:
     return out
 
 
+def cache_slots(prompt_len: int, frames: int, step: int = 256) -> int:
+    """KV-cache slots for a prompt of `prompt_len` (bucketed) tokens and a `frames` budget,
+    rounded up to `step`: prompts of different lengths share one compiled frame-step loop (the
+    slots are its only prompt-dependent shape), and the unwritten slots cost nothing per step
+    (attention visits the written prefix only)."""
+    return -(-(prompt_len + frames) // step) * step
+
+
 def frame_budget(max_new_tokens: int, step: int = 64) -> int:
     """Static frame-buffer size for a request (max_new_tokens − 1 frames, rounded up to a bucket)."""
     return max(step, -(-(max_new_tokens - 1) // step) * step)
@@ -237,7 +246,7 @@ def generate_codes(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     prefill, decode, _, _ = compiled(decoder)
     frames = frame_budget(max_new_tokens)
-    slots = embeds.shape[1] + frames
-    state = prefill(params, jnp.asarray(embeds), jnp.asarray(mask), slots, frames, key)
-    state = decode(params, jnp.asarray(trailing), state, max_new_tokens)
+    slots = cache_slots(embeds.shape[1], frames)
+    state = prefill(params, jax.device_put(embeds), jax.device_put(mask), slots, frames, key)
+    state = decode(params, jax.device_put(trailing), state, max_new_tokens)
     return frames_of(state, decoder.cfg.talker.codec_eos_token_id)

@@ -71,24 +71,34 @@ class PromptEmbedder:
         cp = talker_params["code_predictor"]["model"]
         n = cfg.talker.code_predictor.num_code_groups - 1
         self._tables = [talker_params["model"]["codec_embedding"]["weight"]] + [cp[f"codec_embedding_{j}"]["weight"] for j in range(n)]
+        dt = policy.dtype
+        # Lookups are jitted on padded (bucketed) ids: an eager `jnp.take` would compile (or load
+        # from the persistent cache) one program per prompt length.
+        self._codec = jax.jit(lambda table, ids: jnp.take(table, ids, axis=0).astype(dt))
+        self._codes = jax.jit(
+            lambda tables, codes: jnp.sum(jnp.stack([jnp.take(t, codes[:, q], axis=0).astype(dt) for q, t in enumerate(tables)], axis=1), axis=1))
 
     def text(self, ids: Sequence[int]) -> np.ndarray:
         """`T(ids)` → (n, d). Ids are padded to a bucket so lengths share compilations."""
         ids = np.asarray(ids, np.int32)
         padded = np.zeros((1, _bucket(len(ids), 32)), np.int32)
         padded[0, : len(ids)] = ids
-        return np.asarray(self._text(self.params, jnp.asarray(padded)))[0, : len(ids)]
+        return np.asarray(self._text(self.params, jax.device_put(padded)))[0, : len(ids)]
 
     def codec(self, ids: Sequence[int]) -> np.ndarray:
         """`C(ids)` → (n, d)."""
-        return np.asarray(jnp.take(self._tables[0], jnp.asarray(ids, jnp.int32), axis=0).astype(self.policy.dtype))
+        ids = np.asarray(ids, np.int32).reshape(-1)
+        padded = np.zeros(_bucket(len(ids), 32), np.int32)
+        padded[: len(ids)] = ids
+        return np.asarray(self._codec(self._tables[0], jax.device_put(padded)))[: len(ids)]
 
     def codes(self, codes: np.ndarray) -> np.ndarray:
         """Σ over the 16 codebook embeddings of each frame (T, 16) → (T, d); codebook 0 through
         the talker's table, codebook j through predictor embedding j-1."""
-        codes = jnp.asarray(codes, jnp.int32)
-        parts = [jnp.take(t, codes[:, q], axis=0).astype(self.policy.dtype) for q, t in enumerate(self._tables)]
-        return np.asarray(jnp.sum(jnp.stack(parts, axis=1), axis=1))
+        codes = np.asarray(codes, np.int32)
+        padded = np.zeros((_bucket(codes.shape[0], 32), codes.shape[1]), np.int32)
+        padded[: codes.shape[0]] = codes
+        return np.asarray(self._codes(self._tables, jax.device_put(padded)))[: codes.shape[0]]
 
 
 def language_id(cfg: Qwen3TTSConfig, language: str, speaker: str | None) -> int | None:
@@ -156,16 +166,19 @@ class PromptBatch:
     trailing_lengths: tuple[int, ...]
 
 
-def batch_prompts(items: list[tuple[np.ndarray, np.ndarray]], tts_pad: np.ndarray, bucket: int = 16) -> PromptBatch:
+def batch_prompts(items: list[tuple[np.ndarray, np.ndarray]], tts_pad: np.ndarray, bucket: int = 16,
+                  text_bucket: int = 128) -> PromptBatch:
     """Left-pad prompts to a common length bucket; right-pad text tracks with tts_pad.
 
     Padding to a bucket (not just the batch maximum) is exact — pads are masked out and positions
-    count real tokens only — and keeps the number of compiled shapes small.
+    count real tokens only; the text track is read one row per frame and continues with tts_pad
+    anyway — and keeps the number of compiled shapes small. The text track's bucket is coarse:
+    only the frame-step loop sees its shape, and that is the expensive program to compile.
     """
     b = len(items)
     d = items[0][0].shape[1]
     t = _bucket(max(p.shape[0] for p, _ in items), bucket)
-    u = _bucket(max(tr.shape[0] for _, tr in items) + 1, bucket)
+    u = _bucket(max(tr.shape[0] for _, tr in items) + 1, text_bucket)
     embeds = np.zeros((b, t, d), items[0][0].dtype)
     mask = np.zeros((b, t), bool)
     trailing = np.broadcast_to(tts_pad, (b, u, d)).copy()

@@ -458,7 +458,7 @@ def generate_codes(decoder: gen.Decoder, params, embeds, mask, trailing, max_new
     embeds, mask, trailing = (_pad_rows(x, rows) for x in (embeds, mask, trailing))
     prefill, decode, _, _ = gen.compiled(dec)
     frames = gen.frame_budget(max_new_tokens)
-    slots = embeds.shape[1] + frames
+    slots = gen.cache_slots(embeds.shape[1], frames)
     on = lambda x, name: put(x, sharding_for(name, np.shape(x), mesh))  # noqa: E731
     key = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
     state = prefill(params, on(embeds, "input/embeds"), on(mask, "input/mask"), slots, frames, on(key, "input/key"))

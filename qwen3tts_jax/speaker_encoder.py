@@ -27,6 +27,7 @@ import numpy as np
 
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig, SpeakerEncoderConfig
 from qwen3tts_jax.mel import SPEAKER_MEL, log_mel_spectrogram
+from qwen3tts_jax.nn.params import existing_param
 from qwen3tts_jax.typing import Array, Float, Params
 
 # `AttentiveStatisticsPooling.eps`: the floor of every variance before its sqrt.
@@ -75,8 +76,8 @@ class Conv1d(nn.Module):
     def __call__(self, x: Float[Array, "b t i"]) -> Float[Array, "b t o"]:
         init = nn.initializers.lecun_normal(in_axis=(1, 2), out_axis=0)
         shape = (self.features, x.shape[-1], self.kernel_size)
-        weight = self.param("weight", init, shape, self.policy.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.policy.param_dtype)
+        weight = existing_param(self, "weight", init, shape, self.policy.param_dtype)
+        bias = existing_param(self, "bias", nn.initializers.zeros, (self.features,), self.policy.param_dtype)
         return conv1d_same_reflect(x.astype(self.policy.dtype), weight, bias, self.dilation)
 
 

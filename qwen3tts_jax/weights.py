@@ -181,8 +181,10 @@ class Checkpoint:
 
     def __init__(self, files: Mapping[str, Path]):
         self.files = dict(files)  # key -> file holding it
+        # numpy-framework handles: tensors come back as host arrays and go to the device once,
+        # with `jax.device_put` (the "flax" framework's `jnp.array` compiles one tiny program per
+        # distinct shape — about 60 of them, seconds, for a 0.6B model).
         self._handles: dict[Path, Any] = {}
-        self._np_handles: dict[Path, Any] = {}  # numpy-framework handles for sharded slice reads
         self.bytes_read = 0  # tensor bytes read by `get_sharded` (what this process loaded)
 
     @staticmethod
@@ -215,7 +217,7 @@ class Checkpoint:
             from safetensors import safe_open
 
             try:
-                self._handles[file] = safe_open(str(file), framework="flax")
+                self._handles[file] = safe_open(str(file), framework="numpy")
             except Exception as err:  # SafetensorError and OSError alike: name the file
                 raise CheckpointError(f"{file}: unreadable safetensors file (truncated or corrupt?): {err}") from err
         return self._handles[file]
@@ -229,7 +231,8 @@ class Checkpoint:
     def dtype(self, key: str) -> str:
         return self._handle(self.files[key]).get_slice(key).get_dtype()
 
-    def get(self, key: str) -> jax.Array:
+    def get(self, key: str) -> np.ndarray:
+        """The whole tensor as a host (numpy) array in the file's dtype."""
         file = self.files[key]
         try:
             return self._handle(file).get_tensor(key)
@@ -241,11 +244,7 @@ class Checkpoint:
         this process's devices hold (`get_slice`; a slice shared by several local devices is
         read once), cast to `dtype` on the host."""
         file = self.files[key]
-        if file not in self._np_handles:
-            from safetensors import safe_open
-
-            self._np_handles[file] = safe_open(str(file), framework="numpy")
-        tensor = self._np_handles[file].get_slice(key)
+        tensor = self._handle(file).get_slice(key)
         read: dict = {}
 
         def slice_of(index: tuple) -> np.ndarray:
@@ -353,13 +352,15 @@ def load_tree(
         value = ckpt.get(e.key)
         if e.transform is not None:
             value = e.transform(value)
+        value = np.asarray(value)
         if jnp.issubdtype(value.dtype, jnp.floating):
             want = jnp.float32 if e.keep_fp32 else dtype
             if want is not None and value.dtype != want:
-                value = value.astype(want)
+                value = value.astype(want)  # on the host: no per-shape device program
         if sharding is not None:
-            host = np.asarray(value)
-            value = jax.make_array_from_callback(host.shape, sharding, lambda index, host=host: host[index])
+            value = jax.make_array_from_callback(value.shape, sharding, lambda index, host=value: host[index])
+        else:
+            value = jax.device_put(value)
         _set(tree, e.target, value)
     return tree
 

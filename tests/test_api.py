@@ -85,6 +85,23 @@ def test_streaming_equals_offline():
     assert_close(np.concatenate(chunks), offline, 1e-4, "streaming vs offline waveform")
 
 
+def test_streaming_chunk_sizes():
+    """The first chunk holds `first_chunk_frames` frames, later ones `chunk_frames` (the last may
+    be shorter); the audio is the offline audio whatever the split."""
+    model = Qwen3TTSModel.from_pretrained("random:tiny")
+    kw = dict(max_new_tokens=14, seed=5, do_sample=False, subtalker_dosample=False)
+    offline = model.generate_custom_voice("Chunk sizes here.", "serena", **kw)[0][0]
+    per = model.speech_tokenizer.get_decode_upsample_rate()
+    frames = len(offline) // per
+    assert frames > 6, frames
+    chunks = [c for c, _ in model.stream_custom_voice("Chunk sizes here.", "serena", chunk_frames=3, first_chunk_frames=2, **kw)]
+    sizes = [len(c) // per for c in chunks]
+    assert sizes[0] == 2 and all(n == 3 for n in sizes[1:-1]) and 1 <= sizes[-1] <= 3 and sum(sizes) == frames, sizes
+    assert_close(np.concatenate(chunks), offline, 1e-4, "chunked stream vs offline")
+    with pytest.raises(ValueError, match=r"first_chunk_frames must be an integer >= 1, got 0"):
+        next(model.stream_custom_voice("Chunk sizes here.", "serena", first_chunk_frames=0))
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return Qwen3TTSModel.from_pretrained("random:tiny")

@@ -163,6 +163,20 @@ def test_no_recompilation_within_a_bucket(tiny_model):
     assert gen_mod.TRACE_COUNTS == before, (before, gen_mod.TRACE_COUNTS)
 
 
+def test_prompt_buckets_share_the_frame_loop(tiny_model):
+    """A prompt in another length bucket compiles its own prefill, not another frame-step loop:
+    the cache slots are rounded up (`cache_slots`) and the text track's bucket is coarse."""
+    _, cfg, policy, params, dec = _setup(tiny_model, "custom-0b6-gqa")
+    long_text = ROLE + [9707, 11, 1879] * 15 + TAIL  # 50 text ids: other prompt and text-track buckets than TEXT_A
+    for nsm in (True, False):
+        _ours(cfg, policy, params, dec, [PromptRequest(tuple(TEXT_A), "auto", "ryan", non_streaming_mode=nsm)])
+    before = dict(gen_mod.TRACE_COUNTS)
+    for nsm in (True, False):
+        _ours(cfg, policy, params, dec, [PromptRequest(tuple(long_text), "auto", "ryan", non_streaming_mode=nsm)])
+    assert gen_mod.TRACE_COUNTS["prefill"] > before["prefill"], (before, gen_mod.TRACE_COUNTS)  # the new bucket is real
+    assert gen_mod.TRACE_COUNTS["decode"] == before["decode"], (before, gen_mod.TRACE_COUNTS)
+
+
 def test_max_new_tokens_bounds_frames(tiny_model):
     _, cfg, policy, params, dec = _setup(tiny_model, "custom-0b6-gqa")
     for m in (1, 2, 5):

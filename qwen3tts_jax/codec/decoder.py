@@ -36,7 +36,9 @@ from qwen3tts_jax.nn.conv import CausalConv1d, CausalConvTranspose1d, to_hio, tr
 from qwen3tts_jax.nn.linear import Linear
 from qwen3tts_jax.nn.mlp import SwiGLU
 from qwen3tts_jax.nn.norms import RMSNorm
+from qwen3tts_jax.nn.params import existing_param
 from qwen3tts_jax.nn.rope import rope_tables
+from qwen3tts_jax.nn.shared_layer import apply_layer
 from qwen3tts_jax.typing import Array, Bool, Float, Int
 
 __all__ = [
@@ -73,8 +75,8 @@ class LayerNorm(nn.Module):
     @nn.compact
     def __call__(self, x: Float[Array, "... c"]) -> Float[Array, "... c"]:
         c = x.shape[-1]
-        weight = self.param("weight", nn.initializers.ones, (c,), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+        weight = existing_param(self, "weight", nn.initializers.ones, (c,), self.param_dtype)
+        bias = existing_param(self, "bias", nn.initializers.zeros, (c,), self.param_dtype)
         xf = x.astype(jnp.float32)
         mean = jnp.mean(xf, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
@@ -90,7 +92,7 @@ class LayerScale(nn.Module):
 
     @nn.compact
     def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
-        scale = self.param("scale", nn.initializers.constant(self.init_scale), (x.shape[-1],), self.param_dtype)
+        scale = existing_param(self, "scale", nn.initializers.constant(self.init_scale), (x.shape[-1],), self.param_dtype)
         return scale.astype(x.dtype) * x
 
 
@@ -112,7 +114,7 @@ class ConvNeXtBlock(nn.Module):
         h = Linear(4 * self.dim, True, p.dtype, p.param_dtype, name="pwconv1")(h)
         h = jax.nn.gelu(h, approximate=False)  # torch nn.GELU(): exact erf form
         h = Linear(self.dim, True, p.dtype, p.param_dtype, name="pwconv2")(h)
-        gamma = self.param("gamma", nn.initializers.constant(1e-6), (self.dim,), p.param_dtype)
+        gamma = existing_param(self, "gamma", nn.initializers.constant(1e-6), (self.dim,), p.param_dtype)
         return x + gamma.astype(h.dtype) * h, None if state is None else {"dwconv": dw_state}
 
 
@@ -232,7 +234,7 @@ class PreTransformer(nn.Module):
                 old = state[f"layers_{i}"]
                 fresh = jnp.zeros((b, t, cfg.num_key_value_heads, cfg.head_dim), old.k.dtype)
                 kv = KVCache(jnp.concatenate([old.k, fresh], 1), jnp.concatenate([old.v, fresh], 1))
-            h, kv = layer(h, cos, sin, mask, kv, jnp.asarray(past, jnp.int32))
+            h, kv = apply_layer(self, layer, h, cos, sin, mask, kv, jnp.asarray(past, jnp.int32))
             if state is not None:
                 new_state[f"layers_{i}"] = KVCache(kv.k[:, t:], kv.v[:, t:])
         return self.output_proj(self.norm(h)), new_state

@@ -50,6 +50,7 @@ from qwen3tts_jax.codec.quantizer import codebook_embedding, nearest_code
 from qwen3tts_jax.nn.attention import attend
 from qwen3tts_jax.nn.conv import Conv1d
 from qwen3tts_jax.nn.linear import Linear
+from qwen3tts_jax.nn.params import existing_param
 from qwen3tts_jax.nn.rope import apply_rope, rope_tables
 from qwen3tts_jax.typing import Array, Bool, Float, Int, Params
 
@@ -252,8 +253,8 @@ class Codebook(nn.Module):
 
     @nn.compact
     def __call__(self) -> tuple[Float[Array, "v e"], Float[Array, "v"]]:
-        usage = self.param("cluster_usage", nn.initializers.ones, (self.size,), jnp.float32)
-        embed_sum = self.param("embed_sum", nn.initializers.normal(1.0), (self.size, self.dim), jnp.float32)
+        usage = existing_param(self, "cluster_usage", nn.initializers.ones, (self.size,), jnp.float32)
+        embed_sum = existing_param(self, "embed_sum", nn.initializers.normal(1.0), (self.size, self.dim), jnp.float32)
         return embed_sum, usage
 
 

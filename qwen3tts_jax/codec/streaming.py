@@ -28,8 +28,6 @@ length, at the cost of one 25-frame step per 24 s of audio.
 
 from __future__ import annotations
 
-import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +65,10 @@ def init_state(cfg: DecoderConfig, batch: int, policy: Policy = Policy()) -> Sta
         }
     state[f"decoder_{len(cfg.upsample_rates) + 2}"] = zeros(6, cfg.output_dim)
     return state
+
+
+# One compiled program for the whole zero state (eager `jnp.zeros` would be one per shape).
+_init_state = jax.jit(init_state, static_argnums=(0, 1, 2))
 
 
 def _step(
@@ -132,12 +134,12 @@ class StreamingDecoder:
         self.reset()
 
     def reset(self) -> None:
-        self.state = init_state(self.cfg, self.batch, self.policy)
+        self.state = _init_state(self.cfg, self.batch, self.policy)
         self.frames = 0  # frames emitted so far
         self._recent = np.zeros((self.batch, self.cfg.num_quantizers, 0), np.int32)  # for re-fed context
 
     def _step(self, codes: np.ndarray) -> np.ndarray:
-        wav, self.state = stream_step(self.params, self.state, jnp.asarray(codes, jnp.int32), self.cfg, self.policy, True)
+        wav, self.state = stream_step(self.params, self.state, jax.device_put(np.asarray(codes, np.int32)), self.cfg, self.policy, True)
         return np.asarray(wav)
 
     def push(self, codes) -> np.ndarray:
@@ -154,7 +156,7 @@ class StreamingDecoder:
                 if self.frames and self.frames % self.chunk_size == 0:
                     # a new reference chunk: fresh state, positions from 0, re-decode the context
                     ctx = self.left_context_size if self.frames - self.left_context_size > 0 else self.frames
-                    self.state = init_state(self.cfg, self.batch, self.policy)
+                    self.state = _init_state(self.cfg, self.batch, self.policy)
                     if ctx:
                         self._step(self._recent[..., -ctx:])
                 take = min(take, to_boundary)

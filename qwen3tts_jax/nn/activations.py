@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from qwen3tts_jax.nn.params import existing_param
 from qwen3tts_jax.typing import Array, Float
 
 SNAKE_EPS = 1e-9  # `SnakeBeta.no_div_by_zero`
@@ -32,6 +33,6 @@ class SnakeBeta(nn.Module):
     @nn.compact
     def __call__(self, x: Float[Array, "... c"]) -> Float[Array, "... c"]:
         c = x.shape[-1]
-        alpha = self.param("alpha", nn.initializers.zeros, (c,), self.param_dtype)
-        beta = self.param("beta", nn.initializers.zeros, (c,), self.param_dtype)
+        alpha = existing_param(self, "alpha", nn.initializers.zeros, (c,), self.param_dtype)
+        beta = existing_param(self, "beta", nn.initializers.zeros, (c,), self.param_dtype)
         return snake_beta(x, alpha, beta)

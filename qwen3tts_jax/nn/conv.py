@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from qwen3tts_jax.nn.params import existing_param
 from qwen3tts_jax.typing import Array, Float
 
 __all__ = [
@@ -170,8 +171,8 @@ class Conv1d(nn.Module):
             shape, axes = (self.features, cin // self.groups, self.kernel_size), ((1, 2), 0)
         else:
             shape, axes = (self.kernel_size, cin // self.groups, self.features), ((0, 1), 2)
-        weight = self.param("weight", nn.initializers.lecun_normal(in_axis=axes[0], out_axis=axes[1]), shape, self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
+        weight = existing_param(self, "weight", nn.initializers.lecun_normal(in_axis=axes[0], out_axis=axes[1]), shape, self.param_dtype)
+        bias = existing_param(self, "bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
         return conv1d(
             x.astype(self.dtype), weight, bias, stride=self.stride, dilation=self.dilation, groups=self.groups,
             padding=padding, kernel_layout=self.kernel_layout,
@@ -197,8 +198,8 @@ class ConvTranspose1d(nn.Module):
         else:
             m = -(-self.kernel_size // self.stride)
             shape, axes = (m, x.shape[-1], self.stride * self.features), ((0, 1), 2)
-        weight = self.param("weight", nn.initializers.lecun_normal(in_axis=axes[0], out_axis=axes[1]), shape, self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
+        weight = existing_param(self, "weight", nn.initializers.lecun_normal(in_axis=axes[0], out_axis=axes[1]), shape, self.param_dtype)
+        bias = existing_param(self, "bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
         return conv_transpose1d(
             x.astype(self.dtype), weight, bias, stride=self.stride, history=history, kernel_layout=self.kernel_layout
         )

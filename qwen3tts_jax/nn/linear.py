@@ -15,7 +15,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from qwen3tts_jax.nn.params import existing_param
 from qwen3tts_jax.typing import Array, Float, Int
+
+__all__ = ["Embedding", "Linear", "existing_param", "linear", "precision"]
 
 
 def precision(dtype) -> jax.lax.Precision:
@@ -24,10 +27,11 @@ def precision(dtype) -> jax.lax.Precision:
     return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else jax.lax.Precision.DEFAULT
 
 
-# Up to this many rows `x @ weight.T` runs weight-stationary on CPU (see `linear`). Measured
-# (benchmarks/RESULTS.md, "matmul forms"): 2.5x faster at 8-16 rows, equal at 1, 1.4-1.7x at
-# 64-512 (prefills), even at 2048; beyond, XLA's own choice.
-WEIGHT_STATIONARY_ROWS = 1024
+# Up to this many rows `x @ weight.T` runs weight-stationary on CPU (see `linear`). Measured on
+# the 2-core CPU machine, 12 of the 0.6B talker's weights in one program (benchmarks/RESULTS.md,
+# "matmul forms"): weight-stationary / XLA's own form = 2.55x at 8 rows, 2.05x at 32, 1.46x at
+# 64, 1.19x at 128, 0.96x at 256, 0.92x at 512; the crossover lies between 128 and 256.
+WEIGHT_STATIONARY_ROWS = 192
 
 
 def linear(x: Float[Array, "... i"], weight: Float[Array, "o i"], bias: Float[Array, "o"] | None = None) -> Float[Array, "... o"]:
@@ -47,19 +51,6 @@ def linear(x: Float[Array, "... i"], weight: Float[Array, "o i"], bias: Float[Ar
     else:
         y = jnp.einsum("...i,oi->...o", x, w, precision=precision(x.dtype))
     return y if bias is None else y + bias.astype(x.dtype)
-
-
-def existing_param(module: nn.Module, name: str, init, shape: tuple[int, ...], dtype) -> Array:
-    """`module.param(name, init, shape, dtype)` without Flax's per-call `jax.eval_shape` of the
-    initializer when the param already exists (apply): ≈2 ms per weight at trace time, about a
-    second of tracing a 0.6B frame step — time a fresh process pays before its first audio even
-    with the persistent compilation cache. The shape is still checked."""
-    if module.has_variable("params", name):
-        value = module.get_variable("params", name)
-        if tuple(value.shape) != tuple(shape):
-            raise ValueError(f"param {'/'.join(module.scope.path)}/{name}: expected shape {tuple(shape)}, got {tuple(value.shape)}")
-        return value
-    return module.param(name, init, shape, dtype)
 
 
 class Linear(nn.Module):

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from qwen3tts_jax.nn.params import existing_param
 from qwen3tts_jax.typing import Array, Float
 
 
@@ -27,5 +28,5 @@ class RMSNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
-        weight = self.param("weight", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+        weight = existing_param(self, "weight", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
         return rms_norm(x, weight, self.eps)

@@ -27,6 +27,7 @@ from qwen3tts_jax.nn.attention import Attention, KVCache
 from qwen3tts_jax.nn.mlp import SwiGLU
 from qwen3tts_jax.nn.norms import RMSNorm
 from qwen3tts_jax.nn.rope import rope_tables
+from qwen3tts_jax.nn.shared_layer import apply_layer
 from qwen3tts_jax.typing import Array, Bool, Float, Int
 
 
@@ -129,7 +130,7 @@ class DecoderStack(nn.Module):
         else:
             new_layers = []
             for layer, kv in zip(self.layers, cache.layers):
-                h, kv = layer(h, cos, sin, mask, kv, cache.end)
+                h, kv = apply_layer(self, layer, h, cos, sin, mask, kv, cache.end)
                 new_layers.append(kv)
             layers = tuple(new_layers)
         new_cache = DecoderCache(layers, valid, cache.end + x.shape[1])
