@@ -140,7 +140,9 @@ class Policy:
     # Self-attention over a KV cache longer than this many slots visits only the written prefix,
     # this many slots at a time (`nn.attention.attend_live`): a decode step then costs what the
     # tokens so far cost, not the whole `max_new_tokens` budget. 0 attends over every slot.
-    attention_block: int = 256
+    # 64 measured faster than 256 on the 2-core CPU for 0.6B decode steps (benchmarks/RESULTS.md,
+    # "attention"): 3-5% a frame over a short prefix, 7% at 1,536 written slots.
+    attention_block: int = 64
 
     @staticmethod
     def for_backend(backend: str | None = None, dtype: Any = None) -> "Policy":

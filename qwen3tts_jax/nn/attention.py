@@ -59,11 +59,8 @@ def attend(
     instead of NaN, as the reference's additive finite mask does; their outputs are never used.
     """
     b, t, h, x = q.shape
-    kv_heads = k.shape[2]
-    qg = q.reshape(b, t, kv_heads, h // kv_heads, x)  # b t k g x
-    scores = _scores(qg, k.astype(q.dtype), False) * jnp.asarray(scale, q.dtype)
-    scores = jnp.where(mask[:, None, None, :, :], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    qg = q.reshape(b, t, k.shape[2], h // k.shape[2], x)  # b t k g x
+    probs = jax.nn.softmax(_masked_scores(qg, k, mask, scale, False), axis=-1).astype(q.dtype)
     return _weighted(probs, v.astype(q.dtype), False).reshape(b, t, h, x)
 
 
@@ -88,6 +85,15 @@ def _scores(qg: Float[Array, "b t k g x"], k: Float[Array, "b s k x"], few: bool
         qg = jax.lax.optimization_barrier(qg)
         return jnp.sum(qg[:, :, None] * k[:, None, :, :, None, :], axis=-1).transpose(0, 3, 4, 1, 2)  # b t s k g → b k g t s
     return jnp.einsum("btkgx,bskx->bkgts", qg, k, precision=precision(qg.dtype))
+
+
+def _masked_scores(
+    qg: Float[Array, "b t k g x"], k: Float[Array, "b s k x"], mask: Bool[Array, "b t s"], scale, few: bool
+) -> Float[Array, "b k g t s"]:
+    """q·k · scale in fp32, the float32 minimum where `mask` is False (finite, as the reference's
+    additive mask: a fully masked row stays finite)."""
+    sc = _scores(qg, k.astype(qg.dtype), few) * jnp.asarray(scale, qg.dtype)
+    return jnp.where(mask[:, None, None, :, :], sc.astype(jnp.float32), jnp.finfo(jnp.float32).min)
 
 
 def _weighted(p: Float[Array, "b k g t s"], v: Float[Array, "b s k x"], few: bool) -> Float[Array, "b t k g x"]:
@@ -123,19 +129,17 @@ def attend_live(
     g = h // kv_heads
     few = _few_queries(t)
     qg = q.reshape(b, t, kv_heads, g, x)  # b t k g x
-    scale = jnp.asarray(scale, q.dtype)
     neg = jnp.finfo(jnp.float32).min
 
     def body(i, carry):
         m, l, acc = carry  # b k g t | b k g t | b k g t x   (fp32)
         start = i * block
         at = jnp.minimum(start, s - block)  # clamp the last block inside the cache
-        kb = jax.lax.dynamic_slice_in_dim(k, at, block, axis=1).astype(q.dtype)  # b B k x
+        kb = jax.lax.dynamic_slice_in_dim(k, at, block, axis=1)  # b B k x
         vb = jax.lax.dynamic_slice_in_dim(v, at, block, axis=1).astype(q.dtype)
         mb = jax.lax.dynamic_slice_in_dim(mask, at, block, axis=2)  # b t B
         mb = mb & (at + jnp.arange(block) >= start)[None, None, :]  # drop slots seen in the previous block
-        sc = _scores(qg, kb, few) * scale
-        sc = jnp.where(mb[:, None, None, :, :], sc.astype(jnp.float32), neg)
+        sc = _masked_scores(qg, kb, mb, scale, few)
         m_new = jnp.maximum(m, jnp.max(sc, axis=-1))
         p = jnp.exp(sc - m_new[..., None])
         alpha = jnp.exp(m - m_new)
