@@ -36,8 +36,9 @@ Figures (each the median of `--reps` timed runs after a warm-up run):
   first-token sampling, cache init);
 * codec decode of 50 and 300 frames, and the 1-frame streaming step (from codec_decode.py);
 * time to first audio: ours streams (`stream_custom_voice`, first chunk after 1 frame, then
-  4-frame chunks, warm); the official package cannot stream (it returns audio after the whole utterance), so its figure is the
-  `generate_custom_voice` time of the same `--frames`-frame utterance;
+  4-frame chunks, warm); the official package cannot stream (it returns audio after the whole
+  utterance), so its figure is the `generate_custom_voice` time of the same `--frames`-frame
+  utterance;
 * ours cold: AOT compile time of the offline path (prefill + decode, batch 1), and the first
   streaming call of the first process; ours second process: first streaming call's time to
   first audio from the persistent cache, plus import and load times;
