@@ -21,6 +21,7 @@ def existing_param(module: nn.Module, name: str, init, shape: tuple[int, ...], d
     if module.has_variable("params", name):
         value = module.get_variable("params", name)
         if tuple(value.shape) != tuple(shape):
-            raise ValueError(f"param {'/'.join(module.scope.path)}/{name}: expected shape {tuple(shape)}, got {tuple(value.shape)}")
+            where = "/".join((*module.scope.path, name))
+            raise ValueError(f"param {where}: expected shape {tuple(shape)}, got {tuple(value.shape)}")
         return value
     return module.param(name, init, shape, dtype)
