@@ -390,7 +390,7 @@ def worker_ours(args) -> dict:
 
     # ---- cold: AOT compile of the offline path (batch 1), persistent cache empty
     batch, decoder, budget = prepared([TEXT_1], args.frames)
-    prefill, decode, _, _ = gen.compiled(decoder)
+    prefill, decode, _ = gen.compiled(decoder)
     key = jax.random.PRNGKey(0)
     slots = gen.cache_slots(batch.embeds.shape[1], budget)
     e, m, tr = jnp.asarray(batch.embeds), jnp.asarray(batch.mask), jnp.asarray(batch.trailing)
@@ -406,7 +406,7 @@ def worker_ours(args) -> dict:
 
     # ---- frame decode rate
     def decode_run(batch, decoder, budget, frames):
-        prefill, decode, _, _ = gen.compiled(decoder)
+        prefill, decode, _ = gen.compiled(decoder)
         slots = gen.cache_slots(batch.embeds.shape[1], budget)
         state = prefill(params, jnp.asarray(batch.embeds), jnp.asarray(batch.mask), slots, budget, jax.random.PRNGKey(0))
         jax.block_until_ready(state)

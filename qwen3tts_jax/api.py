@@ -395,7 +395,7 @@ class Qwen3TTSModel:
     def _stream_iter(self, req, batch, decoder, gen_cfg, key, chunk_frames, first_chunk_frames):
         stats = self.last_stream_stats = StreamStats()
         start = time.perf_counter()
-        prefill, decode, _, _ = gen.compiled(decoder)
+        prefill, decode, _ = gen.compiled(decoder)
         frames = gen.frame_budget(gen_cfg.max_new_tokens)
         params = self.params["talker"]
         slots = gen.cache_slots(batch.embeds.shape[1], frames)

@@ -1,4 +1,4 @@
-"""Compiled decoding: jitted prefill, a jitted frame step, and `lax.while_loop` / `lax.scan` loops.
+"""Compiled decoding: jitted prefill, a jitted frame step, and the `lax.while_loop` decode.
 
 Mirrors the decoding half of `Qwen3TTSForConditionalGeneration.generate` →
 `Qwen3TTSTalkerForConditionalGeneration.generate` (HF `GenerationMixin._sample`) and, inside each
@@ -16,7 +16,8 @@ finished keep being fed EOS and are cut at their first EOS frame by `frames_of`.
 
 Shapes are static per bucket (prompt length, text-track length, cache slots, frame budget), so
 requests of different lengths within a bucket reuse one compilation; `max_new_tokens` itself is a
-traced bound of the while loop.
+traced bound of the while loop, so streaming runs the same loop chunk by chunk (a bound a few
+frames past the current one).
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ from qwen3tts_jax.code_predictor import CodePredictor, embed_codes, head_logits,
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
 from qwen3tts_jax.nn.linear import linear
 from qwen3tts_jax.nn.transformer import DecoderCache, init_cache
+from qwen3tts_jax.prompt import codebook_tables, sum_codebook_embeddings
 from qwen3tts_jax.sampling import SamplingConfig
 from qwen3tts_jax.talker import Talker
 from qwen3tts_jax.typing import Array, Bool, Float, Int, PRNGKey
 
 # Incremented whenever one of the jitted entry points is traced: tests count compilations with it.
-TRACE_COUNTS: dict[str, int] = {"prefill": 0, "decode": 0, "decode_chunk": 0}
+TRACE_COUNTS: dict[str, int] = {"prefill": 0, "decode": 0}
 
 
 @jax.tree_util.register_dataclass
@@ -131,11 +133,8 @@ class Decoder:
 
     def frame_embedding(self, params, token, rest) -> Float[Array, "b d"]:
         """Σ of the 16 codebook embeddings of a frame (codebook 0 via the talker's table)."""
-        talker_model = params["model"]
-        cp_model = params["code_predictor"]["model"]
-        parts = [jnp.take(talker_model["codec_embedding"]["weight"], token, axis=0)]
-        parts += [jnp.take(cp_model[f"codec_embedding_{j}"]["weight"], rest[:, j], axis=0) for j in range(rest.shape[1])]
-        return jnp.sum(jnp.stack(parts, 1).astype(self.policy.dtype), axis=1)
+        frame = jnp.concatenate([token[:, None], rest], 1)
+        return sum_codebook_embeddings(codebook_tables(params, self.num_groups), frame, self.policy.dtype)
 
     # -- the two jitted steps -------------------------------------------------------------
 
@@ -176,7 +175,8 @@ class Decoder:
         )
 
     def decode(self, params, trailing, state: DecodeState, max_new_tokens) -> DecodeState:
-        """Offline generation: frame steps until every row finished or `max_new_tokens` tokens."""
+        """Frame steps until every row finished or `max_new_tokens` tokens (a traced bound: offline
+        generation passes the request's, streaming the end of the next chunk)."""
         TRACE_COUNTS["decode"] += 1
         limit = jnp.minimum(jnp.asarray(max_new_tokens, jnp.int32), state.codes.shape[1] + 1)
 
@@ -185,19 +185,6 @@ class Decoder:
 
         return jax.lax.while_loop(cond, functools.partial(self.frame_step, params, trailing), state)
 
-    def decode_chunk(self, params, trailing, state: DecodeState, max_new_tokens, frames: int) -> DecodeState:
-        """Streaming: exactly `frames` frame steps (a `lax.scan`); steps past the stop condition
-        leave the state untouched, so chunks can be run until `done(state)`."""
-        TRACE_COUNTS["decode_chunk"] += 1
-        limit = jnp.minimum(jnp.asarray(max_new_tokens, jnp.int32), state.codes.shape[1] + 1)
-
-        def body(s: DecodeState, _):
-            go = (s.num_tokens < limit) & ~jnp.all(s.finished)
-            nxt = jax.lax.cond(go, functools.partial(self.frame_step, params, trailing), lambda x: x, s)
-            return nxt, None
-
-        return jax.lax.scan(body, state, None, length=frames)[0]
-
 
 @functools.lru_cache(maxsize=None)
 def compiled(decoder: Decoder):
@@ -205,7 +192,6 @@ def compiled(decoder: Decoder):
     return (
         jax.jit(decoder.prefill, static_argnums=(3, 4)),
         jax.jit(decoder.decode, donate_argnums=(2,)),
-        jax.jit(decoder.decode_chunk, static_argnums=(4,), donate_argnums=(2,)),
         jax.jit(decoder.frame_step, donate_argnums=(2,)),
     )
 
@@ -244,7 +230,7 @@ def generate_codes(
     """Prefill + while-loop decode; returns each row's (T_i, 16) codes."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    prefill, decode, _, _ = compiled(decoder)
+    prefill, decode, _ = compiled(decoder)
     frames = frame_budget(max_new_tokens)
     slots = cache_slots(embeds.shape[1], frames)
     state = prefill(params, jax.device_put(embeds), jax.device_put(mask), slots, frames, key)

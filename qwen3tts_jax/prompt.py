@@ -29,7 +29,7 @@ import numpy as np
 
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
 from qwen3tts_jax.talker import Talker
-from qwen3tts_jax.typing import Array, Float
+from qwen3tts_jax.typing import Array, Float, Int
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -61,6 +61,26 @@ def _bucket(n: int, step: int) -> int:
     return max(step, -(-n // step) * step)
 
 
+def _padded(ids, step: int) -> np.ndarray:
+    """int32 ids (rows along the first axis) zero-padded to a length bucket of `step`."""
+    ids = np.asarray(ids, np.int32)
+    out = np.zeros((_bucket(ids.shape[0], step), *ids.shape[1:]), np.int32)
+    out[: ids.shape[0]] = ids
+    return out
+
+
+def codebook_tables(talker_params: dict, num_code_groups: int) -> list[Array]:
+    """The 16 codebook embedding tables: codebook 0 the talker's, codebook j predictor table j-1."""
+    cp = talker_params["code_predictor"]["model"]
+    return [talker_params["model"]["codec_embedding"]["weight"]] + [cp[f"codec_embedding_{j}"]["weight"] for j in range(num_code_groups - 1)]
+
+
+def sum_codebook_embeddings(tables: Sequence[Array], codes: Int[Array, "n q"], dtype) -> Float[Array, "n d"]:
+    """Σ over codebooks q of `tables[q][codes[:, q]]`: a frame's input embedding."""
+    parts = [jnp.take(t, codes[:, q], axis=0) for q, t in enumerate(tables)]
+    return jnp.sum(jnp.stack(parts, 1).astype(dtype), axis=1)
+
+
 class PromptEmbedder:
     """The embedding lookups a prompt needs, jitted once per length bucket."""
 
@@ -68,37 +88,25 @@ class PromptEmbedder:
         self.params, self.cfg, self.policy = talker_params, cfg, policy
         talker = Talker(cfg.talker, policy)
         self._text = jax.jit(lambda p, ids: talker.apply({"params": p}, ids, method=Talker.embed_text))
-        cp = talker_params["code_predictor"]["model"]
-        n = cfg.talker.code_predictor.num_code_groups - 1
-        self._tables = [talker_params["model"]["codec_embedding"]["weight"]] + [cp[f"codec_embedding_{j}"]["weight"] for j in range(n)]
+        self._tables = codebook_tables(talker_params, cfg.talker.code_predictor.num_code_groups)
         dt = policy.dtype
         # Lookups are jitted on padded (bucketed) ids: an eager `jnp.take` would compile (or load
         # from the persistent cache) one program per prompt length.
         self._codec = jax.jit(lambda table, ids: jnp.take(table, ids, axis=0).astype(dt))
-        self._codes = jax.jit(
-            lambda tables, codes: jnp.sum(jnp.stack([jnp.take(t, codes[:, q], axis=0).astype(dt) for q, t in enumerate(tables)], axis=1), axis=1))
+        self._codes = jax.jit(lambda tables, codes: sum_codebook_embeddings(tables, codes, dt))
 
     def text(self, ids: Sequence[int]) -> np.ndarray:
         """`T(ids)` → (n, d). Ids are padded to a bucket so lengths share compilations."""
-        ids = np.asarray(ids, np.int32)
-        padded = np.zeros((1, _bucket(len(ids), 32)), np.int32)
-        padded[0, : len(ids)] = ids
-        return np.asarray(self._text(self.params, jax.device_put(padded)))[0, : len(ids)]
+        return np.asarray(self._text(self.params, jax.device_put(_padded(ids, 32)[None])))[0, : len(ids)]
 
     def codec(self, ids: Sequence[int]) -> np.ndarray:
         """`C(ids)` → (n, d)."""
-        ids = np.asarray(ids, np.int32).reshape(-1)
-        padded = np.zeros(_bucket(len(ids), 32), np.int32)
-        padded[: len(ids)] = ids
-        return np.asarray(self._codec(self._tables[0], jax.device_put(padded)))[: len(ids)]
+        return np.asarray(self._codec(self._tables[0], jax.device_put(_padded(ids, 32))))[: len(ids)]
 
     def codes(self, codes: np.ndarray) -> np.ndarray:
         """Σ over the 16 codebook embeddings of each frame (T, 16) → (T, d); codebook 0 through
         the talker's table, codebook j through predictor embedding j-1."""
-        codes = np.asarray(codes, np.int32)
-        padded = np.zeros((_bucket(codes.shape[0], 32), codes.shape[1]), np.int32)
-        padded[: codes.shape[0]] = codes
-        return np.asarray(self._codes(self._tables, jax.device_put(padded)))[: codes.shape[0]]
+        return np.asarray(self._codes(self._tables, jax.device_put(_padded(codes, 32))))[: len(codes)]
 
 
 def language_id(cfg: Qwen3TTSConfig, language: str, speaker: str | None) -> int | None:

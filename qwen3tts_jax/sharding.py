@@ -456,7 +456,7 @@ def generate_codes(decoder: gen.Decoder, params, embeds, mask, trailing, max_new
     b = np.shape(embeds)[0]
     rows = padded_rows(b, mesh)
     embeds, mask, trailing = (_pad_rows(x, rows) for x in (embeds, mask, trailing))
-    prefill, decode, _, _ = gen.compiled(dec)
+    prefill, decode, _ = gen.compiled(dec)
     frames = gen.frame_budget(max_new_tokens)
     slots = gen.cache_slots(embeds.shape[1], frames)
     on = lambda x, name: put(x, sharding_for(name, np.shape(x), mesh))  # noqa: E731
