@@ -124,35 +124,58 @@ def as_dtype(dtype: Any):
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    """How to run, independent of what was trained.
+    """How to run, independent of what was trained: every backend choice that decides what gets
+    compiled, as a named field (read this class to know the program).
 
     `dtype` is the compute/activation dtype (fp32 by default, as the reference; bf16 is the
     GPU/TPU option — XLA's CPU bf16 dot is several times slower than fp32). Norm statistics,
     softmax, RoPE angles and logits are always fp32. `param_dtype` is the dtype weights are kept
-    in. `scan_layers` runs a layer stack as one `lax.scan` over stacked weights (one compile; the
-    choice on GPU/TPU) instead of a Python loop over per-layer weights (≈2.5× faster on XLA:CPU,
-    which copies each weight slice inside a scan).
+    in. The defaults are XLA:CPU's choices; `for_backend` fills those of a backend.
     """
 
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    # One `lax.scan` over stacked layer weights (one compile; GPU/TPU) instead of a Python loop
+    # over per-layer weights (≈2.5× faster on XLA:CPU, which copies each weight slice in a scan).
     scan_layers: bool = False
     # Self-attention over a KV cache longer than this many slots visits only the written prefix,
     # this many slots at a time (`nn.attention.attend_live`): a decode step then costs what the
-    # tokens so far cost, not the whole `max_new_tokens` budget. 0 attends over every slot.
-    # 64 measured faster than 256 on the 2-core CPU for 0.6B decode steps (benchmarks/RESULTS.md,
-    # "attention"): 3-5% a frame over a short prefix, 7% at 1,536 written slots.
+    # tokens so far cost, not the whole budget. 0 attends over every slot. 64 measured fastest on
+    # the 2-core CPU (benchmarks/RESULTS.md, "attention").
     attention_block: int = 64
+    # Small-batch `x @ Wᵀ` form (`nn.linear.linear`): "weight_stationary" streams the (out, in)
+    # weight once with the few rows held (XLA:CPU, up to WEIGHT_STATIONARY_ROWS rows); "xla"
+    # leaves the dot to the compiler (GPU/TPU).
+    matmul: str = "weight_stationary"
+    # Decode-time attention (≤ FEW_QUERIES queries) as fused multiply-reduce loops in the cache's
+    # own layout (XLA:CPU) instead of per-head dots (GPU/TPU).
+    few_query_attention: bool = True
+    # Donate the codec streaming state to its jitted step (GPU/TPU); on XLA:CPU donation made the
+    # step slower (benchmarks/RESULTS.md).
+    donate_codec_state: bool = False
+    # The code predictor's 14 single steps: "switch" picks each step's embedding table and head
+    # with `lax.switch`, read in place (XLA:CPU copies stacked slices); "scan" runs a `lax.scan`
+    # over stacked tables and heads (no data-dependent branches on the device).
+    predictor_loop: str = "switch"
+
+    def __post_init__(self):
+        if self.matmul not in ("weight_stationary", "xla"):
+            raise ValueError(f"Policy.matmul must be 'weight_stationary' or 'xla', got {self.matmul!r}")
+        if self.predictor_loop not in ("switch", "scan"):
+            raise ValueError(f"Policy.predictor_loop must be 'switch' or 'scan', got {self.predictor_loop!r}")
 
     @staticmethod
     def for_backend(backend: str | None = None, dtype: Any = None) -> "Policy":
-        """The default policy of a backend: unrolled fp32 on CPU, scanned on GPU/TPU."""
+        """The default policy of a backend: the fields above on CPU; scanned stacks, XLA's own dot
+        and attention forms, a donated codec state and a scanned predictor on GPU/TPU."""
         import jax
 
         backend = backend or jax.default_backend()
-        on_cpu = backend == "cpu"
         dtype = jnp.dtype(dtype or jnp.float32)
-        return Policy(dtype=dtype, param_dtype=dtype, scan_layers=not on_cpu)
+        if backend == "cpu":
+            return Policy(dtype=dtype, param_dtype=dtype)
+        return Policy(dtype=dtype, param_dtype=dtype, scan_layers=True, matmul="xla", few_query_attention=False,
+                      donate_codec_state=True, predictor_loop="scan")
 
 
 # --------------------------------------------------------------------------------------------

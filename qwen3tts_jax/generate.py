@@ -89,7 +89,7 @@ class Decoder:
 
         The 14 steps run as one loop body either way. Unrolled layers (CPU): each step's own
         embedding table and head are chosen with `lax.switch` and read in place (as fast as a
-        Python-unrolled loop, 5x less to compile). `policy.scan_layers` (GPU/TPU): a `lax.scan`
+        Python-unrolled loop, 5x less to compile). `policy.predictor_loop="scan"` (GPU/TPU): a `lax.scan`
         over stacked tables and heads, no data-dependent branches on the device."""
         cp, cfg = self.predictor, self.sampling.subtalker
         p = {"params": params["code_predictor"]}
@@ -100,7 +100,7 @@ class Decoder:
         h, cache = cp.apply(p, jnp.stack([past_hidden, e0], 1), jnp.ones((b, 2), bool), cache)
         cp_params = params["code_predictor"]
         code = sampling.sample_subtalker(head_logits(cp_params, 0, h[:, -1], self.policy), keys[0], cfg)
-        if not self.policy.scan_layers:
+        if self.policy.predictor_loop == "switch":
             # A loop over the 14 single steps (one compiled body: 5 layers instead of 70), each
             # step's embedding table and head picked by `lax.switch` and read in place — no
             # stacking, no weight copies (XLA:CPU copies every slice of a stacked weight).

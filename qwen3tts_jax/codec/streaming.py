@@ -103,7 +103,7 @@ def stream_step(
     checkpoint's kernel layout every step re-lays every conv kernel out. The state is donated on
     GPU/TPU but not on XLA:CPU, where donating it made a full-size 1-frame step 2x slower
     (191 ms vs 94 ms on the 2-core CPU) — treat the passed state as consumed either way."""
-    fn = _step_copying if jax.default_backend() == "cpu" else _step_donating
+    fn = _step_donating if policy.donate_codec_state else _step_copying
     return fn(params, state, codes, cfg, policy, prepared)
 
 
