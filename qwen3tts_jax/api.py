@@ -9,7 +9,6 @@ that name the argument and the value.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import time
@@ -19,18 +18,21 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
-from qwen3tts_jax import generate as gen
 from qwen3tts_jax.audio import normalize_audios
 from qwen3tts_jax.config import GenerationConfig, Policy, Qwen3TTSConfig, as_dtype
+from qwen3tts_jax.engine import Engine, EngineShape, Request, Result, request_keys
 from qwen3tts_jax.hub import resolve_folder
-from qwen3tts_jax.prompt import PromptEmbedder, PromptRequest, VoiceClonePromptItem, batch_prompts, build_prompt
+from qwen3tts_jax.prompt import PromptRequest, VoiceClonePromptItem, bucket, prompt_tracks
 from qwen3tts_jax.sampling import SamplingConfig
+from qwen3tts_jax.sharding import Placement, make_mesh, model_units
 from qwen3tts_jax.speech_tokenizer import Qwen3TTSTokenizer
 from qwen3tts_jax.text import TextTokenizer
 from qwen3tts_jax.weights import layout_model_params, load_model_params
 
 SAMPLE_KWARGS = ("do_sample", "top_k", "top_p", "temperature", "repetition_penalty", "subtalker_dosample",
                  "subtalker_top_k", "subtalker_top_p", "subtalker_temperature", "max_new_tokens")
+# Additions to the reference's generation kwargs (see `_gen_config`).
+EXTRA_KWARGS = ("min_new_tokens",)
 # Accepted for signature compatibility with the reference loader and ignored (torch-only).
 _TORCH_ONLY = frozenset({"device_map", "attn_implementation", "low_cpu_mem_usage", "trust_remote_code", "torch_dtype"})
 SILENCE_PEAK = 1e-4  # reference audio whose peak is below this carries no voice to clone
@@ -63,21 +65,21 @@ class Qwen3TTSModel:
 
     def __init__(self, config: Qwen3TTSConfig, params: dict, text_tokenizer: TextTokenizer,
                  speech_tokenizer: Qwen3TTSTokenizer, generation_config: GenerationConfig, policy: Policy,
-                 path: str | None = None, mesh: Any = None):
+                 path: str | None = None, placement: Placement = Placement()):
         self.config, self.params, self.policy = config, params, policy
-        self.mesh = mesh  # a ("data", "model") jax Mesh the params are placed on, or None (one device)
+        self.placement = placement  # one device, or the ("data", "model") mesh the params are placed on
         self.processor = self.text_tokenizer = text_tokenizer
         self.speech_tokenizer = speech_tokenizer
         self.generate_config = self.generation_config = generation_config
         self.path = path
         self.tts_model_type, self.tts_model_size = config.tts_model_type, config.tts_model_size
-        if mesh is None:
-            self._embedder = PromptEmbedder(params["talker"], config, policy)
-        else:
-            from qwen3tts_jax.sharding import MeshPromptEmbedder
-
-            self._embedder = MeshPromptEmbedder(params["talker"], config, policy, mesh)
         self.last_stream_stats = StreamStats()
+        self._codec_template = None
+
+    @property
+    def mesh(self):
+        """The device mesh the model is placed on, or None (one device)."""
+        return self.placement.mesh
 
     # ------------------------------------------------------------------ loading
 
@@ -101,26 +103,21 @@ class Qwen3TTSModel:
         policy = Policy.for_backend(dtype=dt)
         if scan_layers is not None:
             policy = dataclasses.replace(policy, scan_layers=scan_layers)
-        if mesh is not None:
-            from qwen3tts_jax import sharding
-
-            mesh = sharding.make_mesh(mesh)
+        placement = Placement(None if mesh is None else make_mesh(mesh))
         name = str(pretrained_model_name_or_path)
         if name.startswith("random:"):
-            return cls._random(name, policy, seed, mesh)
+            return cls._random(name, policy, seed, placement)
         folder = resolve_folder(name)
         cfg = Qwen3TTSConfig.from_model_dir(folder)
-        if mesh is None:
-            params = load_model_params(folder, cfg, dtype=dt, scan_layers=policy.scan_layers)
-            speech = Qwen3TTSTokenizer.from_pretrained(folder / "speech_tokenizer", dtype=dt)
-        else:
-            params = sharding.load_model_params(folder, cfg, dt, policy.scan_layers, mesh)
-            speech = sharding.load_speech_tokenizer(folder / "speech_tokenizer", dt, mesh)
-        return cls(cfg, params, TextTokenizer.from_pretrained(folder), speech, GenerationConfig.from_model_dir(folder),
-                   policy, str(folder), mesh)
+        params = load_model_params(folder, cfg, dtype=dt, scan_layers=policy.scan_layers,
+                                   shardings=placement.loader(model_units(cfg)))  # each process reads its slices
+        speech = Qwen3TTSTokenizer.from_pretrained(folder / "speech_tokenizer", dtype=dt)
+        speech.params = placement.codec_params(speech.params, speech.config)
+        return cls(cfg, placement.model_params(params, cfg), TextTokenizer.from_pretrained(folder), speech,
+                   GenerationConfig.from_model_dir(folder), policy, str(folder), placement)
 
     @classmethod
-    def _random(cls, spec: str, policy: Policy, seed: int, mesh: Any = None) -> "Qwen3TTSModel":
+    def _random(cls, spec: str, policy: Policy, seed: int, placement: Placement = Placement()) -> "Qwen3TTSModel":
         from qwen3tts_jax import presets
         from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
         from qwen3tts_jax.random_model import byte_level_tokenizer_dir, parse_random_spec, random_codec_params, random_model_params
@@ -132,12 +129,8 @@ class Qwen3TTSModel:
         speech = Qwen3TTSTokenizer(codec_cfg, random_codec_params(codec_cfg, seed, policy.param_dtype), policy)
         text = TextTokenizer.from_pretrained(byte_level_tokenizer_dir())
         gen_cfg = GenerationConfig.from_dict(presets.GENERATION_CONFIG, f"{spec} generation config")
-        if mesh is not None:
-            from qwen3tts_jax import sharding
-
-            params = sharding.place_model_params(params, cfg, mesh)
-            speech.params = sharding.place_codec_params(speech.params, codec_cfg, mesh)
-        return cls(cfg, params, text, speech, gen_cfg, policy, spec, mesh)
+        speech.params = placement.codec_params(speech.params, codec_cfg)
+        return cls(cfg, placement.model_params(params, cfg), text, speech, gen_cfg, policy, spec, placement)
 
     # ------------------------------------------------------------------ info
 
@@ -172,9 +165,10 @@ class Qwen3TTSModel:
                 raise ValueError(f"text[{i}]: must be a non-empty string, got {t!r}")
         return texts
 
-    def _gen_config(self, kwargs: dict) -> tuple[GenerationConfig, jax.Array]:
+    def _gen_config(self, kwargs: dict) -> tuple[GenerationConfig, SamplingConfig, jax.Array]:
         seed, key = kwargs.pop("seed", None), kwargs.pop("key", None)
         explicit = {k: kwargs.pop(k) for k in SAMPLE_KWARGS if kwargs.get(k) is not None}
+        min_new = kwargs.pop("min_new_tokens", None)
         for k in SAMPLE_KWARGS:
             kwargs.pop(k, None)
         if kwargs:
@@ -186,7 +180,12 @@ class Qwen3TTSModel:
         if key is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else int(seed)
             key = jax.random.PRNGKey(seed)
-        return cfg, key
+        sampling = SamplingConfig.from_configs(cfg, self.config.talker)
+        if min_new is not None:  # an addition: EOS blocked for the first `min_new_tokens` (benchmarks)
+            if isinstance(min_new, bool) or not isinstance(min_new, (int, np.integer)) or min_new < 0:
+                raise ValueError(f"min_new_tokens must be an integer >= 0, got {min_new!r}")
+            sampling = dataclasses.replace(sampling, talker=dataclasses.replace(sampling.talker, min_new_tokens=int(min_new)))
+        return cfg, sampling, key
 
     # ------------------------------------------------------------------ voice clone prompts
 
@@ -274,62 +273,59 @@ class Qwen3TTSModel:
                               non_streaming_mode=bool(non_streaming_mode))
                 for t, lang, ins in zip(texts, langs, instructs)]
 
-    # ------------------------------------------------------------------ core
+    # ------------------------------------------------------------------ requests → the engine
 
-    def _prepare(self, requests: list[PromptRequest], gen_cfg: GenerationConfig):
-        batch = batch_prompts([build_prompt(self._embedder, self.config, r) for r in requests],
-                              self._embedder.text([self.config.tts_pad_token_id])[0])
+    def requests(self, prompts: list[PromptRequest], audio: bool = True, **kwargs) -> list[Request]:
+        """Engine requests for already-built prompts, with the generation kwargs of `generate_*`
+        (`seed=`/`key=` give request i the key `fold_in(key, i)`: request 0 of a batch draws
+        what it draws alone)."""
+        gen_cfg, sampling, key = self._gen_config(dict(kwargs))
         budget = self.config.talker.transformer.max_position_embeddings
-        for i, n in enumerate(batch.lengths):
+        for i, p in enumerate(prompts):
+            n = prompt_tracks(self.config, p).length
             if n + gen_cfg.max_new_tokens > budget:
                 raise ValueError(
                     f"text[{i}]: the prompt is {n} positions and max_new_tokens={gen_cfg.max_new_tokens}; together they exceed "
                     f"the model's position budget max_position_embeddings={budget}. Shorten the text or lower max_new_tokens.")
-        decoder = gen.Decoder(self.config, self.policy, SamplingConfig.from_configs(gen_cfg, self.config.talker))
-        if self.mesh is not None:
-            from qwen3tts_jax.sharding import mesh_decoder
+        return [Request(p, sampling, gen_cfg.max_new_tokens, k, audio=audio)
+                for p, k in zip(prompts, request_keys(key, len(prompts)))]
 
-            decoder = mesh_decoder(decoder, self.mesh)
-        return batch, decoder
+    def engine(self, shape: EngineShape, **kwargs) -> Engine:
+        """A generation engine over this model with the given slots and lengths (see
+        `qwen3tts_jax.engine`): for batch jobs, servers and research use."""
+        return Engine(self, shape, **kwargs)
+
+    def run(self, requests: list[Request], **engine_kwargs) -> list[Result]:
+        """Run requests offline in an engine sized to hold them all at once."""
+        return self.engine(EngineShape.fit(requests, self.config, self.placement), **engine_kwargs).run(requests)
 
     def generate_codes(self, requests: list[PromptRequest], **kwargs) -> list[np.ndarray]:
-        """The functional layer's codes for already-built requests: list of (T_i, 16) int arrays."""
-        gen_cfg, key = self._gen_config(dict(kwargs))
-        batch, decoder = self._prepare(requests, gen_cfg)
-        if self.mesh is not None:
-            from qwen3tts_jax import sharding
+        """The functional layer's codes for already-built prompts: list of (T_i, 16) int arrays."""
+        return [r.codes for r in self.run(self.requests(requests, audio=False, **kwargs))]
 
-            return sharding.generate_codes(decoder, self.params["talker"], batch.embeds, batch.mask, batch.trailing,
-                                           gen_cfg.max_new_tokens, key, self.mesh)
-        return gen.generate_codes(decoder, self.params["talker"], batch.embeds, batch.mask, batch.trailing,
-                                  gen_cfg.max_new_tokens, key)
-
-    def _synthesize(self, requests: list[PromptRequest], kwargs: dict):
-        codes = self.generate_codes(requests, **kwargs)
-        full = [c if r.ref_code is None else np.concatenate([r.ref_code, c]) for r, c in zip(requests, codes)]
-        wavs, sr = self._decode(full)
+    def _synthesize(self, prompts: list[PromptRequest], kwargs: dict):
+        sr = self.speech_tokenizer.get_output_sample_rate()
         out = []
-        for r, c, wav in zip(requests, full, wavs):
-            if r.ref_code is not None:
-                # The reference trims ICL output proportionally, not at ref_len·1920.
-                wav = wav[int(len(r.ref_code) / max(len(c), 1) * wav.shape[0]):]
+        for p, r in zip(prompts, self.run(self.requests(prompts, **kwargs))):
+            wav = r.audio
+            if p.ref_code is not None and len(r.codes):
+                # The reference decodes reference + new codes and cuts proportionally,
+                # `int(ref / total · samples)`, which can fall one sample before ref·1920.
+                ref, total = len(p.ref_code), len(p.ref_code) + len(r.codes)
+                lead = ref * (len(wav) // len(r.codes)) - int(ref / total * total * (len(wav) // len(r.codes)))
+                if lead > 0:
+                    wav = np.concatenate([r.context_tail[len(r.context_tail) - lead:], wav])
             out.append(wav)
         return out, sr
 
-    def _decode(self, codes: list[np.ndarray]):
-        sr = self.speech_tokenizer.get_output_sample_rate()
-        nonempty = [i for i, c in enumerate(codes) if len(c)]
-        wavs = [np.zeros(0, np.float32) for _ in codes]
-        if nonempty:
-            if self.mesh is not None:
-                from qwen3tts_jax.sharding import decode_audio
+    def codec_template(self):
+        """The prepared (re-laid-out) codec params for streaming decode, built once per model."""
+        if self._codec_template is None:
+            from qwen3tts_jax.codec.streaming import StreamingDecoder
 
-                decoded, sr = decode_audio(self.speech_tokenizer, [codes[i] for i in nonempty], self.mesh)
-            else:
-                decoded, sr = self.speech_tokenizer.decode([{"audio_codes": codes[i]} for i in nonempty])
-            for i, w in zip(nonempty, decoded):
-                wavs[i] = w
-        return wavs, sr
+            tok = self.speech_tokenizer
+            self._codec_template = StreamingDecoder(tok.params["decoder"], tok.config.decoder, tok.policy)
+        return self._codec_template
 
     # ------------------------------------------------------------------ public generation
 
@@ -362,103 +358,35 @@ class Qwen3TTSModel:
         return self._stream(self._design_requests(text, instruct, language, non_streaming_mode), kwargs,
                             chunk_frames, first_chunk_frames)
 
-    def _stream(self, requests: list[PromptRequest], kwargs: dict, chunk_frames: int,
+    def _stream(self, prompts: list[PromptRequest], kwargs: dict, chunk_frames: int,
                 first_chunk_frames: int = 1) -> Iterator[tuple[np.ndarray, int]]:
         """Yield `(float32 audio chunk, 24000)` as frames are produced: the first chunk after
         `first_chunk_frames` frames (audio starts as early as possible), then `chunk_frames`
-        frames per chunk, decoded by the codec's causal streaming decoder.
-
-        The frames come from the same compiled while-loop decode as offline generation, run up
-        to a frame count given at run time: any chunk sizes, no extra compilation."""
-        if len(requests) != 1:
-            raise ValueError(f"streaming takes one text at a time, got {len(requests)}")
+        frames per chunk, decoded by the codec's causal streaming decoder. The same engine and
+        compiled programs as offline generation, read as it goes."""
+        if len(prompts) != 1:
+            raise ValueError(f"streaming takes one text at a time, got {len(prompts)}")
         for name, value in (("chunk_frames", chunk_frames), ("first_chunk_frames", first_chunk_frames)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        gen_cfg, key = self._gen_config(dict(kwargs))
-        batch, decoder = self._prepare(requests, gen_cfg)
-        return self._stream_iter(requests[0], batch, decoder, gen_cfg, key, chunk_frames, first_chunk_frames)
+        reqs = self.requests(prompts, **kwargs)
+        engine = self.engine(EngineShape.fit(reqs, self.config, self.placement), chunk_frames=chunk_frames,
+                             first_chunk_frames=first_chunk_frames)
+        return self._stream_iter(engine, reqs[0])
 
-    def _stream_codec(self):
-        """A fresh streaming codec decoder. One template per model holds the prepared
-        (re-laid-out) codec params; each stream gets a shallow copy with its own state."""
-        from qwen3tts_jax.codec.streaming import StreamingDecoder
-
-        template = self.__dict__.get("_stream_codec_template")
-        if template is None:
-            tok = self.speech_tokenizer
-            template = self._stream_codec_template = StreamingDecoder(tok.params["decoder"], tok.config.decoder, tok.policy)
-        codec = copy.copy(template)
-        codec.reset()
-        return codec
-
-    def _stream_iter(self, req, batch, decoder, gen_cfg, key, chunk_frames, first_chunk_frames):
+    def _stream_iter(self, engine: Engine, request: Request):
         stats = self.last_stream_stats = StreamStats()
-        start = time.perf_counter()
-        prefill, decode, _ = gen.compiled(decoder)
-        frames = gen.frame_budget(gen_cfg.max_new_tokens)
-        params = self.params["talker"]
-        slots = gen.cache_slots(batch.embeds.shape[1], frames)
-        state = prefill(params, jax.device_put(batch.embeds), jax.device_put(batch.mask), slots, frames, key)
-        trailing = jax.device_put(batch.trailing)
         sr = self.speech_tokenizer.get_output_sample_rate()
-        eos = self.config.talker.codec_eos_token_id
-        emitted, codec, tokens, want = 0, None, 1, first_chunk_frames  # after prefill: 1 token, 0 frames
-        while True:
-            state = decode(params, trailing, state, min(tokens + want, gen_cfg.max_new_tokens))
-            want = chunk_frames
-            if codec is None:  # set up while the first chunk computes (dispatch is asynchronous)
-                codec = self._stream_codec()
-                if req.ref_code is not None:
-                    # codec context; its audio is the prompt's
-                    _push_fixed(codec, np.asarray(req.ref_code, np.int32), chunk_frames, final=False)
-            tokens = int(state.num_tokens)
-            n = tokens - 1
-            new = np.asarray(state.codes)[0, emitted:n]  # sliced on the host: no per-offset device op
-            stop = np.nonzero(new[:, 0] == eos)[0]
-            finished = len(stop) > 0 or gen.done(state, gen_cfg.max_new_tokens)
-            new = new[: stop[0]] if len(stop) else new
-            if len(new):
-                wav = _push_fixed(codec, new, chunk_frames, final=finished)
-                emitted += len(new)
+        handle = engine.submit(request)
+        try:
+            for chunk in handle:
                 if stats.time_to_first_audio is None:
-                    stats.time_to_first_audio = time.perf_counter() - start
-                stats.frames, stats.audio_seconds = emitted, stats.audio_seconds + len(wav) / sr
-                yield wav.astype(np.float32), sr
-            if finished:
-                break
-        stats.total_time = time.perf_counter() - start
-
-
-def _push_fixed(codec, frames: np.ndarray, chunk: int, final: bool) -> np.ndarray:
-    """Push `(k, q)` code frames into a `StreamingDecoder` using only pushes of `chunk` or 1
-    frames, so the jitted codec step compiles for at most those two lengths (plus the codec's own
-    25-frame context re-feed every 300 frames) instead of once per distinct length.
-
-    A short tail of a finished stream is padded with code 0 up to `chunk` and its audio cut to
-    the real frames: the decoder is causal, so the padded frames change no earlier sample (the
-    state they leave behind is never used). A short tail that the stream continues from (the ICL
-    reference codes) goes in frame by frame instead. A full chunk that would straddle the codec's
-    300-frame reference-chunk boundary also goes frame by frame up to it (`push` would split it
-    there into two other lengths)."""
-    if codec.reference_chunking and chunk > codec.chunk_size:
-        return codec.push(frames.T[None])[0]  # every chunk straddles a boundary: push as it comes
-    per_frame = codec.cfg.total_upsample
-    out, i, k = [], 0, len(frames)
-
-    def straddles() -> bool:
-        return codec.reference_chunking and codec.frames % codec.chunk_size + chunk > codec.chunk_size
-
-    while i < k:
-        left = k - i
-        if left >= chunk and not straddles():
-            out.append(codec.push(frames[i : i + chunk].T[None])[0])
-            i += chunk
-        elif left < chunk and final and not straddles():
-            padded = np.concatenate([frames[i:], np.zeros((chunk - left, frames.shape[1]), frames.dtype)])
-            out.append(codec.push(padded.T[None])[0][: left * per_frame])
-            i = k
-        else:
-            out.append(codec.push(frames[i : i + 1].T[None])[0])
-            i += 1
-    return np.concatenate(out)
+                    stats.time_to_first_audio = time.perf_counter() - handle.submitted
+                stats.frames += len(chunk.codes)
+                stats.audio_seconds += len(chunk.audio) / sr
+                yield chunk.audio, sr
+        finally:
+            if not handle.done:  # the caller stopped reading: free the slot
+                handle.cancel()
+                engine.step()
+        stats.total_time = time.perf_counter() - handle.submitted

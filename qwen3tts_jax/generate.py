@@ -1,8 +1,11 @@
-"""Compiled decoding: jitted prefill, a jitted frame step, and the `lax.while_loop` decode.
+"""The frame loop on the device: requests prefilled into slots, a jitted frame step, and a
+`lax.while_loop` that advances every slot until one of them ends.
 
 Mirrors the decoding half of `Qwen3TTSForConditionalGeneration.generate` →
 `Qwen3TTSTalkerForConditionalGeneration.generate` (HF `GenerationMixin._sample`) and, inside each
-talker step, `code_predictor.generate` (15 tokens).
+talker step, `code_predictor.generate` (15 tokens) — per row, so that rows are independent
+requests: each slot (batch row) has its own KV-cache length and positions, its own PRNG key,
+sampling values, `max_new_tokens` and text track. `engine.Engine` owns the slots on the host.
 
 One frame step, all inside one XLA computation (no host round-trip per codebook):
     codebooks 1..15 of the current frame from the code predictor (fresh 16-slot cache)
@@ -11,13 +14,12 @@ One frame step, all inside one XLA computation (no host round-trip per codebook)
     → one talker step on the donated KV cache → codec_head → penalty / min-tokens / suppression /
       warpers → codebook 0 of the next frame.
 Frame bookkeeping as the reference: the prefill samples codebook 0 of frame 0; the last sampled
-token (EOS or the `max_new_tokens`-th) is never expanded, so M tokens give M−1 frames; rows that
-finished keep being fed EOS and are cut at their first EOS frame by `frames_of`.
+token (EOS or the `max_new_tokens`-th) is never expanded, so M tokens give M−1 frames.
 
-Shapes are static per bucket (prompt length, text-track length, cache slots, frame budget), so
-requests of different lengths within a bucket reuse one compilation; `max_new_tokens` itself is a
-traced bound of the while loop, so streaming runs the same loop chunk by chunk (a bound a few
-frames past the current one).
+What is compiled: `FrameSampler` (configs, `Policy`, the static `SamplingProgram`, the
+`Placement`) and the shapes — slots, KV slots, text-track length, frames per advance, and per
+admission the prompt bucket and the number of newcomers. Sampling values, lengths, budgets and
+the number of steps per advance are traced, so none of them recompiles.
 """
 
 from __future__ import annotations
@@ -34,37 +36,50 @@ from qwen3tts_jax.code_predictor import CodePredictor, embed_codes, head_logits,
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
 from qwen3tts_jax.nn.linear import linear
 from qwen3tts_jax.nn.transformer import DecoderCache, init_cache
-from qwen3tts_jax.prompt import codebook_tables, sum_codebook_embeddings
-from qwen3tts_jax.sampling import SamplingConfig
+from qwen3tts_jax.prompt import TrackBatch, codebook_tables, embed_text_ids, embed_tracks, sum_codebook_embeddings
+from qwen3tts_jax.sampling import SamplingProgram, SamplingValues
+from qwen3tts_jax.sharding import Placement
 from qwen3tts_jax.talker import Talker
 from qwen3tts_jax.typing import Array, Bool, Float, Int, PRNGKey
 
-# Incremented whenever one of the jitted entry points is traced: tests count compilations with it.
-TRACE_COUNTS: dict[str, int] = {"prefill": 0, "decode": 0}
+# `SlotState.reason`: why a row stopped (0 while it runs or the slot is idle).
+RUNNING, STOP, LENGTH = 0, 1, 2
+FINISH_REASONS = {STOP: "stop", LENGTH: "length"}
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class DecodeState:
-    """Everything the frame loop carries; an explicit pytree, no hidden state."""
+class SlotState:
+    """Everything the frame loop carries for its b slots; an explicit pytree, no hidden state."""
 
-    cache: DecoderCache  # the talker's KV cache
+    cache: DecoderCache  # the talker's KV cache, one end per row
+    trailing: Float[Array, "b u d"]  # each row's text track, continued with tts_pad
     token: Int[Array, "b"]  # codebook 0 of the frame to expand next
     hidden: Float[Array, "b d"]  # talker hidden (after norm) at the position that produced `token`
     seen: Bool[Array, "b v"]  # codebook-0 tokens generated so far (repetition penalty)
-    finished: Bool[Array, "b"]  # row has sampled EOS
-    codes: Int[Array, "b f q"]  # frames written so far (frame i at index i)
-    num_tokens: Int[Array, ""]  # codebook-0 tokens sampled so far (1 after prefill)
-    key: PRNGKey
+    num_tokens: Int[Array, "b"]  # codebook-0 tokens the row's request sampled (1 after its prefill)
+    limit: Int[Array, "b"]  # the request's max_new_tokens
+    running: Bool[Array, "b"]  # the slot holds a request that has not ended
+    reason: Int[Array, "b"]  # RUNNING, STOP (sampled EOS) or LENGTH (reached max_new_tokens)
+    key: Array  # b 2 uint32: each row's PRNG key (raw), advanced only while the row runs
+    values: SamplingValues  # each row's sampling values
+    codes: Int[Array, "b k q"]  # frames written by the current advance (frame i at index i)
+    steps: Int[Array, ""]  # frames written into `codes` by the current advance
+
+    @property
+    def slots(self) -> int:
+        return self.token.shape[0]
 
 
 @dataclasses.dataclass(frozen=True)
-class Decoder:
-    """The static half of decoding: configs and policy (hashable, a static jit argument)."""
+class FrameSampler:
+    """The static half of decoding (hashable, a static jit argument): configs, policy, which
+    sampling code is compiled in, and where the arrays live."""
 
     cfg: Qwen3TTSConfig
     policy: Policy
-    sampling: SamplingConfig
+    program: SamplingProgram
+    placement: Placement = Placement()
 
     @property
     def talker(self) -> Talker:
@@ -80,30 +95,29 @@ class Decoder:
 
     # -- pieces ---------------------------------------------------------------------------
 
-    def sample_first(self, params, hidden, seen, num_tokens, key):
+    def sample_first(self, params, hidden, seen, num_tokens, keys, values: SamplingValues):
         logits = self.talker.apply({"params": params}, hidden, method=Talker.logits)
-        return sampling.sample_talker(logits, seen, num_tokens, key, self.sampling.talker)
+        return sampling.sample_talker(logits, seen, num_tokens, keys, values, self.program)
 
-    def residual_codes(self, params, past_hidden: Float[Array, "b d"], e0: Float[Array, "b d"], key) -> Int[Array, "b n"]:
-        """Codebooks 1..15 of one frame: a 2-token prefill then 14 cached single steps.
+    def residual_codes(self, params, past_hidden: Float[Array, "b d"], e0: Float[Array, "b d"], keys: Array,
+                       values: sampling.SamplerValues) -> Int[Array, "b n"]:
+        """Codebooks 1..15 of one frame: a 2-token prefill then 14 cached single steps, each row
+        drawing with its own keys (`keys`: b 2, split per step) and values.
 
-        The 14 steps run as one loop body either way. Unrolled layers (CPU): each step's own
-        embedding table and head are chosen with `lax.switch` and read in place (as fast as a
-        Python-unrolled loop, 5x less to compile). `policy.predictor_loop="scan"` (GPU/TPU): a `lax.scan`
-        over stacked tables and heads, no data-dependent branches on the device."""
-        cp, cfg = self.predictor, self.sampling.subtalker
+        `policy.predictor_loop="switch"` (XLA:CPU): one loop body whose step picks its embedding
+        table and head with `lax.switch`, read in place (5x less to compile than 14 unrolled
+        steps, and no weight copies: XLA:CPU copies every slice of a stacked weight). "scan"
+        (GPU/TPU): a `lax.scan` over stacked tables and heads, no data-dependent branches."""
+        cp, sub = self.predictor, self.program.subtalker_sample
         p = {"params": params["code_predictor"]}
         n = self.num_groups - 1
         b = past_hidden.shape[0]
-        keys = jax.random.split(key, n)
+        step_keys = jax.vmap(lambda k: jax.random.split(k, n))(keys)  # b n 2
         cache = predictor_cache(self.cfg.talker, self.policy, b)
         h, cache = cp.apply(p, jnp.stack([past_hidden, e0], 1), jnp.ones((b, 2), bool), cache)
         cp_params = params["code_predictor"]
-        code = sampling.sample_subtalker(head_logits(cp_params, 0, h[:, -1], self.policy), keys[0], cfg)
+        code = sampling.sample_subtalker(head_logits(cp_params, 0, h[:, -1], self.policy), step_keys[:, 0], values, sub)
         if self.policy.predictor_loop == "switch":
-            # A loop over the 14 single steps (one compiled body: 5 layers instead of 70), each
-            # step's embedding table and head picked by `lax.switch` and read in place — no
-            # stacking, no weight copies (XLA:CPU copies every slice of a stacked weight).
             embeds = [functools.partial(embed_codes, cp_params, j, policy=self.policy) for j in range(n - 1)]
             heads = [functools.partial(head_logits, cp_params, j, policy=self.policy) for j in range(1, n)]
 
@@ -111,7 +125,8 @@ class Decoder:
                 cache, prev, codes = carry
                 emb = jax.lax.switch(j - 1, embeds, prev[:, None])
                 h, cache = cp.apply(p, emb, jnp.ones((b, 1), bool), cache)
-                nxt = sampling.sample_subtalker(jax.lax.switch(j - 1, heads, h[:, -1]), keys[j], cfg)
+                k = jax.lax.dynamic_index_in_dim(step_keys, j, axis=1, keepdims=False)
+                nxt = sampling.sample_subtalker(jax.lax.switch(j - 1, heads, h[:, -1]), k, values, sub)
                 return cache, nxt, jax.lax.dynamic_update_index_in_dim(codes, nxt, j, axis=1)
 
             codes = jnp.zeros((b, n), jnp.int32).at[:, 0].set(code)
@@ -125,10 +140,11 @@ class Decoder:
             table, head, k = xs
             emb = jnp.take(table, prev, axis=0)[:, None].astype(self.policy.dtype)
             h, cache = cp.apply(p, emb, jnp.ones((b, 1), bool), cache)
-            nxt = sampling.sample_subtalker(linear(h[:, -1], head).astype(jnp.float32), k, cfg)
+            nxt = sampling.sample_subtalker(linear(h[:, -1], head, form=self.policy.matmul).astype(jnp.float32), k,
+                                            values, sub)
             return (cache, nxt), nxt
 
-        _, rest = jax.lax.scan(body, (cache, code), (tables, heads, keys[1:]))
+        _, rest = jax.lax.scan(body, (cache, code), (tables, heads, jnp.swapaxes(step_keys[:, 1:], 0, 1)))
         return jnp.concatenate([code[:, None], rest.T], axis=1)
 
     def frame_embedding(self, params, token, rest) -> Float[Array, "b d"]:
@@ -136,103 +152,159 @@ class Decoder:
         frame = jnp.concatenate([token[:, None], rest], 1)
         return sum_codebook_embeddings(codebook_tables(params, self.num_groups), frame, self.policy.dtype)
 
-    # -- the two jitted steps -------------------------------------------------------------
+    # -- the slots ------------------------------------------------------------------------
 
-    def prefill(self, params, embeds, mask, slots: int, max_frames: int, key) -> DecodeState:
-        """Run the prompt, sample codebook 0 of frame 0."""
-        TRACE_COUNTS["prefill"] += 1
-        b = embeds.shape[0]
-        cache = init_cache(self.cfg.talker.transformer, self.policy, b, slots)
-        hidden, cache = self.talker.apply({"params": params}, embeds, mask, cache)
-        key, sub = jax.random.split(key)
-        seen = sampling.init_seen(b, self.cfg.talker.vocab_size)
-        token = self.sample_first(params, hidden[:, -1], seen, 0, sub)
-        eos = self.cfg.talker.codec_eos_token_id
-        return DecodeState(
-            cache=cache, token=token, hidden=hidden[:, -1], seen=sampling.mark_seen(seen, token), finished=token == eos,
-            codes=jnp.zeros((b, max_frames, self.num_groups), jnp.int32), num_tokens=jnp.ones((), jnp.int32), key=key,
+    def init_state(self, slots: int, cache_slots: int, text_track: int, chunk: int) -> SlotState:
+        """Empty slots: `cache_slots` KV positions and a `text_track`-long text track per row,
+        room for `chunk` frames per advance."""
+        t = self.cfg.talker
+        zeros = lambda shape, dt: jnp.zeros(shape, dt)  # noqa: E731
+        state = SlotState(
+            cache=init_cache(t.transformer, self.policy, slots, cache_slots, per_row=True),
+            trailing=zeros((slots, text_track, t.transformer.hidden_size), self.policy.dtype),
+            token=zeros((slots,), jnp.int32), hidden=zeros((slots, t.transformer.hidden_size), self.policy.dtype),
+            seen=sampling.init_seen(slots, t.vocab_size), num_tokens=zeros((slots,), jnp.int32),
+            limit=zeros((slots,), jnp.int32), running=zeros((slots,), bool), reason=zeros((slots,), jnp.int32),
+            key=zeros((slots, 2), jnp.uint32),
+            values=jax.tree.map(jnp.asarray, self.neutral_values(slots)),
+            codes=zeros((slots, chunk, self.num_groups), jnp.int32), steps=zeros((), jnp.int32),
         )
+        return self.placement.constrain(state, "state")
 
-    def frame_step(self, params, trailing, state: DecodeState) -> DecodeState:
-        """Expand the current frame and sample codebook 0 of the next one."""
-        key, k_pred, k_talk = jax.random.split(state.key, 3)
+    def neutral_values(self, rows: int) -> SamplingValues:
+        """Sampling values of an idle slot (greedy, no processors)."""
+        return sampling.SamplingConfig(sampling.TalkerSamplingConfig(), sampling.SamplerConfig()).values(rows)
+
+    def admit(self, params, state: SlotState, batch: TrackBatch, trailing_ids: Int[Array, "n w"], rows: Int[Array, "n"],
+              keys: Array, values: SamplingValues, limits: Int[Array, "n"]) -> SlotState:
+        """Prefill n new requests (their prompts left-padded to one bucket) and put them in the
+        slots `rows`: each gets its own KV rows (positions from 0), text track, key, values and
+        budget. The other slots are untouched."""
+        t = self.cfg.talker
+        n, length = batch.mask.shape
+        batch = self.placement.constrain(batch, "prompt")
+        embeds = embed_tracks(params, batch, t, self.policy)
+        cache = init_cache(t.transformer, self.policy, n, length)
+        hidden, cache = self.talker.apply({"params": params}, embeds, batch.mask, cache)
+        split = jax.vmap(jax.random.split)(keys)  # n 2 2
+        seen = sampling.init_seen(n, t.vocab_size)
+        token = self.sample_first(params, hidden[:, -1], seen, 0, split[:, 1], values)
+        reason = jnp.where(token == t.codec_eos_token_id, STOP, jnp.where(limits <= 1, LENGTH, RUNNING))
+
+        pad = embed_text_ids(params, jnp.full((1, 1), self.cfg.tts_pad_token_id, jnp.int32), t, self.policy)[0, 0]
+        text = embed_text_ids(params, trailing_ids, t, self.policy)  # n w d
+        s, u = state.cache.slots, state.trailing.shape[1]
+        valid = jnp.zeros((n, s), bool).at[:, :length].set(cache.valid)
+        track = jnp.broadcast_to(pad, (n, u, pad.shape[0])).at[:, : text.shape[1]].set(text)
+
+        def put(big, small, layer_axis: bool = False):
+            """Rows of `small` into `big` at `rows` (along axis 0, or 1 under a layer axis)."""
+            for i in range(n):
+                at = [0] * big.ndim
+                at[int(layer_axis)] = rows[i]
+                piece = jax.lax.dynamic_index_in_dim(small, i, axis=int(layer_axis), keepdims=True)
+                big = jax.lax.dynamic_update_slice(big, piece.astype(big.dtype), tuple(at))
+            return big
+
+        stacked = self.policy.scan_layers
+        layers = jax.tree.map(lambda big, small: put(big, small, stacked), state.cache.layers, cache.layers)
+        new = dataclasses.replace(
+            state,
+            cache=DecoderCache(layers, put(state.cache.valid, valid), state.cache.end.at[rows].set(length)),
+            trailing=put(state.trailing, track), token=state.token.at[rows].set(token),
+            hidden=put(state.hidden, hidden[:, -1]), seen=put(state.seen, sampling.mark_seen(seen, token)),
+            num_tokens=state.num_tokens.at[rows].set(1), limit=state.limit.at[rows].set(limits),
+            running=state.running.at[rows].set(reason == RUNNING), reason=state.reason.at[rows].set(reason),
+            key=state.key.at[rows].set(split[:, 0]), values=jax.tree.map(lambda a, b: a.at[rows].set(b), state.values, values),
+        )
+        return self.placement.constrain(new, "state")
+
+    def release(self, state: SlotState, rows: Bool[Array, "b"]) -> SlotState:
+        """Free slots (a request ended or was cancelled): the row stops and its cache length
+        goes back to 0, so attention over the slots never visits a freed row's history."""
+        cache = dataclasses.replace(state.cache, end=jnp.where(rows, 0, state.cache.end))
+        return dataclasses.replace(state, cache=cache, running=state.running & ~rows)
+
+    # -- the frame loop -------------------------------------------------------------------
+
+    def frame_step(self, params, state: SlotState) -> SlotState:
+        """Expand each running row's current frame and sample codebook 0 of its next one."""
+        state = self.placement.constrain(state, "state")
+        live = state.running
+        split = jax.vmap(lambda k: jax.random.split(k, 3))(state.key)  # b 3 2
         e0 = jnp.take(params["model"]["codec_embedding"]["weight"], state.token, axis=0).astype(self.policy.dtype)
-        rest = self.residual_codes(params, state.hidden, e0, k_pred)
-        step = state.num_tokens - 1  # the reference's generation_step
+        rest = self.residual_codes(params, state.hidden, e0, split[:, 1], state.values.subtalker)
         frame = jnp.concatenate([state.token[:, None], rest], 1)
-        codes = jax.lax.dynamic_update_slice(state.codes, frame[:, None], (0, step, 0))
-        # The text track: trailing[step] while text remains; trailing is padded with tts_pad.
-        text = jax.lax.dynamic_index_in_dim(trailing, jnp.minimum(step, trailing.shape[1] - 1), axis=1, keepdims=False)
+        codes = jax.lax.dynamic_update_slice(state.codes, frame[:, None], (0, state.steps, 0))
+        # The text track: trailing[step] while text remains; the track continues with tts_pad.
+        step = jnp.minimum(state.num_tokens - 1, state.trailing.shape[1] - 1)  # the reference's generation_step
+        text = jnp.take_along_axis(state.trailing, step[:, None, None], axis=1)[:, 0]
         x = self.frame_embedding(params, state.token, rest) + text.astype(self.policy.dtype)
-        b = x.shape[0]
-        hidden, cache = self.talker.apply({"params": params}, x[:, None], jnp.ones((b, 1), bool), state.cache)
-        token = self.sample_first(params, hidden[:, -1], state.seen, state.num_tokens, k_talk)
-        eos = self.cfg.talker.codec_eos_token_id
-        token = jnp.where(state.finished, eos, token)  # HF feeds finished rows the pad (= EOS) id
-        return DecodeState(
-            cache=cache, token=token, hidden=hidden[:, -1], seen=sampling.mark_seen(state.seen, token),
-            finished=state.finished | (token == eos), codes=codes, num_tokens=state.num_tokens + 1, key=key,
+        hidden, cache = self.talker.apply({"params": params}, x[:, None], live[:, None], state.cache)
+        cache = dataclasses.replace(cache, end=jnp.where(live, cache.end, state.cache.end))
+        token = self.sample_first(params, hidden[:, -1], state.seen, state.num_tokens, split[:, 2], state.values)
+        num_tokens = state.num_tokens + live
+        eos = live & (token == self.cfg.talker.codec_eos_token_id)
+        length = live & ~eos & (num_tokens >= state.limit)
+        keep = lambda new, old: jnp.where(live.reshape(live.shape + (1,) * (new.ndim - 1)), new, old)  # noqa: E731
+        new = dataclasses.replace(
+            state, cache=cache, token=keep(token, state.token), hidden=keep(hidden[:, -1], state.hidden),
+            seen=keep(sampling.mark_seen(state.seen, token), state.seen), num_tokens=num_tokens,
+            running=live & ~eos & ~length, reason=jnp.where(eos, STOP, jnp.where(length, LENGTH, state.reason)),
+            key=keep(split[:, 0], state.key), codes=codes, steps=state.steps + 1,
         )
+        return self.placement.constrain(new, "state")
 
-    def decode(self, params, trailing, state: DecodeState, max_new_tokens) -> DecodeState:
-        """Frame steps until every row finished or `max_new_tokens` tokens (a traced bound: offline
-        generation passes the request's, streaming the end of the next chunk)."""
-        TRACE_COUNTS["decode"] += 1
-        limit = jnp.minimum(jnp.asarray(max_new_tokens, jnp.int32), state.codes.shape[1] + 1)
+    def advance(self, params, state: SlotState, max_steps) -> SlotState:
+        """Frame steps until `max_steps` (traced, at most the chunk capacity) frames are written,
+        a row ends (so its slot can be freed and refilled at once), or no row runs."""
+        state = dataclasses.replace(state, steps=jnp.zeros((), jnp.int32))
+        limit = jnp.minimum(jnp.asarray(max_steps, jnp.int32), state.codes.shape[1])
+        entry = state.running
 
-        def cond(s: DecodeState):
-            return (s.num_tokens < limit) & ~jnp.all(s.finished)
+        def cond(s: SlotState):
+            return (s.steps < limit) & ~jnp.any(entry & ~s.running) & jnp.any(s.running)
 
-        return jax.lax.while_loop(cond, functools.partial(self.frame_step, params, trailing), state)
+        return jax.lax.while_loop(cond, functools.partial(self.frame_step, params), state)
 
 
-@functools.lru_cache(maxsize=None)
-def compiled(decoder: Decoder):
-    """The jitted entry points of one decoder (cached per hashable config + policy + sampling)."""
-    return (
-        jax.jit(decoder.prefill, static_argnums=(3, 4)),
-        jax.jit(decoder.decode, donate_argnums=(2,)),
-        jax.jit(decoder.frame_step, donate_argnums=(2,)),
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """The jitted entry points of one `FrameSampler` (the slot state is donated)."""
+
+    init: object
+    admit: object
+    advance: object
+    release: object
+
+
+@functools.lru_cache(maxsize=16)
+def compiled(sampler: FrameSampler) -> Compiled:
+    """Jitted entry points per static sampler (a bounded cache: a model has at most a few —
+    the sampling programs × layouts it is run with)."""
+    return Compiled(
+        init=jax.jit(sampler.init_state, static_argnums=(0, 1, 2, 3)),
+        admit=jax.jit(sampler.admit, donate_argnums=(1,)),
+        advance=jax.jit(sampler.advance, donate_argnums=(1,)),
+        release=jax.jit(sampler.release, donate_argnums=(0,)),
     )
-
-
-def done(state: DecodeState, max_new_tokens: int) -> bool:
-    limit = min(max_new_tokens, state.codes.shape[1] + 1)
-    return bool(int(state.num_tokens) >= limit or bool(jnp.all(state.finished)))
-
-
-def frames_of(state: DecodeState, eos: int) -> list[np.ndarray]:
-    """Per row: the frames generated, cut at the first frame whose codebook 0 is EOS."""
-    codes = np.asarray(state.codes)[:, : int(state.num_tokens) - 1]
-    out = []
-    for row in codes:
-        stops = np.nonzero(row[:, 0] == eos)[0]
-        out.append(row[: stops[0]] if len(stops) else row)
-    return out
 
 
 def cache_slots(prompt_len: int, frames: int, step: int = 256) -> int:
     """KV-cache slots for a prompt of `prompt_len` (bucketed) tokens and a `frames` budget,
-    rounded up to `step`: prompts of different lengths share one compiled frame-step loop (the
-    slots are its only prompt-dependent shape), and the unwritten slots cost nothing per step
-    (attention visits the written prefix only)."""
+    rounded up to `step`: engines of different budgets share one compiled frame loop (the slots
+    are its only length-dependent shape), and unwritten slots cost nothing per step (attention
+    visits the written prefix only)."""
     return -(-(prompt_len + frames) // step) * step
 
 
-def frame_budget(max_new_tokens: int, step: int = 64) -> int:
-    """Static frame-buffer size for a request (max_new_tokens − 1 frames, rounded up to a bucket)."""
-    return max(step, -(-(max_new_tokens - 1) // step) * step)
+def compile_count(sampler: FrameSampler) -> dict[str, int]:
+    """How many programs each entry point of `sampler` has compiled (tests, diagnostics)."""
+    c = compiled(sampler)
+    return {name: getattr(c, name)._cache_size() for name in ("init", "admit", "advance", "release")}
 
 
-def generate_codes(
-    decoder: Decoder, params, embeds, mask, trailing, max_new_tokens: int, key: PRNGKey,
-) -> list[np.ndarray]:
-    """Prefill + while-loop decode; returns each row's (T_i, 16) codes."""
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    prefill, decode, _ = compiled(decoder)
-    frames = frame_budget(max_new_tokens)
-    slots = cache_slots(embeds.shape[1], frames)
-    state = prefill(params, jax.device_put(embeds), jax.device_put(mask), slots, frames, key)
-    state = decode(params, jax.device_put(trailing), state, max_new_tokens)
-    return frames_of(state, decoder.cfg.talker.codec_eos_token_id)
+__all__ = ["FINISH_REASONS", "LENGTH", "RUNNING", "STOP", "Compiled", "FrameSampler", "SlotState", "cache_slots",
+           "compile_count", "compiled"]
+
+_ = (np, Bool, PRNGKey)  # typing names used in annotations only

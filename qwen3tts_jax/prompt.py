@@ -1,35 +1,42 @@
-"""Talker prompt embedding for every voice mode, and batching with left padding.
+"""Talker prompts for every voice mode as id tracks, embedded on the device by one function.
 
 Mirrors the prompt-building half of `Qwen3TTSForConditionalGeneration.generate` and
 `generate_icl_prompt` (qwen_tts/core/models/modeling_qwen3_tts.py). Notation of the reference:
-`T(ids) = text_projection(text_embedding(ids))`, `C(ids) = talker codec_embedding(ids)`.
+`T(ids) = text_projection(text_embedding(ids))`, `C(ids) = talker codec_embedding(ids)`,
+`Σ(frame)` = the sum of a frame's 16 codebook embeddings.
 
     [T(instruct)]                                   optional, prepended (CustomVoice 1.7B, VoiceDesign)
     T(<|im_start|> assistant \\n)                    role, no codec addend
     tts_pad + C(think…/lang…), tts_pad + speaker    codec control prefix (+ speaker slot)
     tts_bos + C(codec_pad)
-    tail: (a) streaming text   T(text[0]) + C(codec_bos);            trailing = T(text[1:]) ++ tts_eos
+    tail: (a) streaming text   T(text[0]) + C(codec_bos);            trailing = text[1:] ++ tts_eos
           (b) non-streaming    T(text) ++ tts_eos, each + C(codec_pad); tts_pad + C(codec_bos); trailing = tts_pad
-          (c) ICL              text/codec interleaving of `generate_icl_prompt`
+          (c) ICL              text/codec interleaving of `generate_icl_prompt` (reference frames as Σ)
 
-Every vector is computed in the policy's compute dtype. Prompts of a batch are left-padded with
-zero vectors and a mask; the per-frame text track (`trailing`) is right-padded with tts_pad —
-which is exactly what the reference adds after the real text runs out, so padding it further
-(to a length bucket) changes nothing.
+A prompt is not built as vectors on the host: `prompt_tracks` writes it as per-position ids and
+switches (`PromptTracks`: text ids, codec ids, the speaker slot, reference frames), and
+`embed_tracks` turns a padded batch of them into talker inputs in one jitted call on the device:
+`T(text)·text_on + (Σ(frame) if frame_on else C(codec))·codec_on + speaker·spk_on`, in the
+reference's order of additions. Training uses the same builder and embedding (`train_data`
+appends the target frames to the non-streaming layout), so what is trained is what is run.
+`trailing` is the per-frame text track (ids), fed one row per generated frame and continued with
+tts_pad — which is exactly what the reference adds after the real text runs out.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+import functools
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qwen3tts_jax.config import Policy, Qwen3TTSConfig
+from qwen3tts_jax.config import Policy, Qwen3TTSConfig, TalkerConfig
 from qwen3tts_jax.talker import Talker
-from qwen3tts_jax.typing import Array, Float, Int
+from qwen3tts_jax.text import AssistantTextIds, RefTextIds
+from qwen3tts_jax.typing import Array, Bool, Float, Int
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -57,16 +64,10 @@ class PromptRequest:
     non_streaming_mode: bool = False
 
 
-def _bucket(n: int, step: int) -> int:
+def bucket(n: int, step: int) -> int:
+    """`n` rounded up to a multiple of `step` (at least one step): the shape buckets that let
+    different lengths share one compiled program."""
     return max(step, -(-n // step) * step)
-
-
-def _padded(ids, step: int) -> np.ndarray:
-    """int32 ids (rows along the first axis) zero-padded to a length bucket of `step`."""
-    ids = np.asarray(ids, np.int32)
-    out = np.zeros((_bucket(ids.shape[0], step), *ids.shape[1:]), np.int32)
-    out[: ids.shape[0]] = ids
-    return out
 
 
 def codebook_tables(talker_params: dict, num_code_groups: int) -> list[Array]:
@@ -75,38 +76,10 @@ def codebook_tables(talker_params: dict, num_code_groups: int) -> list[Array]:
     return [talker_params["model"]["codec_embedding"]["weight"]] + [cp[f"codec_embedding_{j}"]["weight"] for j in range(num_code_groups - 1)]
 
 
-def sum_codebook_embeddings(tables: Sequence[Array], codes: Int[Array, "n q"], dtype) -> Float[Array, "n d"]:
-    """Σ over codebooks q of `tables[q][codes[:, q]]`: a frame's input embedding."""
-    parts = [jnp.take(t, codes[:, q], axis=0) for q, t in enumerate(tables)]
-    return jnp.sum(jnp.stack(parts, 1).astype(dtype), axis=1)
-
-
-class PromptEmbedder:
-    """The embedding lookups a prompt needs, jitted once per length bucket."""
-
-    def __init__(self, talker_params: dict, cfg: Qwen3TTSConfig, policy: Policy):
-        self.params, self.cfg, self.policy = talker_params, cfg, policy
-        talker = Talker(cfg.talker, policy)
-        self._text = jax.jit(lambda p, ids: talker.apply({"params": p}, ids, method=Talker.embed_text))
-        self._tables = codebook_tables(talker_params, cfg.talker.code_predictor.num_code_groups)
-        dt = policy.dtype
-        # Lookups are jitted on padded (bucketed) ids: an eager `jnp.take` would compile (or load
-        # from the persistent cache) one program per prompt length.
-        self._codec = jax.jit(lambda table, ids: jnp.take(table, ids, axis=0).astype(dt))
-        self._codes = jax.jit(lambda tables, codes: sum_codebook_embeddings(tables, codes, dt))
-
-    def text(self, ids: Sequence[int]) -> np.ndarray:
-        """`T(ids)` → (n, d). Ids are padded to a bucket so lengths share compilations."""
-        return np.asarray(self._text(self.params, jax.device_put(_padded(ids, 32)[None])))[0, : len(ids)]
-
-    def codec(self, ids: Sequence[int]) -> np.ndarray:
-        """`C(ids)` → (n, d)."""
-        return np.asarray(self._codec(self._tables[0], jax.device_put(_padded(ids, 32))))[: len(ids)]
-
-    def codes(self, codes: np.ndarray) -> np.ndarray:
-        """Σ over the 16 codebook embeddings of each frame (T, 16) → (T, d); codebook 0 through
-        the talker's table, codebook j through predictor embedding j-1."""
-        return np.asarray(self._codes(self._tables, jax.device_put(_padded(codes, 32))))[: len(codes)]
+def sum_codebook_embeddings(tables: Sequence[Array], codes: Int[Array, "*n q"], dtype) -> Float[Array, "*n d"]:
+    """Σ over codebooks q of `tables[q][codes[..., q]]`: a frame's input embedding."""
+    parts = [jnp.take(t, codes[..., q], axis=0) for q, t in enumerate(tables)]
+    return jnp.sum(jnp.stack(parts, -2).astype(dtype), axis=-2)
 
 
 def language_id(cfg: Qwen3TTSConfig, language: str, speaker: str | None) -> int | None:
@@ -120,78 +93,157 @@ def language_id(cfg: Qwen3TTSConfig, language: str, speaker: str | None) -> int 
     return lid
 
 
-def build_prompt(emb: PromptEmbedder, cfg: Qwen3TTSConfig, req: PromptRequest) -> tuple[np.ndarray, np.ndarray]:
-    """One item's talker input embeddings (L, d) and its text track (Lt, d)."""
-    t, ids = cfg.talker, req.text_ids
-    tts_bos, tts_eos, tts_pad = emb.text([cfg.tts_bos_token_id, cfg.tts_eos_token_id, cfg.tts_pad_token_id])
+@dataclasses.dataclass(frozen=True, eq=False)
+class PromptTracks:
+    """One prompt, position by position (length L), plus its per-frame text track.
+
+    Position i's talker input is `T(text_ids[i])·text_on + codec·codec_on + speaker·spk_on`, where
+    codec is `Σ(codec_ids[i], res_codes[i])` on frame positions (`res_on`) and `C(codec_ids[i])`
+    elsewhere."""
+
+    text_ids: np.ndarray  # L int
+    text_on: np.ndarray  # L bool
+    codec_ids: np.ndarray  # L int (codebook 0 on frame positions)
+    codec_on: np.ndarray  # L bool
+    spk_on: np.ndarray  # L bool: the x-vector slot
+    res_codes: np.ndarray  # L 15 int: codebooks 1..15 on frame positions
+    res_on: np.ndarray  # L bool: frame positions (ICL reference frames, training targets)
+    speaker: np.ndarray | None  # d: the x-vector (Base), or None
+    trailing: np.ndarray  # u int: text ids fed with frames 0, 1, ... (then tts_pad)
+
+    @property
+    def length(self) -> int:
+        return len(self.text_ids)
+
+
+class _Rows:
+    """Accumulates prompt positions (text id/on, codec id/on, spk on, frame codes/on)."""
+
+    def __init__(self, groups: int):
+        self.rows: list[tuple[int, bool, int, bool, bool]] = []
+        self.frames: dict[int, np.ndarray] = {}  # position → codes 1..15
+        self.groups = groups
+
+    def add(self, text: int | None = None, codec: int | None = None, spk: bool = False, frame=None) -> None:
+        if frame is not None:
+            self.frames[len(self.rows)] = np.asarray(frame[1:], np.int32)
+            codec = int(frame[0])
+        self.rows.append((0 if text is None else int(text), text is not None, 0 if codec is None else int(codec),
+                          codec is not None, spk))
+
+    def tracks(self, speaker, trailing) -> PromptTracks:
+        text_ids, text_on, codec_ids, codec_on, spk_on = (np.array(c) for c in zip(*self.rows))
+        n = len(self.rows)
+        res = np.zeros((n, self.groups - 1), np.int32)
+        res_on = np.zeros(n, bool)
+        for i, codes in self.frames.items():
+            res[i], res_on[i] = codes, True
+        spk = None if speaker is None else np.asarray(speaker, np.float32).reshape(-1)
+        return PromptTracks(text_ids.astype(np.int32), text_on.astype(bool), codec_ids.astype(np.int32),
+                            codec_on.astype(bool), spk_on.astype(bool), res, res_on, spk,
+                            np.asarray(trailing, np.int32))
+
+
+def prompt_tracks(cfg: Qwen3TTSConfig, req: PromptRequest) -> PromptTracks:
+    """One request's prompt as id tracks (the module docstring's layout) and its text track."""
+    t = cfg.talker
+    ids = AssistantTextIds(tuple(req.text_ids))
+    pad, bos, eos = cfg.tts_pad_token_id, cfg.tts_bos_token_id, cfg.tts_eos_token_id
+    rows = _Rows(t.num_code_groups)
+    for i in req.instruct_ids or ():
+        rows.add(text=i)
+    for i in ids.role:
+        rows.add(text=i)
     lid = language_id(cfg, req.language, req.speaker)
     prefix = [t.codec_nothink_id, t.codec_think_bos_id, t.codec_think_eos_id] if lid is None else [
         t.codec_think_id, t.codec_think_bos_id, lid, t.codec_think_eos_id]
-    codec_in = [emb.codec(prefix)]
+    for c in prefix:
+        rows.add(text=pad, codec=c)
     if req.speaker_embedding is not None:
-        codec_in.append(np.asarray(req.speaker_embedding, emb.codec([0]).dtype).reshape(1, -1))
+        rows.add(text=pad, spk=True)
     elif req.speaker:
-        codec_in.append(emb.codec([t.speakers[req.speaker.lower()]]))
-    codec_in.append(emb.codec([t.codec_pad_id, t.codec_bos_id]))
-    codec_in = np.concatenate(codec_in)  # N d
-    n = codec_in.shape[0]
-    text_side = np.concatenate([np.repeat(tts_pad[None], n - 2, 0), tts_bos[None]])
-    parts = [] if req.instruct_ids is None else [emb.text(req.instruct_ids)]
-    parts += [emb.text(ids[:3]), text_side + codec_in[:-1]]
-    if req.ref_code is not None:
-        tail, trailing = _icl_tail(emb, cfg, req, tts_eos, tts_pad)
-        parts.append(tail)
-    elif req.non_streaming_mode:
-        text = np.concatenate([emb.text(ids[3:-5]), tts_eos[None]])
-        parts += [text + emb.codec([t.codec_pad_id] * len(text)), (tts_pad + codec_in[-1])[None]]
-        trailing = tts_pad[None]
-    else:
-        parts.append(emb.text(ids[3:4]) + codec_in[-1:])
-        trailing = np.concatenate([emb.text(ids[4:-5]).reshape(-1, tts_pad.shape[0]), tts_eos[None]])
-    return np.concatenate(parts), trailing
+        rows.add(text=pad, codec=t.speakers[req.speaker.lower()])
+    rows.add(text=bos, codec=t.codec_pad_id)
+    if req.ref_code is not None:  # (c) `generate_icl_prompt`
+        text = list(RefTextIds(tuple(req.ref_text_ids)).text) + list(ids.text) + [eos]
+        codec = [{"codec": t.codec_bos_id}] + [{"frame": f} for f in np.asarray(req.ref_code)]
+        if req.non_streaming_mode:
+            for i in text:
+                rows.add(text=i, codec=t.codec_pad_id)
+            for c in codec:
+                rows.add(text=pad, **c)
+            trailing = [pad]
+        else:
+            for j, c in enumerate(codec):
+                rows.add(text=text[j] if j < len(text) else pad, **c)
+            trailing = text[len(codec):] or [pad]
+    elif req.non_streaming_mode:  # (b)
+        for i in list(ids.text) + [eos]:
+            rows.add(text=i, codec=t.codec_pad_id)
+        rows.add(text=pad, codec=t.codec_bos_id)
+        trailing = [pad]
+    else:  # (a)
+        rows.add(text=ids.text[0], codec=t.codec_bos_id)
+        trailing = list(ids.text[1:]) + [eos]
+    return rows.tracks(req.speaker_embedding, trailing)
 
 
-def _icl_tail(emb: PromptEmbedder, cfg: Qwen3TTSConfig, req: PromptRequest, tts_eos, tts_pad):
-    """`generate_icl_prompt`: reference text + target text against BOS + reference codes."""
-    t = cfg.talker
-    text = np.concatenate([emb.text(list(req.ref_text_ids[3:-2]) + list(req.text_ids[3:-5])), tts_eos[None]])
-    codec = np.concatenate([emb.codec([t.codec_bos_id]), emb.codes(req.ref_code)])
-    if req.non_streaming_mode:
-        tail = np.concatenate([text + emb.codec([t.codec_pad_id] * len(text)), codec + tts_pad])
-        return tail, tts_pad[None]
-    if len(text) > len(codec):
-        return text[: len(codec)] + codec, text[len(codec):]
-    padded = np.concatenate([text, np.repeat(tts_pad[None], len(codec) - len(text), 0)])
-    return padded + codec, tts_pad[None]
-
-
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class PromptBatch:
-    embeds: Float[Array, "b t d"]  # left-padded with zero vectors
-    mask: Any  # (b, t) bool, False on padding
-    trailing: Float[Array, "b u d"]  # right-padded with tts_pad (at least one tts_pad column)
-    lengths: tuple[int, ...]  # real prompt lengths
-    trailing_lengths: tuple[int, ...]
+class TrackBatch:
+    """Prompt tracks of b rows padded to t positions (`mask` False on padding), as arrays."""
+
+    text_ids: Int[Array, "b t"]
+    text_on: Bool[Array, "b t"]
+    codec_ids: Int[Array, "b t"]
+    codec_on: Bool[Array, "b t"]
+    spk_on: Bool[Array, "b t"]
+    res_codes: Int[Array, "b t r"]
+    res_on: Bool[Array, "b t"]
+    speaker: Float[Array, "b d"]  # zeros where a row has no x-vector
+    mask: Bool[Array, "b t"]
 
 
-def batch_prompts(items: list[tuple[np.ndarray, np.ndarray]], tts_pad: np.ndarray, bucket: int = 16,
-                  text_bucket: int = 128) -> PromptBatch:
-    """Left-pad prompts to a common length bucket; right-pad text tracks with tts_pad.
+_TRACK_FIELDS = ("text_ids", "text_on", "codec_ids", "codec_on", "spk_on", "res_codes", "res_on")
 
-    Padding to a bucket (not just the batch maximum) is exact — pads are masked out and positions
-    count real tokens only; the text track is read one row per frame and continues with tts_pad
-    anyway — and keeps the number of compiled shapes small. The text track's bucket is coarse:
-    only the frame-step loop sees its shape, and that is the expensive program to compile.
-    """
+
+def collate_tracks(items: Sequence[PromptTracks], hidden_size: int, length: int, left: bool) -> TrackBatch:
+    """Pad prompts to `length` positions: on the left for generation (the last prompt position
+    predicts frame 0; positions count real tokens only, so left padding is exact), on the right
+    for training (as the official `collate_fn`)."""
     b = len(items)
-    d = items[0][0].shape[1]
-    t = _bucket(max(p.shape[0] for p, _ in items), bucket)
-    u = _bucket(max(tr.shape[0] for _, tr in items) + 1, text_bucket)
-    embeds = np.zeros((b, t, d), items[0][0].dtype)
-    mask = np.zeros((b, t), bool)
-    trailing = np.broadcast_to(tts_pad, (b, u, d)).copy()
-    for i, (p, tr) in enumerate(items):
-        embeds[i, t - len(p):] = p
-        mask[i, t - len(p):] = True
-        trailing[i, : len(tr)] = tr
-    return PromptBatch(embeds, mask, trailing, tuple(len(p) for p, _ in items), tuple(len(tr) for _, tr in items))
+    groups = items[0].res_codes.shape[1] + 1
+    out = {f: np.zeros((b, length) + ((groups - 1,) if f == "res_codes" else ()), np.int32 if "ids" in f or f == "res_codes" else bool)
+           for f in _TRACK_FIELDS}
+    mask = np.zeros((b, length), bool)
+    speaker = np.zeros((b, hidden_size), np.float32)
+    for i, x in enumerate(items):
+        n = x.length
+        if n > length:
+            raise ValueError(f"collate_tracks: a prompt of {n} positions does not fit {length}")
+        at = slice(length - n, length) if left else slice(0, n)
+        for f in _TRACK_FIELDS:
+            out[f][i, at] = getattr(x, f)
+        mask[i, at] = True
+        if x.speaker is not None:
+            speaker[i] = x.speaker
+    return TrackBatch(**out, speaker=speaker, mask=mask)
+
+
+def embed_tracks(talker_params: dict, batch: TrackBatch, cfg: TalkerConfig, policy: Policy) -> Float[Array, "b t d"]:
+    """The talker input of every position of a padded track batch (trace it inside a jitted
+    function: prefill, a training step). Padding positions come out zero."""
+    dt = policy.dtype
+    text = Talker(cfg, policy).apply({"params": talker_params}, batch.text_ids, method=Talker.embed_text)  # b t d
+    tables = codebook_tables(talker_params, cfg.num_code_groups)
+    frames = sum_codebook_embeddings(tables, jnp.concatenate([batch.codec_ids[..., None], batch.res_codes], -1), dt)
+    single = jnp.take(tables[0], batch.codec_ids, axis=0).astype(dt)
+    codec = jnp.where(batch.res_on[..., None], frames, single)
+    x = jnp.where(batch.text_on[..., None], text.astype(dt), 0) + jnp.where(batch.codec_on[..., None], codec, 0)
+    return x + jnp.where(batch.spk_on[..., None], batch.speaker[:, None, :].astype(dt), 0)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "policy"))
+def embed_text_ids(talker_params: dict, ids: Int[Array, "b u"], cfg: TalkerConfig, policy: Policy) -> Float[Array, "b u d"]:
+    """`T(ids)`: the per-frame text track of a batch, in the compute dtype."""
+    return Talker(cfg, policy).apply({"params": talker_params}, ids, method=Talker.embed_text).astype(policy.dtype)

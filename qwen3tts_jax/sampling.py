@@ -11,10 +11,16 @@ Mirrors what `Qwen3TTSForConditionalGeneration.generate` asks of HF `GenerationM
   otherwise argmax. The processors run in greedy mode too (the penalty changes greedy picks).
 * sub-talker (`code_predictor.generate`): only the warpers and the pick, with its own switches.
 
-HF skips temperature at 1.0, top-k at 0 and top-p at 1.0; so do we (statically).
+What is compiled and what is traced: the *values* (temperature, top-k, top-p, repetition
+penalty, min new tokens, do_sample, for both pipelines) are per-row arrays (`SamplingValues`),
+so rows of one batch sample with their own settings and a new value never recompiles; the
+*program* (`SamplingProgram`: whether any row samples on each pipeline, EOS, the suppressed ids)
+is static. HF skips temperature 1.0, top-k 0 and top-p 1.0; here those values are exact no-ops
+(x/1 == x, no k-th threshold, no cut), so one program serves every setting. `SamplerConfig`,
+`TalkerSamplingConfig` and `SamplingConfig` are the validated, hashable per-request settings on
+the host; `.values(rows)` and `.program()` turn them into the two halves.
 
-Everything is a pure function of arrays plus a frozen, hashable config (a static jit argument):
-no host syncs, step counters may be traced, so it runs inside `lax.while_loop` / `lax.scan`.
+Everything is a pure function of arrays, no host syncs, so it runs inside `lax.while_loop`.
 The repetition-penalty state is a `(b, v)` "seen" mask carried by the loop: HF gathers the scores
 of the ids in `input_ids`, penalises them and scatters them back, so a token seen twice is
 penalised once — a boolean mask is exactly that, updated with one O(b) scatter per step.
@@ -22,13 +28,14 @@ penalised once — a boolean mask is exactly that, updated with one O(b) scatter
 Bit-level fidelity to HF on CPU (the fp32 oracle), where XLA would otherwise differ by an ulp:
 divisions (temperature, penalty) are true divisions, not XLA's multiply-by-reciprocal; top-p's
 cumulative sum reproduces torch's double-accumulated, once-rounded prefix sums, so exact
-boundaries (equal probabilities summing to `1 - top_p`) fall the same way.
+boundaries (equal probabilities summing to `1 - top_p`) fall the same way; `1 - top_p` itself is
+computed in double on the host and rounded to float32 once, as torch compares.
 
 Known, documented divergences from HF (both measure-zero for real logits):
 * top-p with ties straddling the cut: HF's `torch.sort` is not stable, so *which* of several
   equal logits get removed is unspecified there; we use a stable sort (the lower index goes first).
-* sampling draws come from JAX's PRNG (Gumbel-max over the same processed logits), not torch's
-  `multinomial`: same distribution, different draws.
+* sampling draws come from JAX's PRNG (Gumbel-max over the same processed logits, one key per
+  row), not torch's `multinomial`: same distribution, different draws.
 """
 
 from __future__ import annotations
@@ -58,9 +65,11 @@ _NEG_INF = -math.inf
 
 
 def _check_sampler(do_sample: Any, temperature: Any, top_k: Any, top_p: Any, prefix: str = "") -> None:
-    """Boundary validation, naming the argument as the caller spells it (`subtalker_top_p`, ...)."""
+    """Boundary validation, naming the argument as the caller spells it: `top_p` for the talker,
+    `subtalker_top_p` for the sub-talker, whose switch the reference spells `subtalker_dosample`."""
+    flag = "subtalker_dosample" if prefix == "subtalker_" else f"{prefix}do_sample"
     if not isinstance(do_sample, (bool, np.bool_)):
-        raise ValueError(f"{prefix}do_sample must be a bool, got {do_sample!r}")
+        raise ValueError(f"{flag} must be a bool, got {do_sample!r}")
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
         raise ValueError(f"{prefix}top_k must be an int >= 0 (0 disables it), got {top_k!r}")
     if isinstance(top_p, bool) or not isinstance(top_p, (int, float, np.number)) or not 0.0 < top_p <= 1.0:
@@ -70,8 +79,64 @@ def _check_sampler(do_sample: Any, temperature: Any, top_k: Any, top_p: Any, pre
     if do_sample and not (math.isfinite(temperature) and temperature > 0.0):
         raise ValueError(
             f"{prefix}temperature must be > 0 when sampling, got {temperature!r} "
-            f"(for greedy decoding set {prefix}do_sample=False)"
+            f"(for greedy decoding set {flag}=False)"
         )
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SamplerValues:
+    """One pipeline's warper values, one entry per row (traced: a new value never recompiles).
+
+    Rows that do not sample carry the disabling values (temperature 1, top-k 0, no top-p cut)."""
+
+    do_sample: Bool[Array, "b"]
+    temperature: Float[Array, "b"]
+    top_k: Int[Array, "b"]  # 0 disables
+    top_p_cut: Float[Array, "b"]  # float32(1 - top_p) computed in double, as torch compares; 0 disables
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SamplingValues:
+    """Both pipelines' values per row: the talker's warpers and processors, the sub-talker's warpers."""
+
+    talker: SamplerValues
+    repetition_penalty: Float[Array, "b"]  # 1.0 disables
+    min_new_tokens: Int[Array, "b"]
+    subtalker: SamplerValues
+
+    @staticmethod
+    def stack(rows: "list[SamplingValues]") -> "SamplingValues":
+        """Rows of several requests (each of batch 1 or more) as one batch, on the host."""
+        return jax.tree.map(lambda *xs: np.concatenate(xs), *rows)
+
+    def row(self, i: int) -> "SamplingValues":
+        return jax.tree.map(lambda x: x[i : i + 1], self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingProgram:
+    """The static half of sampling (part of a jit key): the talker's EOS and suppressed ids (from
+    the model config), and whether the warpers and draws of each pipeline are compiled in at all
+    (False: every row is greedy, and the program is argmax of the processed scores)."""
+
+    eos_token_id: Optional[int] = None
+    suppress: tuple[tuple[int, int], ...] = ()
+    talker_sample: bool = True
+    subtalker_sample: bool = True
+
+    def covers(self, other: "SamplingProgram") -> bool:
+        """Whether this program can run requests that need `other` (greedy rows run in a sampling
+        program as argmax of the same processed scores)."""
+        return (self.eos_token_id == other.eos_token_id and self.suppress == other.suppress
+                and self.talker_sample >= other.talker_sample and self.subtalker_sample >= other.subtalker_sample)
+
+    def union(self, other: "SamplingProgram") -> "SamplingProgram":
+        if (self.eos_token_id, self.suppress) != (other.eos_token_id, other.suppress):
+            raise ValueError("SamplingProgram.union: programs of different models")
+        return dataclasses.replace(self, talker_sample=self.talker_sample or other.talker_sample,
+                                   subtalker_sample=self.subtalker_sample or other.subtalker_sample)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +160,14 @@ class SamplerConfig:
         object.__setattr__(self, "temperature", float(self.temperature))
         object.__setattr__(self, "top_k", int(self.top_k))
         object.__setattr__(self, "top_p", float(self.top_p))
+
+    def values(self, rows: int = 1) -> SamplerValues:
+        """This setting for `rows` rows, as host arrays (greedy rows carry the disabling values)."""
+        on = self.do_sample
+        full = lambda x, dt: np.full((rows,), x, dt)  # noqa: E731
+        return SamplerValues(full(on, np.bool_), full(self.temperature if on else 1.0, np.float32),
+                             full(self.top_k if on else 0, np.int32),
+                             full(np.float32(1.0 - self.top_p) if on and self.top_p < 1.0 else 0.0, np.float32))
 
 
 def suppress_ranges(start: int, stop: int, exempt: tuple[int, ...] = ()) -> tuple[tuple[int, int], ...]:
@@ -188,6 +261,15 @@ class SamplingConfig:
         sub = SamplerConfig(gen.subtalker_dosample, gen.subtalker_temperature, gen.subtalker_top_k, gen.subtalker_top_p)
         return SamplingConfig(talker=talker, subtalker=sub)
 
+    def values(self, rows: int = 1) -> SamplingValues:
+        t = self.talker
+        return SamplingValues(t.sampler.values(rows), np.full((rows,), t.repetition_penalty, np.float32),
+                              np.full((rows,), t.min_new_tokens, np.int32), self.subtalker.values(rows))
+
+    def program(self) -> SamplingProgram:
+        return SamplingProgram(self.talker.eos_token_id, self.talker.suppress, self.talker.sampler.do_sample,
+                               self.subtalker.do_sample)
+
     @staticmethod
     def from_configs(gen: Any, talker_config: Any) -> "SamplingConfig":
         """Convenience: `from_generation_config` with ids read from a `config.TalkerConfig`."""
@@ -234,42 +316,46 @@ def seen_from_tokens(
 # --------------------------------------------------------------------------------------------
 
 
-def _true_divide(x: Float[Array, "b v"], c: float) -> Float[Array, "b v"]:
-    """`x / c` as a true IEEE division, like torch's CPU kernel. XLA turns a division by a
-    broadcast scalar into a multiply by its reciprocal (1 ulp off, ~2e-6 at logit 20); a
-    full-shape divisor behind an optimization barrier keeps the real divide."""
-    return x / jax.lax.optimization_barrier(jnp.full(x.shape, c, x.dtype))
+def _per_row(value, rows: int, dtype) -> Array:
+    """A scalar or `(b,)` value as a `(b, 1)` column that broadcasts over the vocabulary."""
+    return jnp.broadcast_to(jnp.asarray(value, dtype), (rows,))[:, None]
+
+
+def _true_divide(x: Float[Array, "b v"], c) -> Float[Array, "b v"]:
+    """`x / c` (c a scalar or one per row) as a true IEEE division, like torch's CPU kernel. XLA
+    turns a division by a broadcast value into a multiply by its reciprocal (1 ulp off, ~2e-6 at
+    logit 20); a full-shape divisor behind an optimization barrier keeps the real divide."""
+    return x / jax.lax.optimization_barrier(jnp.broadcast_to(_per_row(c, x.shape[0], x.dtype), x.shape))
 
 
 def apply_repetition_penalty(
-    logits: Float[Array, "b v"], seen: Bool[Array, "b v"], penalty: float
+    logits: Float[Array, "b v"], seen: Bool[Array, "b v"], penalty: float | Float[Array, "b"]
 ) -> Float[Array, "b v"]:
-    """`RepetitionPenaltyLogitsProcessor`: seen tokens' scores `s*p` if `s < 0` else `s/p`."""
-    if penalty == 1.0:
-        return logits
+    """`RepetitionPenaltyLogitsProcessor`: seen tokens' scores `s*p` if `s < 0` else `s/p` (a
+    penalty of 1.0 leaves every score bit for bit: HF adds no processor then)."""
     # HF computes the penalised value from the *original* score once per id, duplicates included.
-    penalised = jnp.where(logits < 0, logits * jnp.float32(penalty), _true_divide(logits, penalty))
+    p = _per_row(penalty, logits.shape[0], jnp.float32)
+    penalised = jnp.where(logits < 0, logits * p, _true_divide(logits, penalty))
     return jnp.where(seen, penalised, logits)
 
 
 def apply_min_new_tokens(
     logits: Float[Array, "b v"],
     num_generated: Int[Array, ""] | Int[Array, "b"] | int,
-    min_new_tokens: int,
+    min_new_tokens: int | Int[Array, "b"],
     eos_token_id: Optional[int],
 ) -> Float[Array, "b v"]:
     """`MinNewTokensLengthLogitsProcessor`: EOS is -inf while `num_generated < min_new_tokens`.
 
     `num_generated` counts tokens already generated before this step (0 at the prefill); a scalar
-    (HF: every row has the same length) or one per row.
+    (HF: every row has the same length) or one per row, as is `min_new_tokens`.
     """
-    if min_new_tokens <= 0 or eos_token_id is None:
+    if eos_token_id is None:
         return logits
-    v = logits.shape[-1]
+    b, v = logits.shape
     if not 0 <= eos_token_id < v:
         return logits  # HF's `isin` over `arange(v)` matches nothing either
-    blocked = jnp.asarray(num_generated) < min_new_tokens  # () or (b,)
-    blocked = jnp.reshape(blocked, blocked.shape + (1,))  # broadcast over v
+    blocked = _per_row(num_generated, b, jnp.int32) < _per_row(min_new_tokens, b, jnp.int32)  # b 1
     is_eos = jnp.arange(v) == eos_token_id  # (v,)
     return jnp.where(blocked & is_eos, jnp.float32(_NEG_INF), logits)
 
@@ -295,23 +381,21 @@ def apply_suppression(logits: Float[Array, "b v"], ranges: tuple[tuple[int, int]
 # --------------------------------------------------------------------------------------------
 
 
-def apply_temperature(logits: Float[Array, "b v"], temperature: float) -> Float[Array, "b v"]:
-    """`TemperatureLogitsWarper` (`scores / temperature`); HF adds none at 1.0."""
-    if temperature == 1.0:
-        return logits
+def apply_temperature(logits: Float[Array, "b v"], temperature: float | Float[Array, "b"]) -> Float[Array, "b v"]:
+    """`TemperatureLogitsWarper` (`scores / temperature`; at 1.0 exactly the scores)."""
     return _true_divide(logits, temperature)
 
 
-def apply_top_k(logits: Float[Array, "b v"], top_k: int, min_tokens_to_keep: int = 1) -> Float[Array, "b v"]:
+def apply_top_k(logits: Float[Array, "b v"], top_k: int | Int[Array, "b"], min_tokens_to_keep: int = 1) -> Float[Array, "b v"]:
     """`TopKLogitsWarper`: drop scores strictly below the k-th largest, so ties with the k-th
-    value all survive (more than k tokens may remain). 0 disables, as HF adds none then."""
-    if top_k <= 0:
-        return logits
-    k = min(max(top_k, min_tokens_to_keep), logits.shape[-1])
-    if k == logits.shape[-1]:
-        return logits  # the threshold is the row minimum: nothing is strictly below it
-    kth = jax.lax.top_k(logits, k)[0][..., -1:]  # (b, 1) the k-th largest value
-    return jnp.where(logits < kth, jnp.float32(_NEG_INF), logits)
+    value all survive (more than k tokens may remain). k per row (traced); 0 disables, as HF
+    adds none then; k beyond the vocabulary keeps everything."""
+    b, v = logits.shape
+    k = jnp.broadcast_to(jnp.asarray(top_k, jnp.int32), (b,))
+    kk = jnp.clip(jnp.maximum(k, min_tokens_to_keep), 1, v)
+    ascending = jnp.sort(logits, axis=-1)
+    kth = jnp.take_along_axis(ascending, (v - kk)[:, None], axis=-1)  # b 1: the k-th largest value
+    return jnp.where((k > 0)[:, None] & (logits < kth), jnp.float32(_NEG_INF), logits)
 
 
 def _two_sum(a: Array, b: Array) -> tuple[Array, Array]:
@@ -362,19 +446,24 @@ def _cumsum_like_torch_cpu(p: Float[Array, "b v"]) -> Float[Array, "b v"]:
     return hi + lo
 
 
-def apply_top_p(logits: Float[Array, "b v"], top_p: float, min_tokens_to_keep: int = 1) -> Float[Array, "b v"]:
-    """`TopPLogitsWarper`: sort ascending, softmax, cumsum; drop the tokens whose cumulative
-    probability is `<= 1 - top_p`, but always keep the `min_tokens_to_keep` largest. HF adds none
-    at 1.0."""
-    if top_p >= 1.0:
-        return logits
+def top_p_cut(top_p: float) -> np.float32:
+    """The threshold torch compares cumulative probabilities with: `1 - top_p` in double, cast to
+    float32 once (0 where top-p is off)."""
+    return np.float32(1.0 - top_p) if top_p < 1.0 else np.float32(0.0)
+
+
+def apply_top_p(logits: Float[Array, "b v"], cut: float | Float[Array, "b"], min_tokens_to_keep: int = 1) -> Float[Array, "b v"]:
+    """`TopPLogitsWarper` given its threshold `cut = top_p_cut(top_p)` (per row, traced): sort
+    ascending, softmax, cumsum; drop the tokens whose cumulative probability is `<= cut`, but
+    always keep the `min_tokens_to_keep` largest. A cut of 0 (top_p = 1.0) changes nothing, as HF
+    adds no warper then."""
     b, v = logits.shape
+    cut = _per_row(cut, b, jnp.float32)  # b 1
     iota = jax.lax.broadcasted_iota(jnp.int32, (b, v), 1)
     # One stable sort carries the ids along (HF: `torch.sort(scores, descending=False)`).
     sorted_logits, sorted_ids = jax.lax.sort((logits, iota), dimension=1, is_stable=True, num_keys=1)
     cumulative = _cumsum_like_torch_cpu(jax.nn.softmax(sorted_logits, axis=-1))  # (b, v) ascending
-    # torch compares a float32 tensor with the Python double `1 - top_p` cast to float32.
-    drop_sorted = cumulative <= np.float32(1.0 - top_p)
+    drop_sorted = (cumulative <= cut) & (cut > 0)
     keep_tail = jnp.arange(v) >= v - min_tokens_to_keep  # (v,) the largest entries
     drop_sorted = drop_sorted & ~keep_tail
     # Scatter back to vocabulary order (a permutation: every slot written once).
@@ -382,24 +471,30 @@ def apply_top_p(logits: Float[Array, "b v"], top_p: float, min_tokens_to_keep: i
     return jnp.where(drop, jnp.float32(_NEG_INF), logits)
 
 
-def warp(logits: Float[Array, "b v"], cfg: SamplerConfig) -> Float[Array, "b v"]:
-    """The warpers in HF's order, only when sampling (greedy decoding ignores them)."""
-    if not cfg.do_sample:
-        return logits
-    logits = apply_temperature(logits, cfg.temperature)
-    logits = apply_top_k(logits, cfg.top_k)
-    return apply_top_p(logits, cfg.top_p)
+def warp(logits: Float[Array, "b v"], values: SamplerValues) -> Float[Array, "b v"]:
+    """The warpers in HF's order, each row with its own values (meaningful for sampling rows)."""
+    logits = apply_temperature(logits, values.temperature)
+    logits = apply_top_k(logits, values.top_k)
+    return apply_top_p(logits, values.top_p_cut)
 
 
-def pick(scores: Float[Array, "b v"], key: Optional[PRNGKey], cfg: SamplerConfig) -> Int[Array, "b"]:
-    """Final choice on processed scores: a categorical draw per row (HF: softmax + multinomial;
-    here Gumbel-max, the same distribution, -inf never drawn), or argmax (first max on ties,
-    as `torch.argmax`). Rows draw independently from one `key`."""
-    if not cfg.do_sample:
-        return jnp.argmax(scores, axis=-1).astype(jnp.int32)
-    if key is None:
-        raise ValueError("do_sample=True needs a PRNG key (got key=None)")
-    return jax.random.categorical(key, scores, axis=-1).astype(jnp.int32)
+def row_keys(key: PRNGKey, rows: int) -> PRNGKey:
+    """Independent per-row keys from one key (row i's key depends only on `key` and i)."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(rows))
+
+
+def pick(scores: Float[Array, "b v"], keys: Optional[PRNGKey], values: SamplerValues, sample: bool = True) -> Int[Array, "b"]:
+    """Final choice per row: a categorical draw of the warped scores (HF: softmax + multinomial;
+    here Gumbel-max, the same distribution, -inf never drawn) with the row's own key, or argmax
+    of the processed scores (first max on ties, as `torch.argmax`) for rows that do not sample.
+    `sample=False` (static: no row samples) compiles argmax only."""
+    greedy = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+    if not sample:
+        return greedy
+    if keys is None:
+        raise ValueError("sampling needs PRNG keys, one per row (got keys=None)")
+    drawn = jax.vmap(lambda k, s: jax.random.categorical(k, s))(keys, warp(scores, values)).astype(jnp.int32)
+    return jnp.where(values.do_sample, drawn, greedy)
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,58 +506,62 @@ def talker_scores(
     logits: Float[Array, "b v"],
     seen: Bool[Array, "b v"],
     num_generated: Int[Array, ""] | Int[Array, "b"] | int,
-    cfg: TalkerSamplingConfig,
+    values: SamplingValues,
+    program: SamplingProgram,
 ) -> Float[Array, "b v"]:
-    """The talker's `next_token_scores`: processors, then (if sampling) warpers; fp32."""
+    """The talker's processed scores (penalty, min new tokens, suppression), fp32; the warpers
+    apply in `pick` for the rows that sample."""
     scores = logits.astype(jnp.float32)  # HF upcasts the last-position logits before processing
-    scores = apply_repetition_penalty(scores, seen, cfg.repetition_penalty)
-    scores = apply_min_new_tokens(scores, num_generated, cfg.min_new_tokens, cfg.eos_token_id)
-    scores = apply_suppression(scores, cfg.suppress)
-    return warp(scores, cfg.sampler)
+    scores = apply_repetition_penalty(scores, seen, values.repetition_penalty)
+    scores = apply_min_new_tokens(scores, num_generated, values.min_new_tokens, program.eos_token_id)
+    return apply_suppression(scores, program.suppress)
 
 
 def sample_talker(
     logits: Float[Array, "b v"],
     seen: Bool[Array, "b v"],
     num_generated: Int[Array, ""] | Int[Array, "b"] | int,
-    key: Optional[PRNGKey],
-    cfg: TalkerSamplingConfig,
+    keys: Optional[PRNGKey],
+    values: SamplingValues,
+    program: SamplingProgram,
 ) -> Int[Array, "b"]:
     """Codebook 0 for this step. Follow with `seen = mark_seen(seen, tokens)`."""
-    return pick(talker_scores(logits, seen, num_generated, cfg), key, cfg.sampler)
+    scores = talker_scores(logits, seen, num_generated, values, program)
+    return pick(scores, keys, values.talker, program.talker_sample)
 
 
-def subtalker_scores(logits: Float[Array, "b v"], cfg: SamplerConfig) -> Float[Array, "b v"]:
-    """The sub-talker's `next_token_scores`: no penalty, suppression or min length; warpers only."""
-    return warp(logits.astype(jnp.float32), cfg)
-
-
-def sample_subtalker(logits: Float[Array, "b v"], key: Optional[PRNGKey], cfg: SamplerConfig) -> Int[Array, "b"]:
-    """One residual codebook token per row."""
-    return pick(subtalker_scores(logits, cfg), key, cfg)
+def sample_subtalker(
+    logits: Float[Array, "b v"], keys: Optional[PRNGKey], values: SamplerValues, sample: bool = True
+) -> Int[Array, "b"]:
+    """One residual codebook token per row: no penalty, suppression or min length; warpers only."""
+    return pick(logits.astype(jnp.float32), keys, values, sample)
 
 
 __all__ = [
     "SUPPRESSED_TAIL",
     "TALKER_MIN_NEW_TOKENS",
     "SamplerConfig",
-    "TalkerSamplingConfig",
+    "SamplerValues",
     "SamplingConfig",
-    "suppress_ranges",
-    "init_seen",
-    "mark_seen",
-    "seen_from_tokens",
-    "apply_repetition_penalty",
+    "SamplingProgram",
+    "SamplingValues",
+    "TalkerSamplingConfig",
     "apply_min_new_tokens",
+    "apply_repetition_penalty",
     "apply_suppression",
-    "suppression_mask",
     "apply_temperature",
     "apply_top_k",
     "apply_top_p",
-    "warp",
+    "init_seen",
+    "mark_seen",
     "pick",
-    "talker_scores",
-    "sample_talker",
-    "subtalker_scores",
+    "row_keys",
     "sample_subtalker",
+    "sample_talker",
+    "seen_from_tokens",
+    "suppress_ranges",
+    "suppression_mask",
+    "talker_scores",
+    "top_p_cut",
+    "warp",
 ]

@@ -60,10 +60,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from qwen3tts_jax import generate as gen
-from qwen3tts_jax.prompt import PromptEmbedder
-from qwen3tts_jax.talker import Talker
-
 MESH_AXES = ("data", "model")
 
 # Logical axis → mesh axis. Names not listed are replicated.
@@ -81,17 +77,25 @@ REPLICATED = None  # an AXES entry: every dimension replicated, whatever the ran
 # Path pattern (full match on the '/'-joined path) → logical axes of the array (per layer for
 # layer stacks: a stacked `layers/` array gets a leading "layers" axis). First match wins.
 AXES: tuple[tuple[str, tuple[str | None, ...] | None], ...] = (
-    # -- decoding state (`generate.DecodeState` as `state/...`) and inputs
+    # -- the engine's slot state (`generate.SlotState` as `state/...`) and its inputs
     (r"state/cache/layers(/\d+)?/[kv]", ("batch", "slots", "kv_heads", "head_dim")),
     (r"state/cache/valid", ("batch", "slots")),
-    (r"state/(cache/end|num_tokens|key)", REPLICATED),
-    (r"state/(token|finished)", ("batch",)),
+    (r"state/(cache/end|token|num_tokens|limit|running|reason)", ("batch",)),
+    (r"state/key", ("batch", None)),
+    (r"state/values/.*", ("batch",)),
+    (r"state/steps", REPLICATED),
+    (r"state/trailing", ("batch", "time", "embed")),
     (r"state/hidden", ("batch", "embed")),
     (r"state/seen", ("batch", "vocab")),
     (r"state/codes", ("batch", "frames", "codebook")),
-    (r"input/(embeds|trailing)", ("batch", "time", "embed")),
-    (r"input/mask", ("batch", "time")),
-    (r"input/key", REPLICATED),
+    (r"prompt/(text_ids|text_on|codec_ids|codec_on|spk_on|res_on|mask)", ("batch", "time")),
+    (r"prompt/res_codes", ("batch", "time", "codebook")),
+    (r"prompt/speaker", ("batch", "embed")),
+    (r"input/(trailing_ids)", ("batch", "time")),
+    (r"input/(rows|limits)", ("batch",)),
+    (r"input/keys", ("batch", None)),
+    (r"input/values/.*", ("batch",)),
+    (r"input/scalar", REPLICATED),
     (r"codec/codes", ("batch", "codebook", "time")),
     (r"codec/wav", ("batch", "time")),
     # -- run once per voice-clone prompt, on every device: not worth splitting
@@ -175,16 +179,22 @@ def parse_mesh_spec(spec: str) -> dict[str, int]:
 
 
 def make_mesh(spec: "str | Mapping[str, int] | Mesh", devices: Sequence[Any] | None = None) -> Mesh:
-    """A ("data", "model") mesh from `"data=4,model=2"`, a dict, or a ready `Mesh` (returned as is).
+    """A mesh over the axes ("data", "model") from `"data=4,model=2"`, a dict, or a ready `Mesh`.
 
-    The mesh uses the first data×model devices of `devices` (default: all devices of all
-    processes, `jax.devices()`), so `data=2` on an 8-device host runs on 2 of them; multi-process
-    meshes must cover every process's devices. Axes are `Auto` (the compiler propagates
-    shardings), whatever `jax.make_mesh`'s default is."""
+    A `Mesh` made the standard way (`jax.make_mesh((4, 2), ("data", "model"))`, whose axes are
+    `Explicit` by default in current JAX) is taken with its devices and axis names as they are
+    (either order, or only one of the two axes) and its axes made `Auto`: placement here is by
+    sharding constraints that the compiler propagates, which Explicit axes would instead demand
+    at every gather. Other axis names are an error. From a spec, the mesh uses the first
+    data×model devices of `devices` (default: all devices of all processes, `jax.devices()`);
+    multi-process meshes must cover every process's devices."""
     if isinstance(spec, Mesh):
-        if tuple(spec.axis_names) != MESH_AXES:
-            raise ValueError(f"mesh: axis names must be {MESH_AXES}, got {tuple(spec.axis_names)}")
-        return spec
+        names = tuple(spec.axis_names)
+        if not names or len(set(names)) != len(names) or not set(names) <= set(MESH_AXES):
+            raise ValueError(f"mesh: axis names must be {MESH_AXES} (or one of them), got {names}")
+        if all(t == AxisType.Auto for t in spec.axis_types):
+            return spec
+        return Mesh(spec.devices, names, axis_types=(AxisType.Auto,) * len(names))
     if isinstance(spec, Mapping):
         spec = ",".join(f"{k}={v}" for k, v in spec.items())
     sizes = parse_mesh_spec(spec)
@@ -340,32 +350,6 @@ def place_codec_params(params: dict, codec_cfg, mesh: Mesh) -> dict:
     return place(params, mesh, units=codec_units(codec_cfg))
 
 
-def load_model_params(folder, cfg, dtype, scan_layers: bool, mesh: Mesh) -> dict:
-    """`weights.load_model_params` straight onto the mesh (each process reads its slices)."""
-    from qwen3tts_jax import weights
-
-    params = weights.load_model_params(folder, cfg, dtype=dtype, scan_layers=scan_layers,
-                                       shardings=loader_shardings(mesh, model_units(cfg)))
-    return place_model_params(params, cfg, mesh) if scan_layers else params  # stacked layers: their own split
-
-
-def load_speech_tokenizer(folder, dtype, mesh: Mesh):
-    """`Qwen3TTSTokenizer.from_pretrained(folder, dtype)` of a local speech_tokenizer folder,
-    its params read straight onto the mesh. `dtype`: a floating dtype or None (float32)."""
-    from pathlib import Path
-
-    from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
-    from qwen3tts_jax.codec.weights import load_codec_params
-    from qwen3tts_jax.config import Policy
-    from qwen3tts_jax.speech_tokenizer import Qwen3TTSTokenizer, _read_preprocessor
-
-    folder = Path(folder)
-    cfg = Qwen3TTSTokenizerV2Config.from_model_dir(folder)
-    dt = jnp.dtype(dtype or jnp.float32)
-    params = load_codec_params(folder, dtype=dt, cfg=cfg, shardings=loader_shardings(mesh, codec_units(cfg)))
-    return Qwen3TTSTokenizer(cfg, params, Policy(dtype=dt, param_dtype=dt), _read_preprocessor(folder, cfg), str(folder))
-
-
 @functools.lru_cache(maxsize=None)
 def _replicator(mesh: Mesh):
     return jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))
@@ -400,118 +384,55 @@ def constrain(tree, mesh: Mesh, prefix: str):
 
 
 # --------------------------------------------------------------------------------------------
-# Decoding under a mesh
+# Placement: the one field every path carries
 # --------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
-class MeshDecoder(gen.Decoder):
-    """`generate.Decoder` whose prefill and frame step pin the decoding state to the table's
-    shardings (batch over `data`, the KV cache's heads and the penalty mask's vocabulary over
-    `model`); the while-loop / scan loops are the parent's, and `generate.compiled` jits it
-    like any decoder (the mesh is part of the hashable static key)."""
+class Placement:
+    """Where arrays live: one device (`mesh=None`, the trivial placement: every method is the
+    identity or a plain transfer) or a ("data", "model") mesh, through the axis table above.
+
+    Hashable, so it is part of a jitted function's static key (`generate.FrameSampler`); the
+    generation code calls `constrain`/`put`/`fetch` unconditionally and never asks which case
+    it is in."""
 
     mesh: Mesh | None = None
 
-    def prefill(self, params, embeds, mask, slots: int, max_frames: int, key):
-        embeds = constrain(embeds, self.mesh, "input/embeds")
-        mask = constrain(mask, self.mesh, "input/mask")
-        return constrain(super().prefill(params, embeds, mask, slots, max_frames, key), self.mesh, "state")
+    def __post_init__(self):
+        if self.mesh is not None:
+            object.__setattr__(self, "mesh", make_mesh(self.mesh))
 
-    def frame_step(self, params, trailing, state):
-        state = constrain(state, self.mesh, "state")
-        return constrain(super().frame_step(params, trailing, state), self.mesh, "state")
+    @property
+    def data(self) -> int:
+        """Rows a batch must be a multiple of to split evenly (1 on one device)."""
+        return 1 if self.mesh is None else mesh_size(self.mesh, "data")
 
+    def rows(self, n: int) -> int:
+        """`n` rounded up to a multiple of the data axis."""
+        return -(-n // self.data) * self.data
 
-def mesh_decoder(decoder: gen.Decoder, mesh: Mesh) -> MeshDecoder:
-    if isinstance(decoder, MeshDecoder) and decoder.mesh == mesh:
-        return decoder
-    return MeshDecoder(decoder.cfg, decoder.policy, decoder.sampling, mesh)
+    def constrain(self, tree, prefix: str):
+        """Pin every leaf to its table sharding (inside jit); the identity on one device."""
+        return tree if self.mesh is None else constrain(tree, self.mesh, prefix)
 
+    def put(self, tree, prefix: str):
+        """Host values (the same on every process) onto the devices with their table shardings."""
+        if self.mesh is None:
+            return jax.device_put(tree)
+        return place(tree, self.mesh, prefix)
 
-def padded_rows(n: int, mesh: Mesh) -> int:
-    """Rows a batch of n is padded to so it splits evenly over `data`."""
-    d = mesh_size(mesh, "data")
-    return -(-n // d) * d
+    def fetch(self, tree):
+        """Device arrays back to host numpy (all-gathered first when split over processes)."""
+        return jax.tree.map(fetch, tree) if self.mesh is not None else jax.device_get(tree)
 
+    def model_params(self, params: dict, cfg) -> dict:
+        """A model param tree placed (one device: as it is)."""
+        return params if self.mesh is None else place_model_params(params, cfg, self.mesh)
 
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-    """Pad axis 0 to `rows` by repeating the last row (rows are independent: the copies finish
-    with the row they copy, so they never extend the while loop)."""
-    x = np.asarray(x)
-    if x.shape[0] == rows:
-        return x
-    return np.concatenate([x, np.repeat(x[-1:], rows - x.shape[0], axis=0)])
+    def codec_params(self, params: dict, codec_cfg) -> dict:
+        return params if self.mesh is None else place_codec_params(params, codec_cfg, self.mesh)
 
-
-def generate_codes(decoder: gen.Decoder, params, embeds, mask, trailing, max_new_tokens: int, key,
-                   mesh: Mesh) -> list[np.ndarray]:
-    """`generate.generate_codes` on a mesh: the batch padded to a multiple of `data` and split
-    over it, the state pinned by `MeshDecoder`, the codes all-gathered before they reach the host.
-    Rows are independent and the PRNG is partitionable, so each row's codes equal a one-device
-    run's (greedy: identical; sampled: the same draws, since row i's randomness depends only on i)."""
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    dec = mesh_decoder(decoder, mesh)
-    b = np.shape(embeds)[0]
-    rows = padded_rows(b, mesh)
-    embeds, mask, trailing = (_pad_rows(x, rows) for x in (embeds, mask, trailing))
-    prefill, decode, _ = gen.compiled(dec)
-    frames = gen.frame_budget(max_new_tokens)
-    slots = gen.cache_slots(embeds.shape[1], frames)
-    on = lambda x, name: put(x, sharding_for(name, np.shape(x), mesh))  # noqa: E731
-    key = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    state = prefill(params, on(embeds, "input/embeds"), on(mask, "input/mask"), slots, frames, on(key, "input/key"))
-    state = decode(params, on(trailing, "input/trailing"), state, max_new_tokens)
-    state = dataclasses.replace(state, codes=fetch(state.codes), num_tokens=fetch(state.num_tokens))
-    return gen.frames_of(state, decoder.cfg.talker.codec_eos_token_id)[:b]
-
-
-def decode_audio(tokenizer, codes: Sequence[np.ndarray], mesh: Mesh) -> tuple[list[np.ndarray], int]:
-    """`Qwen3TTSTokenizer.decode` of a list of `(T_i, 16)` code arrays on a mesh: the batch
-    padded to a multiple of `data` and split over it, the tokenizer's decoder params as placed
-    (`place_codec_params`), the reference's chunked decode; float32 waveforms, `T_i·1920` samples."""
-    from qwen3tts_jax.codec import decoder as codec_decoder
-
-    cfg = tokenizer.config.decoder
-    sr = tokenizer.get_output_sample_rate()
-    items = []
-    for i, c in enumerate(codes):
-        c = np.asarray(c)
-        if c.ndim != 2 or c.shape[1] != cfg.num_quantizers:
-            raise ValueError(f"codes[{i}]: expected shape (frames, {cfg.num_quantizers}), got {c.shape}")
-        if c.size and (c.min() < 0 or c.max() >= cfg.codebook_size):
-            raise ValueError(f"codes[{i}]: codes must be in [0, {cfg.codebook_size - 1}]")
-        items.append(c.astype(np.int32))
-    t = max((len(c) for c in items), default=0)
-    if t == 0:
-        return [np.zeros(0, np.float32) for _ in items], sr
-    batch = np.zeros((padded_rows(len(items), mesh), cfg.num_quantizers, t), np.int32)  # code-0 padding, as decode's clamp
-    for i, c in enumerate(items):
-        batch[i, :, : len(c)] = c.T
-    wav = codec_decoder.chunked_decode(tokenizer.params["decoder"], put(batch, sharding_for("codec/codes", batch.shape, mesh)),
-                                       cfg, tokenizer.policy)
-    wav = fetch(wav).astype(np.float32)
-    return [wav[i, : len(c) * cfg.total_upsample] for i, c in enumerate(items)], sr
-
-
-class MeshPromptEmbedder(PromptEmbedder):
-    """`PromptEmbedder` over mesh-placed talker params whose lookups come back replicated, so
-    every process can read them (a split result is not addressable from one host)."""
-
-    def __init__(self, talker_params: dict, cfg, policy, mesh: Mesh):
-        super().__init__(talker_params, cfg, policy)
-        rep = NamedSharding(mesh, P())
-        talker = Talker(cfg.talker, policy)
-        dtype = policy.dtype
-        self._text = jax.jit(lambda p, ids: talker.apply({"params": p}, ids, method=Talker.embed_text), out_shardings=rep)
-        self._take = jax.jit(lambda table, ids: jnp.take(table, ids, axis=0).astype(dtype), out_shardings=rep)
-        self._sum = jax.jit(
-            lambda tables, codes: jnp.sum(jnp.stack([jnp.take(t, codes[:, q], axis=0).astype(dtype) for q, t in enumerate(tables)], 1), 1),
-            out_shardings=rep)
-
-    def codec(self, ids: Sequence[int]) -> np.ndarray:
-        return np.asarray(self._take(self._tables[0], np.asarray(ids, np.int32)))
-
-    def codes(self, codes: np.ndarray) -> np.ndarray:
-        return np.asarray(self._sum(self._tables, np.asarray(codes, np.int32)))
+    def loader(self, units: Units = ()):
+        """For `weights.load_tree(shardings=...)`: each process reads only its slices (None on one device)."""
+        return None if self.mesh is None else loader_shardings(self.mesh, units)

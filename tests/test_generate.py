@@ -3,6 +3,8 @@ batching, seeded sampling, eager vs jitted, and the compile count."""
 
 from __future__ import annotations
 
+import types
+
 import jax
 import numpy as np
 import pytest
@@ -10,9 +12,10 @@ import torch
 
 from qwen3tts_jax import generate as gen_mod
 from qwen3tts_jax.config import GenerationConfig, Policy, Qwen3TTSConfig
-from qwen3tts_jax.generate import Decoder, frames_of, generate_codes
-from qwen3tts_jax.prompt import PromptEmbedder, PromptRequest, batch_prompts, build_prompt
+from qwen3tts_jax.engine import Engine, EngineShape, Request, request_keys
+from qwen3tts_jax.prompt import PromptRequest
 from qwen3tts_jax.sampling import SamplingConfig
+from qwen3tts_jax.sharding import Placement
 from qwen3tts_jax.weights import load_model_params
 
 pytestmark = pytest.mark.reference
@@ -26,18 +29,21 @@ N = 10  # max_new_tokens
 
 
 def _setup(tiny_model, name, do_sample=False, scan=False):
+    """The reference model, and ours as the engine sees a model (codes only: no codec)."""
     ref, folder = tiny_model(name)
     cfg = Qwen3TTSConfig.from_model_dir(folder)
     policy = Policy(scan_layers=scan)
     params = load_model_params(folder, cfg, scan_layers=scan)
+    model = types.SimpleNamespace(config=cfg, policy=policy, params=params, placement=Placement())
     g = GenerationConfig(do_sample=do_sample, subtalker_dosample=do_sample)
-    return ref, cfg, policy, params, Decoder(cfg, policy, SamplingConfig.from_configs(g, cfg.talker))
+    return ref, model, SamplingConfig.from_configs(g, cfg.talker)
 
 
-def _ours(cfg, policy, params, decoder, requests, key=0, max_new_tokens=N):
-    emb = PromptEmbedder(params["talker"], cfg, policy)
-    batch = batch_prompts([build_prompt(emb, cfg, r) for r in requests], emb.text([cfg.tts_pad_token_id])[0])
-    return generate_codes(decoder, params["talker"], batch.embeds, batch.mask, batch.trailing, max_new_tokens, jax.random.PRNGKey(key))
+def _ours(model, sampling, requests, key=0, max_new_tokens=N):
+    reqs = [Request(r, sampling, max_new_tokens, k, audio=False)
+            for r, k in zip(requests, request_keys(jax.random.PRNGKey(key), len(requests)))]
+    engine = Engine(model, EngineShape.fit(reqs, model.config, model.placement))
+    return [r.codes for r in engine.run(reqs)]
 
 
 def _reference(ref, requests, voice_clone_prompt=None, **kw):
@@ -66,21 +72,21 @@ def _assert_same(ours, ref, what):
 @pytest.mark.parametrize("non_streaming", [True, False])
 @pytest.mark.parametrize("name", ["custom-0b6-gqa", "custom-1b7-gqa"])
 def test_custom_voice_codes_identical(tiny_model, name, non_streaming):
-    ref, cfg, policy, params, dec = _setup(tiny_model, name)
-    instruct = tuple(INSTRUCT) if cfg.tts_model_size == "1b7" else None
+    ref, model, dec = _setup(tiny_model, name)
+    instruct = tuple(INSTRUCT) if model.config.tts_model_size == "1b7" else None
     reqs = [
         PromptRequest(tuple(TEXT_A), "auto", "eric", instruct_ids=instruct, non_streaming_mode=non_streaming),  # dialect override
         PromptRequest(tuple(TEXT_B), "english", "Serena", non_streaming_mode=non_streaming),
     ]
-    _assert_same(_ours(cfg, policy, params, dec, reqs), _reference(ref, reqs), f"custom voice [{name}, non_streaming={non_streaming}]")
+    _assert_same(_ours(model, dec, reqs), _reference(ref, reqs), f"custom voice [{name}, non_streaming={non_streaming}]")
 
 
 @pytest.mark.parametrize("non_streaming", [True, False])
 def test_voice_design_codes_identical(tiny_model, non_streaming):
-    ref, cfg, policy, params, dec = _setup(tiny_model, "design-1b7-gqa")
+    ref, model, dec = _setup(tiny_model, "design-1b7-gqa")
     reqs = [PromptRequest(tuple(TEXT_A), "chinese", instruct_ids=tuple(INSTRUCT), non_streaming_mode=non_streaming),
             PromptRequest(tuple(TEXT_B), "auto", instruct_ids=tuple(INSTRUCT[:3] + INSTRUCT[-2:]), non_streaming_mode=non_streaming)]
-    _assert_same(_ours(cfg, policy, params, dec, reqs), _reference(ref, reqs), f"voice design [non_streaming={non_streaming}]")
+    _assert_same(_ours(model, dec, reqs), _reference(ref, reqs), f"voice design [non_streaming={non_streaming}]")
 
 
 def _clone_inputs(cfg, icl, non_streaming, seed=0):
@@ -104,83 +110,83 @@ def _clone_inputs(cfg, icl, non_streaming, seed=0):
 @pytest.mark.parametrize("non_streaming", [True, False])
 @pytest.mark.parametrize("name", ["base-0b6-gqa", "base-1b7-mha"])
 def test_voice_clone_codes_identical(tiny_model, name, icl, non_streaming):
-    ref, cfg, policy, params, dec = _setup(tiny_model, name)
-    reqs, vcp = _clone_inputs(cfg, icl, non_streaming)
-    _assert_same(_ours(cfg, policy, params, dec, reqs), _reference(ref, reqs, vcp),
+    ref, model, dec = _setup(tiny_model, name)
+    reqs, vcp = _clone_inputs(model.config, icl, non_streaming)
+    _assert_same(_ours(model, dec, reqs), _reference(ref, reqs, vcp),
                  f"voice clone [{name}, icl={icl}, non_streaming={non_streaming}]")
 
 
 def test_batch_equals_single_runs(tiny_model):
-    _, cfg, policy, params, dec = _setup(tiny_model, "custom-0b6-gqa")
+    _, model, dec = _setup(tiny_model, "custom-0b6-gqa")
     reqs = [PromptRequest(tuple(TEXT_A), "german", "aiden"), PromptRequest(tuple(TEXT_B), "auto", "dylan")]
-    both = _ours(cfg, policy, params, dec, reqs)
+    both = _ours(model, dec, reqs)
     for i, r in enumerate(reqs):
-        np.testing.assert_array_equal(both[i], _ours(cfg, policy, params, dec, [r])[0])
+        np.testing.assert_array_equal(both[i], _ours(model, dec, [r])[0])
 
 
 def test_scanned_decoding_matches_unrolled(tiny_model):
-    _, cfg, policy, params, dec = _setup(tiny_model, "custom-1b7-gqa")
-    _, _, policy_s, params_s, dec_s = _setup(tiny_model, "custom-1b7-gqa", scan=True)
+    _, model, dec = _setup(tiny_model, "custom-1b7-gqa")
+    _, model_s, dec_s = _setup(tiny_model, "custom-1b7-gqa", scan=True)
     reqs = [PromptRequest(tuple(TEXT_A), "auto", "vivian")]
-    a = _ours(cfg, policy, params, dec, reqs)
-    b = _ours(cfg, policy_s, params_s, dec_s, reqs)
+    a = _ours(model, dec, reqs)
+    b = _ours(model_s, dec_s, reqs)
     np.testing.assert_array_equal(a[0], b[0])
 
 
 def test_sampling_is_reproducible_per_seed(tiny_model):
-    _, cfg, policy, params, dec = _setup(tiny_model, "custom-0b6-gqa", do_sample=True)
+    _, model, dec = _setup(tiny_model, "custom-0b6-gqa", do_sample=True)
     reqs = [PromptRequest(tuple(TEXT_A), "auto", "ryan")]
-    a = _ours(cfg, policy, params, dec, reqs, key=1)
-    b = _ours(cfg, policy, params, dec, reqs, key=1)
-    c = _ours(cfg, policy, params, dec, reqs, key=2)
+    a = _ours(model, dec, reqs, key=1)
+    b = _ours(model, dec, reqs, key=1)
+    c = _ours(model, dec, reqs, key=2)
     np.testing.assert_array_equal(a[0], b[0])
     assert a[0].shape != c[0].shape or not np.array_equal(a[0], c[0])
 
 
 def test_eager_and_jitted_paths_agree(tiny_model):
-    """The eager twin runs the same prefill and frame step without jit, one Python step at a time."""
-    _, cfg, policy, params, dec = _setup(tiny_model, "custom-0b6-gqa", do_sample=True)
+    """The eager twin: the same engine and steps with jit disabled, op by op."""
+    _, model, dec = _setup(tiny_model, "custom-0b6-gqa", do_sample=True)
     reqs = [PromptRequest(tuple(TEXT_B), "auto", "sohee")]
-    jitted = _ours(cfg, policy, params, dec, reqs, key=3)
-    emb = PromptEmbedder(params["talker"], cfg, policy)
-    batch = batch_prompts([build_prompt(emb, cfg, r) for r in reqs], emb.text([cfg.tts_pad_token_id])[0])
+    jitted = _ours(model, dec, reqs, key=3)
     with jax.disable_jit():
-        frames = gen_mod.frame_budget(N)
-        state = dec.prefill(params["talker"], batch.embeds, batch.mask, batch.embeds.shape[1] + frames, frames, jax.random.PRNGKey(3))
-        while not gen_mod.done(state, N):
-            state = dec.frame_step(params["talker"], batch.trailing, state)
-    np.testing.assert_array_equal(frames_of(state, cfg.talker.codec_eos_token_id)[0], jitted[0])
+        eager = _ours(model, dec, reqs, key=3)
+    np.testing.assert_array_equal(eager[0], jitted[0])
+
+
+def _compiles(model, dec):
+    return gen_mod.compile_count(gen_mod.FrameSampler(model.config, model.policy, dec.program(), model.placement))
 
 
 def test_no_recompilation_within_a_bucket(tiny_model):
-    _, cfg, policy, params, dec = _setup(tiny_model, "custom-0b6-gqa")
+    _, model, dec = _setup(tiny_model, "custom-0b6-gqa")
     for nsm in (True, False):  # warm both prompt-length buckets (non-streaming prompts hold all the text)
-        _ours(cfg, policy, params, dec, [PromptRequest(tuple(TEXT_A), "auto", "ryan", non_streaming_mode=nsm)])
-    before = dict(gen_mod.TRACE_COUNTS)
+        _ours(model, dec, [PromptRequest(tuple(TEXT_A), "auto", "ryan", non_streaming_mode=nsm)])
+    before = _compiles(model, dec)
     for text in [TEXT_B, ROLE + [11] * 3 + TAIL, TEXT_A[:-5] + [15, 16] + TAIL]:
         for nsm in (True, False):
-            _ours(cfg, policy, params, dec, [PromptRequest(tuple(text), "french", "ryan", non_streaming_mode=nsm)])
-    assert gen_mod.TRACE_COUNTS == before, (before, gen_mod.TRACE_COUNTS)
+            _ours(model, dec, [PromptRequest(tuple(text), "french", "ryan", non_streaming_mode=nsm)])
+    assert _compiles(model, dec) == before
 
 
 def test_prompt_buckets_share_the_frame_loop(tiny_model):
-    """A prompt in another length bucket compiles its own prefill, not another frame-step loop:
+    """A prompt in another length bucket compiles its own admission, not another frame loop:
     the cache slots are rounded up (`cache_slots`) and the text track's bucket is coarse."""
-    _, cfg, policy, params, dec = _setup(tiny_model, "custom-0b6-gqa")
+    _, model, dec = _setup(tiny_model, "custom-0b6-gqa")
     long_text = ROLE + [9707, 11, 1879] * 15 + TAIL  # 50 text ids: other prompt and text-track buckets than TEXT_A
     for nsm in (True, False):
-        _ours(cfg, policy, params, dec, [PromptRequest(tuple(TEXT_A), "auto", "ryan", non_streaming_mode=nsm)])
-    before = dict(gen_mod.TRACE_COUNTS)
+        _ours(model, dec, [PromptRequest(tuple(TEXT_A), "auto", "ryan", non_streaming_mode=nsm)])
+    before = _compiles(model, dec)
     for nsm in (True, False):
-        _ours(cfg, policy, params, dec, [PromptRequest(tuple(long_text), "auto", "ryan", non_streaming_mode=nsm)])
-    assert gen_mod.TRACE_COUNTS["prefill"] > before["prefill"], (before, gen_mod.TRACE_COUNTS)  # the new bucket is real
-    assert gen_mod.TRACE_COUNTS["decode"] == before["decode"], (before, gen_mod.TRACE_COUNTS)
+        _ours(model, dec, [PromptRequest(tuple(long_text), "auto", "ryan", non_streaming_mode=nsm)])
+    after = _compiles(model, dec)
+    assert after["admit"] > before["admit"], (before, after)  # the new bucket is real
+    assert after["advance"] == before["advance"], (before, after)
 
 
 def test_max_new_tokens_bounds_frames(tiny_model):
-    _, cfg, policy, params, dec = _setup(tiny_model, "custom-0b6-gqa")
+    _, model, dec = _setup(tiny_model, "custom-0b6-gqa")
     for m in (1, 2, 5):
-        out = _ours(cfg, policy, params, dec, [PromptRequest(tuple(TEXT_A), "auto", "ryan")], max_new_tokens=m)
+        out = _ours(model, dec, [PromptRequest(tuple(TEXT_A), "auto", "ryan")], max_new_tokens=m)
         assert out[0].shape[0] <= m - 1 and out[0].shape[1] == 16
     with pytest.raises(ValueError, match="max_new_tokens"):
-        _ours(cfg, policy, params, dec, [PromptRequest(tuple(TEXT_A), "auto", "ryan")], max_new_tokens=0)
+        _ours(model, dec, [PromptRequest(tuple(TEXT_A), "auto", "ryan")], max_new_tokens=0)

@@ -37,13 +37,21 @@ class KVCache:
         return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
-def write_kv(cache: KVCache, k: Float[Array, "b t k x"], v: Float[Array, "b t k x"], index: Int[Array, ""]) -> KVCache:
-    """Write t new slots starting at `index` (same slot for every row)."""
-    at = (0, index, 0, 0)
-    return KVCache(
-        jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), at),
-        jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), at),
-    )
+def write_kv(
+    cache: KVCache, k: Float[Array, "b t k x"], v: Float[Array, "b t k x"], index: Int[Array, ""] | Int[Array, "b"]
+) -> KVCache:
+    """Write t new slots starting at `index`: one slot for every row (a scalar: prefill, the
+    code predictor) or each row's own (`(b,)`: the engine's slots, each at its own length)."""
+    def put(buf, new, at):
+        return jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), (at, 0, 0))
+
+    if jnp.ndim(index) == 0:
+        at = (0, index, 0, 0)
+        return KVCache(
+            jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), at),
+            jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), at),
+        )
+    return KVCache(jax.vmap(put)(cache.k, k, index), jax.vmap(put)(cache.v, v, index))
 
 
 def attend(
@@ -177,7 +185,7 @@ class Attention(nn.Module):
         sin: Float[Array, "b t x"],
         mask: Bool[Array, "b t s"],
         cache: KVCache,
-        write_index: Int[Array, ""],
+        write_index: Int[Array, ""] | Int[Array, "b"],
     ) -> tuple[Float[Array, "b t d"], KVCache]:
         b, t, d = x.shape
         dense = lambda n, name: Linear(n, self.use_bias, self.dtype, self.param_dtype, name=name)  # noqa: E731
@@ -190,7 +198,8 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         cache = write_kv(cache, k, v, write_index)
         if 0 < self.block_size < cache.k.shape[1]:
-            out = attend_live(q, cache.k, cache.v, mask, self.head_dim**-0.5, write_index + t, self.block_size)
+            live = jnp.max(write_index) + t  # the longest row's written prefix; `mask` handles the rest
+            out = attend_live(q, cache.k, cache.v, mask, self.head_dim**-0.5, live, self.block_size)
         else:
             out = attend(q, cache.k, cache.v, mask, self.head_dim**-0.5)
         return dense(d, "o_proj")(out.reshape(b, t, self.num_heads * self.head_dim)), cache

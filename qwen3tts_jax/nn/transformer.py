@@ -39,21 +39,24 @@ class DecoderCache:
 
     layers: tuple[KVCache, ...] | KVCache
     valid: Bool[Array, "b s"]  # slot holds a real (non-padding) token
-    end: Int[Array, ""]  # slots written so far; the next write starts here
+    # Slots written so far; the next write starts here. A scalar when every row is written in
+    # step (a prefill, the code predictor, training), one per row when rows are at their own
+    # lengths (the engine's slots, where requests join and leave at any frame).
+    end: Int[Array, ""] | Int[Array, "b"]
 
     @property
     def slots(self) -> int:
         return self.valid.shape[1]
 
 
-def init_cache(cfg: TransformerConfig, policy: Policy, batch: int, slots: int) -> DecoderCache:
-    """An empty cache with `slots` positions for every layer."""
+def init_cache(cfg: TransformerConfig, policy: Policy, batch: int, slots: int, per_row: bool = False) -> DecoderCache:
+    """An empty cache with `slots` positions for every layer (`per_row`: one end per row)."""
     one = KVCache.zeros(batch, slots, cfg.num_key_value_heads, cfg.head_dim, policy.dtype)
     if policy.scan_layers:
         layers = jax.tree.map(lambda a: jnp.broadcast_to(a, (cfg.num_hidden_layers, *a.shape)), one)
     else:
         layers = tuple(KVCache.zeros(batch, slots, cfg.num_key_value_heads, cfg.head_dim, policy.dtype) for _ in range(cfg.num_hidden_layers))
-    return DecoderCache(layers, jnp.zeros((batch, slots), bool), jnp.zeros((), jnp.int32))
+    return DecoderCache(layers, jnp.zeros((batch, slots), bool), jnp.zeros((batch,) if per_row else (), jnp.int32))
 
 
 def step_geometry(
@@ -62,10 +65,11 @@ def step_geometry(
     """Positions of the t new tokens, the attention mask over all slots, and the new `valid`."""
     t = new_mask.shape[1]
     positions = jnp.sum(cache.valid, axis=-1, dtype=jnp.int32)[:, None] + jnp.cumsum(new_mask, axis=-1, dtype=jnp.int32) - 1
-    valid = jax.lax.dynamic_update_slice(cache.valid, new_mask, (0, cache.end))
-    query_slots = cache.end + jnp.arange(t, dtype=jnp.int32)  # t
-    causal = jnp.arange(cache.slots, dtype=jnp.int32)[None, :] <= query_slots[:, None]  # t s
-    return positions, valid[:, None, :] & causal[None], valid
+    end = jnp.broadcast_to(cache.end, new_mask.shape[:1])  # b: each row's first new slot
+    valid = jax.vmap(lambda row, new, at: jax.lax.dynamic_update_slice(row, new, (at,)))(cache.valid, new_mask, end)
+    query_slots = end[:, None] + jnp.arange(t, dtype=jnp.int32)  # b t
+    causal = jnp.arange(cache.slots, dtype=jnp.int32)[None, None, :] <= query_slots[:, :, None]  # b t s
+    return positions, valid[:, None, :] & causal, valid
 
 
 class DecoderLayer(nn.Module):
@@ -80,7 +84,7 @@ class DecoderLayer(nn.Module):
         sin: Float[Array, "b t x"],
         mask: Bool[Array, "b t s"],
         kv: KVCache,
-        write_index: Int[Array, ""],
+        write_index: Int[Array, ""] | Int[Array, "b"],
     ) -> tuple[Float[Array, "b t d"], KVCache]:
         cfg, p = self.cfg, self.policy
         attn = Attention(

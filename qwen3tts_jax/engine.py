@@ -1,0 +1,488 @@
+"""The generation engine: a fixed number of slots on the device, requests admitted into free slots
+at frame boundaries, frames and audio handed out per request as they are produced.
+
+There is no reference class for this: the official package generates one batch per call and
+returns when its longest row ends. Here every flow is this one object (`Engine`):
+
+* offline `generate_*` submits all its requests and steps to the end (`Engine.run`);
+* `stream_*` submits one request and reads its chunks as they come (`RequestHandle`);
+* the server submits from many clients, cancels on disconnect, and one thread steps;
+* `batch`, the benchmarks and the tests use the same public methods.
+
+A step (`Engine.step`): free the slots of requests that ended or were cancelled, prefill
+waiting requests into free slots (grouped by prompt bucket: one jitted admission per group,
+which the running rows wait for), advance every running slot by up to the next emission point
+(a traced frame count: the first chunk of a new stream after `first_chunk_frames`, later ones
+every `chunk_frames`; the loop also stops the moment any row ends, so its slot is free for the
+next step), then decode the new frames of the rows that are due through each slot's own
+streaming codec state and hand out `Chunk`s, and a `Result` when a request ends.
+
+Each request is independent of its companions: its KV rows start at position 0 whatever the
+other slots hold, its PRNG key is its own (advanced only by its own steps), its sampling values
+and `max_new_tokens` are per row. Greedy codes are those of the request run alone, and a seeded
+sampled request draws the same codes alone and in company.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import queue
+import threading
+import time
+from typing import Callable, Iterator, Sequence
+
+import jax
+import numpy as np
+
+from qwen3tts_jax import generate as gen
+from qwen3tts_jax.config import Policy, Qwen3TTSConfig
+from qwen3tts_jax.prompt import PromptRequest, PromptTracks, bucket, collate_tracks, prompt_tracks
+from qwen3tts_jax.sampling import SamplingConfig, SamplingProgram, SamplingValues
+from qwen3tts_jax.sharding import Placement
+
+PROMPT_BUCKET = 16  # prompt positions are padded to a multiple of this (one admission program each)
+TRAILING_BUCKET = 32  # a text track is embedded in pieces of this many ids
+TEXT_TRACK_BUCKET = 128  # the slots' text-track length: only the frame loop sees it
+CHUNK_CAPACITY = 32  # frames one advance writes at most (the codes buffer; the host reads it after)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Request:
+    """One request: a tokenized prompt, its sampling settings, budget and PRNG key.
+
+    `key` is a raw `jax.random.PRNGKey` (2 uint32); it alone decides the request's draws.
+    `chunk_frames` is how often its audio is handed out (None: the engine's); `audio=False`
+    hands out codes only (no codec work)."""
+
+    prompt: PromptRequest
+    sampling: SamplingConfig
+    max_new_tokens: int
+    key: np.ndarray
+    id: str = ""
+    audio: bool = True
+    chunk_frames: int | None = None
+    first_chunk_frames: int | None = None
+    # Called with the request's codebook-0 ids as they arrive; returns a finish reason to end
+    # the request early (e.g. "loop"), or None.
+    guard: Callable[[np.ndarray], str | None] | None = None
+
+
+@dataclasses.dataclass
+class Chunk:
+    """New output of one request: its next frames and (if `audio`) their samples."""
+
+    request_id: str
+    codes: np.ndarray  # (k, 16) int32
+    audio: np.ndarray | None  # (k · 1920,) float32, or None for codes-only requests
+
+
+@dataclasses.dataclass
+class Result:
+    """A finished request: all of its codes and audio, and how it ended."""
+
+    request_id: str
+    codes: np.ndarray  # (T, 16) int32
+    audio: np.ndarray | None
+    finish_reason: str  # "stop" (EOS), "length" (max_new_tokens), "cancelled", a guard's reason, "error"
+    prompt_tokens: int
+    time_to_first_audio: float | None  # seconds from submit to the first chunk with frames
+    total_time: float
+    error: str | None = None
+    # ICL: the last samples of the voice-clone reference's own decoded audio (the codec's
+    # context), for callers that cut the way the reference does (`Qwen3TTSModel.generate_voice_clone`).
+    context_tail: np.ndarray | None = None
+
+    @property
+    def frames(self) -> int:
+        return len(self.codes)
+
+
+class RequestHandle:
+    """What `submit` returns: iterate it for `Chunk`s (blocking); `result()` waits for the end."""
+
+    def __init__(self, engine: "Engine", request: Request):
+        self.engine, self.request, self.id = engine, request, request.id
+        self.events: queue.Queue = queue.Queue()
+        self._done = threading.Event()
+        self._result: Result | None = None
+        self.submitted = time.perf_counter()
+        self.first_audio: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def cancel(self) -> None:
+        self.engine.cancel(self.id)
+
+    def result(self, timeout: float | None = None) -> Result:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"request {self.id!r} did not finish within {timeout} s")
+        assert self._result is not None
+        return self._result
+
+    def __iter__(self) -> Iterator[Chunk]:
+        """Chunks as they arrive, until the request ends (steps the engine itself when nobody
+        else does, so a single-threaded caller can just iterate)."""
+        while True:
+            try:
+                event = self.events.get(timeout=0 if not self.engine.threaded else 0.05)
+            except queue.Empty:
+                if not self.engine.threaded:
+                    self.engine.step()
+                continue
+            if isinstance(event, Result):
+                return
+            yield event
+
+    def _finish(self, result: Result) -> None:
+        self._result = result
+        self.events.put(result)
+        self._done.set()
+
+
+@dataclasses.dataclass
+class _Slot:
+    """Host bookkeeping of one occupied slot."""
+
+    handle: RequestHandle
+    prompt_tokens: int
+    next_emit: int  # hand out a chunk once this many frames exist
+    total: int = 0  # frames produced so far
+    pending: list = dataclasses.field(default_factory=list)  # (k, 16) pieces not yet handed out
+    codes: list = dataclasses.field(default_factory=list)  # pieces handed out
+    audio: list = dataclasses.field(default_factory=list)
+    context_tail: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineShape:
+    """The static shapes of an engine: what its compiled programs are specialised to."""
+
+    slots: int  # batch rows on the device
+    cache_slots: int  # KV positions per row: the longest prompt bucket + budget it can hold
+    text_track: int  # per-frame text track length per row (at least one tts_pad after the text)
+    chunk: int = CHUNK_CAPACITY
+
+    @staticmethod
+    def fit(requests: Sequence[Request], cfg: Qwen3TTSConfig, placement: Placement, slots: int | None = None) -> "EngineShape":
+        """The smallest shape (in buckets) that holds every request at once."""
+        tracks = [prompt_tracks(cfg, r.prompt) for r in requests]
+        prompt = max(bucket(t.length, PROMPT_BUCKET) for t in tracks)
+        frames = max(r.max_new_tokens for r in requests)
+        u = bucket(max(len(t.trailing) for t in tracks) + 1, TEXT_TRACK_BUCKET)
+        return EngineShape(placement.rows(slots or len(requests)), gen.cache_slots(prompt, frames), u)
+
+
+class Engine:
+    """Slots on the device and the host loop around them (see the module docstring).
+
+    `model` provides `config`, `policy`, `params` (`{"talker": ...}`), `speech_tokenizer` and
+    `placement`. `shape` fixes the slots and lengths (`EngineShape.fit` sizes one for a set of
+    requests; a server picks one for its limits). `program` is the sampling code compiled in
+    (None: from the first requests; a server passes `SamplingProgram` with sampling on, so
+    greedy and sampled requests share one program)."""
+
+    def __init__(self, model, shape: EngineShape, *, program: SamplingProgram | None = None,
+                 chunk_frames: int = CHUNK_CAPACITY, first_chunk_frames: int | None = None, threaded: bool = False):
+        self.model, self.cfg, self.shape = model, model.config, shape
+        self.policy: Policy = model.policy
+        self.placement: Placement = model.placement
+        self.params = model.params["talker"]
+        self.program = program
+        self.chunk_frames, self.first_chunk_frames = int(chunk_frames), first_chunk_frames
+        self.threaded = threaded
+        self._lock = threading.Lock()
+        self._waiting: collections.deque[tuple[RequestHandle, PromptTracks]] = collections.deque()
+        self._cancelled: set[str] = set()
+        self._slots: list[_Slot | None] = [None] * shape.slots
+        self._ids = itertools.count()
+        self._state = None
+        self._sampler: gen.FrameSampler | None = None
+        self._codec = None
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def active(self) -> int:
+        return sum(s is not None for s in self._slots)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def idle(self) -> bool:
+        return not self.active and not self._waiting
+
+    def submit(self, request: Request) -> RequestHandle:
+        """Queue a request (thread-safe); it is checked against the engine's shape now, so a
+        request that can never run fails here, not in a slot."""
+        if not request.id:
+            request = dataclasses.replace(request, id=f"req-{next(self._ids)}")
+        tracks = prompt_tracks(self.cfg, request.prompt)
+        self._check_fits(request, tracks)
+        program = request.sampling.program()
+        if self.program is not None and not self.program.covers(program):
+            raise ValueError(f"request {request.id!r} samples, but this engine was compiled greedy-only "
+                             f"(SamplingProgram {self.program}); build the engine with sampling on")
+        handle = RequestHandle(self, request)
+        with self._lock:
+            self._waiting.append((handle, tracks))
+        return handle
+
+    def cancel(self, request_id: str) -> None:
+        """End a request (thread-safe): a waiting one at once, a running one at the next step."""
+        with self._lock:
+            for i, (h, _) in enumerate(self._waiting):
+                if h.id == request_id:
+                    del self._waiting[i]
+                    h._finish(Result(h.id, np.zeros((0, self.cfg.talker.num_code_groups), np.int32),
+                                     np.zeros(0, np.float32) if h.request.audio else None, "cancelled", 0, None,
+                                     time.perf_counter() - h.submitted))
+                    return
+            self._cancelled.add(request_id)
+
+    def run(self, requests: Sequence[Request]) -> list[Result]:
+        """Offline: submit all, step until every one has ended; results in request order."""
+        handles = [self.submit(r) for r in requests]
+        while not all(h.done for h in handles):
+            self.step()
+        return [h.result() for h in handles]
+
+    def step(self) -> bool:
+        """One engine iteration (see the module docstring). Returns whether any work was done."""
+        self._end_cancelled()
+        admitted = self._admit()
+        if not any(s is not None for s in self._slots):
+            return admitted
+        state = self._compiled.advance(self.params, self._state, self._steps_to_next_emission())
+        self._state = state
+        codes, steps, num_tokens, reason = self.placement.fetch((state.codes, state.steps, state.num_tokens, state.reason))
+        self._collect(np.asarray(codes)[:, : int(steps)], np.asarray(num_tokens), np.asarray(reason))
+        return True
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_fits(self, r: Request, tracks: PromptTracks) -> None:
+        s = self.shape
+        mnt = r.max_new_tokens
+        if isinstance(mnt, bool) or not isinstance(mnt, (int, np.integer)) or mnt < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {mnt!r}")
+        need = bucket(tracks.length, PROMPT_BUCKET) + mnt - 1
+        if need > s.cache_slots:
+            raise ValueError(
+                f"request {r.id!r}: a prompt of {tracks.length} positions with max_new_tokens={mnt} needs {need} KV "
+                f"slots; this engine has {s.cache_slots} per row (shorten the text or lower max_new_tokens)")
+        if len(tracks.trailing) + 1 > s.text_track:
+            raise ValueError(f"request {r.id!r}: its text track of {len(tracks.trailing)} tokens does not fit this engine's "
+                             f"{s.text_track - 1} (shorten the text)")
+        if np.shape(r.key) != (2,):
+            raise ValueError(f"request {r.id!r}: key must be a raw PRNG key of 2 uint32 (jax.random.PRNGKey), "
+                             f"got shape {np.shape(r.key)}")
+
+    @property
+    def _compiled(self) -> gen.Compiled:
+        return gen.compiled(self._sampler)
+
+    def _ensure_state(self, program: SamplingProgram) -> None:
+        if self._sampler is None:
+            self.program = self.program or program
+            self._sampler = gen.FrameSampler(self.cfg, self.policy, self.program, self.placement)
+            s = self.shape
+            self._state = self._compiled.init(s.slots, s.cache_slots, s.text_track, s.chunk)
+
+    def _free_rows(self) -> list[int]:
+        return [i for i, s in enumerate(self._slots) if s is None]
+
+    def _admit(self) -> bool:
+        with self._lock:
+            free = self._free_rows()
+            take = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting)))]
+        if not take:
+            return False
+        if self._sampler is None:
+            program = take[0][0].request.sampling.program()
+            for h, _ in take[1:]:
+                program = program.union(h.request.sampling.program())
+            self._ensure_state(program)
+        groups: dict[int, list] = collections.defaultdict(list)
+        for (h, tracks), row in zip(take, free):
+            groups[bucket(tracks.length, PROMPT_BUCKET)].append((h, tracks, row))
+        for length, group in groups.items():
+            self._admit_group(length, group)
+        return True
+
+    def _admit_group(self, length: int, group: list) -> None:
+        cfg, put = self.cfg, self.placement.put
+        tracks = [t for _, t, _ in group]
+        batch = collate_tracks(tracks, cfg.talker.transformer.hidden_size, length, left=True)
+        w = bucket(max(len(t.trailing) for t in tracks), TRAILING_BUCKET)
+        trailing = np.full((len(group), w), cfg.tts_pad_token_id, np.int32)
+        for i, t in enumerate(tracks):
+            trailing[i, : len(t.trailing)] = t.trailing
+        rows = np.array([row for _, _, row in group], np.int32)
+        keys = np.stack([np.asarray(h.request.key, np.uint32) for h, _, _ in group])
+        values = SamplingValues.stack([h.request.sampling.values(1) for h, _, _ in group])
+        limits = np.array([h.request.max_new_tokens for h, _, _ in group], np.int32)
+        self._state = self._compiled.admit(
+            self.params, self._state, put(batch, "prompt"), put(trailing, "input/trailing_ids"), put(rows, "input/rows"),
+            put(keys, "input/keys"), put(values, "input/values"), put(limits, "input/limits"))
+        for h, t, row in group:
+            first = h.request.first_chunk_frames or self.first_chunk_frames or h.request.chunk_frames or self.chunk_frames
+            slot = self._slots[row] = _Slot(h, t.length, next_emit=max(1, int(first)))
+            if h.request.audio:
+                ref = h.request.prompt.ref_code
+                context = self.codec.start(row, None if ref is None else np.asarray(ref))
+                slot.context_tail = None if ref is None else context[-self.cfg_upsample:]
+
+    @property
+    def codec(self):
+        if self._codec is None:
+            self._codec = _RowCodecs(self.model.codec_template(), self.shape.slots)
+        return self._codec
+
+    @property
+    def cfg_upsample(self) -> int:
+        return self.model.speech_tokenizer.config.decoder.total_upsample
+
+    def _steps_to_next_emission(self) -> int:
+        due = [s.next_emit - s.total for s in self._slots if s is not None]
+        return int(max(1, min(min(due), self.shape.chunk)))
+
+    def _collect(self, codes: np.ndarray, num_tokens: np.ndarray, reason: np.ndarray) -> None:
+        """Hand out what the advance produced (`codes`: b, steps, 16); end the requests that stopped."""
+        steps = codes.shape[1]
+        ended: dict[int, str] = {}
+        for row, slot in enumerate(self._slots):
+            if slot is None:
+                continue
+            total = int(num_tokens[row]) - 1
+            new = total - slot.total
+            finish = gen.FINISH_REASONS.get(int(reason[row]))
+            if new > 0:
+                # A row that ran wrote the advance's last `new` frames (rows admitted and ended by
+                # their prefill wrote none).
+                piece = codes[row, steps - new : steps]
+                slot.pending.append(piece)
+                slot.total = total
+                guard = slot.handle.request.guard
+                if finish is None and guard is not None:
+                    finish = guard(piece[:, 0])
+            if finish is not None:
+                ended[row] = finish
+        self._emit([row for row, s in enumerate(self._slots) if s is not None and (row in ended or s.total >= s.next_emit)],
+                   set(ended))
+        for row, finish in ended.items():
+            self._end(row, finish)
+
+    def _emit(self, rows: list[int], final: set[int]) -> None:
+        """Decode the pending frames of `rows` (one codec call for all of them) and hand them out."""
+        frames = {row: np.concatenate(self._slots[row].pending) for row in rows if self._slots[row].pending}
+        wanted = {r: f for r, f in frames.items() if self._slots[r].handle.request.audio}
+        audio = self.codec.push(wanted, final=final) if wanted else {}
+        now = time.perf_counter()
+        for row, piece in frames.items():
+            slot = self._slots[row]
+            h = slot.handle
+            wav = audio.get(row)
+            slot.pending, slot.codes = [], slot.codes + [piece]
+            if wav is not None:
+                slot.audio.append(wav)
+            if h.first_audio is None:
+                h.first_audio = now - h.submitted
+            slot.next_emit = slot.total + max(1, int(h.request.chunk_frames or self.chunk_frames))
+            h.events.put(Chunk(h.id, piece, wav))
+
+    def _end(self, row: int, reason: str) -> None:
+        slot = self._slots[row]
+        h = slot.handle
+        q = self.cfg.talker.num_code_groups
+        codes = np.concatenate(slot.codes).astype(np.int32) if slot.codes else np.zeros((0, q), np.int32)
+        audio = None
+        if h.request.audio:
+            audio = np.concatenate(slot.audio) if slot.audio else np.zeros(0, np.float32)
+            self.codec.stop(row)
+        self._slots[row] = None
+        mask = np.zeros(self.shape.slots, bool)
+        mask[row] = True
+        self._state = self._compiled.release(self._state, self.placement.put(mask, "input/rows"))
+        h._finish(Result(h.id, codes, audio, reason, slot.prompt_tokens, h.first_audio, time.perf_counter() - h.submitted,
+                         context_tail=slot.context_tail))
+
+    def _end_cancelled(self) -> None:
+        with self._lock:
+            cancelled, self._cancelled = self._cancelled, set()
+        rows = [row for row, s in enumerate(self._slots) if s is not None and s.handle.id in cancelled]
+        if rows:
+            self._emit(rows, set(rows))
+        for row in rows:
+            self._end(row, "cancelled")
+
+
+class _RowCodecs:
+    """Per-slot streaming codec states over `codec.streaming.StreamingDecoder` (one per slot,
+    sharing the model's prepared codec params)."""
+
+    def __init__(self, template, slots: int):
+        self.template = template
+        self.rows: list = [None] * slots
+        self.piece = 4
+
+    def start(self, row: int, context: np.ndarray | None = None) -> np.ndarray:
+        """A fresh stream in `row`; `context` frames are decoded first and their audio returned."""
+        import copy
+
+        codec = copy.copy(self.template)
+        codec.reset()
+        self.rows[row] = codec
+        if context is not None and len(context):
+            return _push_fixed(codec, np.asarray(context, np.int32), self.piece, final=False)
+        return np.zeros(0, np.float32)
+
+    def push(self, frames: dict[int, np.ndarray], final=()) -> dict[int, np.ndarray]:
+        """{row: (k, 16) codes} → {row: (k·1920,) float32 audio}."""
+        return {row: _push_fixed(self.rows[row], np.asarray(f, np.int32), self.piece, final=row in final).astype(np.float32)
+                for row, f in frames.items()}
+
+    def stop(self, row: int) -> None:
+        self.rows[row] = None
+
+
+def _push_fixed(codec, frames: np.ndarray, chunk: int, final: bool) -> np.ndarray:
+    """Push `(k, q)` code frames into a `StreamingDecoder` using only pushes of `chunk` or 1
+    frames (bounded compiles); a final short tail is padded (the decoder is causal)."""
+    if codec.reference_chunking and chunk > codec.chunk_size:
+        return codec.push(frames.T[None])[0]
+    per_frame = codec.cfg.total_upsample
+    out, i, k = [], 0, len(frames)
+
+    def straddles() -> bool:
+        return codec.reference_chunking and codec.frames % codec.chunk_size + chunk > codec.chunk_size
+
+    while i < k:
+        left = k - i
+        if left >= chunk and not straddles():
+            out.append(codec.push(frames[i : i + chunk].T[None])[0])
+            i += chunk
+        elif left < chunk and final and not straddles():
+            padded = np.concatenate([frames[i:], np.zeros((chunk - left, frames.shape[1]), frames.dtype)])
+            out.append(codec.push(padded.T[None])[0][: left * per_frame])
+            i = k
+        else:
+            out.append(codec.push(frames[i : i + 1].T[None])[0])
+            i += 1
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def request_keys(key: jax.Array, n: int) -> list[np.ndarray]:
+    """Per-request raw keys from one key: request i gets `fold_in(key, i)`, so request 0 of a
+    batch draws exactly what it draws alone with the same key."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return [np.asarray(jax.random.fold_in(key, i), np.uint32) for i in range(n)]
+
+
+__all__ = ["CHUNK_CAPACITY", "Chunk", "Engine", "EngineShape", "Request", "RequestHandle", "Result", "request_keys"]
