@@ -51,6 +51,7 @@ from qwen3tts_jax.code_predictor import CodePredictor
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
 from qwen3tts_jax.nn.linear import precision
 from qwen3tts_jax.nn.transformer import init_cache
+from qwen3tts_jax.prompt import embed_tracks
 from qwen3tts_jax.talker import Talker
 from qwen3tts_jax.train_data import IGNORE_INDEX, TrainBatch
 from qwen3tts_jax.typing import Array, Float, Int
@@ -155,16 +156,8 @@ def _residual_embeddings(params, codes: Int[Array, "... k"], dtype) -> Float[Arr
 
 
 def input_embeddings(talker: Talker, params, batch: TrainBatch) -> Float[Array, "b t d"]:
-    """The talker input of every position (module docstring of `train_data`)."""
-    dtype = talker.policy.dtype
-    p = {"params": params}
-    text = talker.apply(p, batch.text_ids, method=Talker.embed_text)  # b t d
-    x = jnp.where(batch.text_on[..., None], text, 0).astype(dtype)
-    codec = talker.apply(p, batch.codec_ids, method=Talker.embed_codec)
-    x = x + jnp.where(batch.codec_on[..., None], codec, 0).astype(dtype)
-    x = x + jnp.where(batch.spk_on[..., None], batch.speaker[:, None, :], 0).astype(dtype)
-    res = jnp.sum(_residual_embeddings(params, batch.res_codes, dtype), axis=2)  # b t d
-    return x + jnp.where(batch.res_on[..., None], res, 0).astype(dtype)
+    """The talker input of every position: the generation prompt's embedding (`prompt.embed_tracks`)."""
+    return embed_tracks(params, batch.tracks, talker.cfg, talker.policy)
 
 
 def subtalker_logits(cfg: Qwen3TTSConfig, policy: Policy, params, past_hidden: Float[Array, "n d"],

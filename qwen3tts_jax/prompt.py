@@ -247,3 +247,15 @@ def embed_tracks(talker_params: dict, batch: TrackBatch, cfg: TalkerConfig, poli
 def embed_text_ids(talker_params: dict, ids: Int[Array, "b u"], cfg: TalkerConfig, policy: Policy) -> Float[Array, "b u d"]:
     """`T(ids)`: the per-frame text track of a batch, in the compute dtype."""
     return Talker(cfg, policy).apply({"params": talker_params}, ids, method=Talker.embed_text).astype(policy.dtype)
+
+
+_embed_tracks = jax.jit(embed_tracks, static_argnames=("cfg", "policy"))
+
+
+def embed_prompts(talker_params: dict, cfg: Qwen3TTSConfig, policy: Policy, requests: Sequence[PromptRequest],
+                  step: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Talker inputs `(b, t, d)` and mask `(b, t)` of requests, left-padded to a bucket of `step`
+    (the prompts generation prefills; for parity notebooks and research use)."""
+    tracks = [prompt_tracks(cfg, r) for r in requests]
+    batch = collate_tracks(tracks, cfg.talker.transformer.hidden_size, bucket(max(t.length for t in tracks), step), left=True)
+    return np.asarray(_embed_tracks(talker_params, batch, cfg.talker, policy)), np.asarray(batch.mask)

@@ -167,7 +167,7 @@ class SamplerConfig:
         full = lambda x, dt: np.full((rows,), x, dt)  # noqa: E731
         return SamplerValues(full(on, np.bool_), full(self.temperature if on else 1.0, np.float32),
                              full(self.top_k if on else 0, np.int32),
-                             full(np.float32(1.0 - self.top_p) if on and self.top_p < 1.0 else 0.0, np.float32))
+                             full(top_p_cut(self.top_p) if on else 0.0, np.float32))
 
 
 def suppress_ranges(start: int, stop: int, exempt: tuple[int, ...] = ()) -> tuple[tuple[int, int], ...]:

@@ -2,8 +2,9 @@
 
 Mirrors `finetuning/dataset.py` of the official repository (QwenLM/Qwen3-TTS: `TTSDataset`,
 `collate_fn`) in what it lays out, with one deliberate difference: the prompt is the *inference*
-prompt of `Qwen3TTSForConditionalGeneration.generate` in the non-streaming layout (b), as our
-`prompt.build_prompt(..., non_streaming_mode=True)` builds it, so what is trained is what is run.
+prompt of `Qwen3TTSForConditionalGeneration.generate` in the non-streaming layout (b), built by the same
+`prompt.prompt_tracks` as generation and embedded by the same `prompt.embed_tracks`, so what is
+trained is what is run.
 In particular every text-side vector goes through `text_projection` (`T(ids) =
 text_projection(text_embedding(ids))`); some published revisions of `sft_12hz.py` add raw
 `text_embedding` instead (architecture notes, trap 16), which is not the inference path.
@@ -41,7 +42,7 @@ import jax
 import numpy as np
 
 from qwen3tts_jax.config import Qwen3TTSConfig
-from qwen3tts_jax.prompt import PromptRequest, language_id
+from qwen3tts_jax.prompt import PromptRequest, TrackBatch, bucket, prompt_tracks
 
 IGNORE_INDEX = -100  # transformers' ignore_index
 
@@ -65,8 +66,8 @@ class TrainExample:
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """Per-position arrays of one example (length L); the embedding of position i is
-    `T(text_ids[i])·text_on + C(codec_ids[i])·codec_on + speaker·spk_on + Σ_j E_j(res_codes[i, j])·res_on`."""
+    """Per-position arrays of one example (length L): the prompt's tracks (`prompt.PromptTracks`)
+    followed by the target frames and EOS, plus the labels."""
 
     text_ids: np.ndarray  # L int
     text_on: np.ndarray  # L bool
@@ -107,42 +108,23 @@ def example_layout(cfg: Qwen3TTSConfig, ex: TrainExample) -> Layout:
     if lang != "auto" and lang not in t.languages:
         raise ValueError(f"TrainExample.language={ex.language!r}: not a language of this model")
 
-    rows: list[tuple[int, bool, int, bool, bool]] = []  # (text id, text on, codec id, codec on, spk on)
-    pad_t, bos_t, eos_t = cfg.tts_pad_token_id, cfg.tts_bos_token_id, cfg.tts_eos_token_id
-    for i in ex.instruct_ids or ():
-        rows.append((i, True, 0, False, False))
-    for i in ids[:3]:
-        rows.append((i, True, 0, False, False))
-    lid = language_id(cfg, ex.language, ex.speaker)
-    prefix = [t.codec_nothink_id, t.codec_think_bos_id, t.codec_think_eos_id] if lid is None else [
-        t.codec_think_id, t.codec_think_bos_id, lid, t.codec_think_eos_id]
-    rows += [(pad_t, True, c, True, False) for c in prefix]
-    if ex.speaker_embedding is not None:
-        rows.append((pad_t, True, 0, False, True))
-    elif ex.speaker is not None:
-        rows.append((pad_t, True, int(t.speakers[ex.speaker.lower()]), True, False))
-    rows.append((bos_t, True, t.codec_pad_id, True, False))
-    rows += [(i, True, t.codec_pad_id, True, False) for i in ids[3:-5]]
-    rows.append((eos_t, True, t.codec_pad_id, True, False))
-    rows.append((pad_t, True, t.codec_bos_id, True, False))
-    start = len(rows)
-    rows += [(pad_t, True, int(c0), True, False) for c0 in codes[:, 0]]
-    rows.append((pad_t, True, t.codec_eos_token_id, True, False))
-
-    n = len(rows)
-    text_ids, text_on, codec_ids, codec_on, spk_on = (np.array(col) for col in zip(*rows))
-    res_codes = np.zeros((n, n_groups - 1), np.int32)
-    res_on = np.zeros(n, bool)
-    res_codes[start : start + len(codes)] = codes[:, 1:]
-    res_on[start : start + len(codes)] = True
-    labels = np.full(n, IGNORE_INDEX, np.int32)
-    labels[start : start + len(codes)] = codes[:, 0]
-    labels[start + len(codes)] = t.codec_eos_token_id
     spk = None if ex.speaker_embedding is None else np.asarray(ex.speaker_embedding, np.float32).reshape(-1)
     if spk is not None and spk.shape[0] != t.transformer.hidden_size:
         raise ValueError(f"TrainExample.speaker_embedding: expected {t.transformer.hidden_size} values, got {spk.shape[0]}")
-    return Layout(text_ids.astype(np.int32), text_on.astype(bool), codec_ids.astype(np.int32), codec_on.astype(bool),
-                  spk_on.astype(bool), res_codes, res_on, labels, spk, start, codes.astype(np.int32))
+    prompt = prompt_tracks(cfg, ex.request())
+    start, nf = prompt.length, len(codes)
+    # Target frames (the generation-time input: tts_pad + Σ of the frame's codebooks), then EOS.
+    cat = lambda a, *rest: np.concatenate([a, *rest]).astype(a.dtype)  # noqa: E731
+    pad = np.full(nf + 1, cfg.tts_pad_token_id, np.int32)
+    on, off = np.ones(nf + 1, bool), np.zeros(nf + 1, bool)
+    res_on = np.concatenate([np.ones(nf, bool), [False]])
+    res_codes = np.concatenate([codes[:, 1:], np.zeros((1, n_groups - 1), codes.dtype)]).astype(np.int32)
+    labels = np.full(start + nf + 1, IGNORE_INDEX, np.int32)
+    labels[start : start + nf] = codes[:, 0]
+    labels[start + nf] = t.codec_eos_token_id
+    return Layout(cat(prompt.text_ids, pad), cat(prompt.text_on, on), cat(prompt.codec_ids, codes[:, 0], [t.codec_eos_token_id]),
+                  cat(prompt.codec_on, on), cat(prompt.spk_on, off), cat(prompt.res_codes, res_codes),
+                  cat(prompt.res_on, res_on), labels, spk, start, codes.astype(np.int32))
 
 
 @jax.tree_util.register_dataclass
@@ -169,9 +151,11 @@ class TrainBatch:
         b, t = self.mask.shape
         return b, t, self.frame_pos.shape[1]
 
-
-def _bucket(n: int, step: int) -> int:
-    return max(step, -(-n // step) * step)
+    @property
+    def tracks(self) -> TrackBatch:
+        """The input tracks, for `prompt.embed_tracks`."""
+        return TrackBatch(self.text_ids, self.text_on, self.codec_ids, self.codec_on, self.spk_on, self.res_codes,
+                          self.res_on, self.speaker, self.mask)
 
 
 def collate(layouts: Sequence[Layout], hidden_size: int, length_bucket: int = 32, frame_bucket: int = 16,
@@ -180,8 +164,8 @@ def collate(layouts: Sequence[Layout], hidden_size: int, length_bucket: int = 32
     if not layouts:
         raise ValueError("collate: no examples")
     b = len(layouts)
-    t = _bucket(max(x.length for x in layouts), length_bucket)
-    f = _bucket(max(len(x.codes) for x in layouts), frame_bucket)
+    t = bucket(max(x.length for x in layouts), length_bucket)
+    f = bucket(max(len(x.codes) for x in layouts), frame_bucket)
     q = num_code_groups
     out = dict(
         text_ids=np.zeros((b, t), np.int32), text_on=np.zeros((b, t), bool), codec_ids=np.zeros((b, t), np.int32),

@@ -4,6 +4,8 @@ end-to-end greedy codes."""
 
 from __future__ import annotations
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,9 +14,10 @@ import torch
 
 from conftest import assert_close
 from qwen3tts_jax.config import GenerationConfig, Policy, Qwen3TTSConfig
-from qwen3tts_jax.generate import Decoder, generate_codes
+from qwen3tts_jax.engine import Engine, EngineShape, Request, request_keys
 from qwen3tts_jax.nn.attention import attend, attend_live
-from qwen3tts_jax.prompt import PromptEmbedder, PromptRequest, batch_prompts, build_prompt
+from qwen3tts_jax.prompt import PromptRequest
+from qwen3tts_jax.sharding import Placement
 from qwen3tts_jax.sampling import SamplingConfig
 from qwen3tts_jax.talker import Talker, talker_cache
 from qwen3tts_jax.weights import load_model_params
@@ -92,10 +95,10 @@ def test_blocked_generation_codes_identical(tiny_model):
     out = {}
     for block in (8, 0):
         policy = Policy(attention_block=block)
-        emb = PromptEmbedder(params["talker"], cfg, policy)
-        batch = batch_prompts([build_prompt(emb, cfg, r) for r in reqs], emb.text([cfg.tts_pad_token_id])[0])
-        dec = Decoder(cfg, policy, SamplingConfig.from_configs(g, cfg.talker))
-        out[block] = generate_codes(dec, params["talker"], batch.embeds, batch.mask, batch.trailing, 30, jax.random.PRNGKey(0))
+        model = types.SimpleNamespace(config=cfg, policy=policy, params=params, placement=Placement())
+        sampling = SamplingConfig.from_configs(g, cfg.talker)
+        requests = [Request(r, sampling, 30, k, audio=False) for r, k in zip(reqs, request_keys(jax.random.PRNGKey(0), 2))]
+        out[block] = [r.codes for r in Engine(model, EngineShape.fit(requests, cfg, Placement())).run(requests)]
     with torch.no_grad():
         want, _ = ref.generate(input_ids=[torch.tensor([r.text_ids]) for r in reqs], languages=[r.language for r in reqs],
                                speakers=[r.speaker for r in reqs], non_streaming_mode=True, max_new_tokens=30,

@@ -18,7 +18,7 @@ import pytest
 from conftest import assert_close
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
 from qwen3tts_jax.finetune import Trainer, TrainConfig, input_embeddings, restore_checkpoint, save_checkpoint
-from qwen3tts_jax.prompt import PromptEmbedder, build_prompt
+from qwen3tts_jax.prompt import codebook_tables, embed_prompts, sum_codebook_embeddings
 from qwen3tts_jax.talker import Talker
 from qwen3tts_jax.train_data import IGNORE_INDEX, TrainExample, example_layout, iterate_batches, make_batch
 from qwen3tts_jax.weights import flax_path, load_model_params
@@ -63,20 +63,25 @@ def _load(tiny_model, name):
 
 @pytest.mark.parametrize("name", ["base-0b6-gqa", "custom-1b7-gqa"])
 def test_layout_is_the_inference_prompt_plus_frames(tiny_model, name):
+    """Training embeds, through the one builder and embedding, the prompt generation prefills
+    (non-streaming), then each target frame the way the frame step feeds it back (tts_pad + the
+    16 codebook embeddings), then tts_pad + C(EOS)."""
     _, cfg, params = _load(tiny_model, name)
     policy = Policy()
     examples = _examples(cfg)
     batch = make_batch(cfg, examples)
     embed = jax.jit(lambda p, b: input_embeddings(Talker(cfg.talker, policy), p, b))
     x = np.asarray(embed(params, jax.tree.map(jnp.asarray, batch)))
-    emb = PromptEmbedder(params, cfg, policy)
-    tts_pad = emb.text([cfg.tts_pad_token_id])[0]
+    talker = Talker(cfg.talker, policy)
+    t_pad = np.asarray(talker.apply({"params": params}, jnp.array([[cfg.tts_pad_token_id]]), method=Talker.embed_text))[0, 0]
+    tables = codebook_tables(params, cfg.talker.num_code_groups)
     for row, ex in enumerate(examples):
         lay = example_layout(cfg, ex)
-        prompt, trailing = build_prompt(emb, cfg, ex.request())
-        assert lay.frame_start == len(prompt)
-        assert_close(trailing, tts_pad[None], 0, f"non-streaming text track is tts_pad [{name}]")
-        want = np.concatenate([prompt, emb.codes(ex.codes) + tts_pad, emb.codec([cfg.talker.codec_eos_token_id]) + tts_pad])
+        prompt, mask = embed_prompts(params, cfg, policy, [ex.request()], step=1)
+        assert lay.frame_start == prompt.shape[1] and mask.all()
+        frames = np.asarray(sum_codebook_embeddings(tables, jnp.asarray(ex.codes), policy.dtype)) + t_pad
+        eos = np.asarray(tables[0][cfg.talker.codec_eos_token_id]) + t_pad
+        want = np.concatenate([prompt[0], frames, eos[None]])
         assert_close(x[row, : lay.length], want, 1e-5, f"train layout == inference prompt + frames [{name}, row {row}]")
         assert not batch.mask[row, lay.length:].any() and (batch.labels[row, lay.length:] == IGNORE_INDEX).all()
         # Labels: c0 of every frame at its own position, then EOS; nothing on the prompt.

@@ -74,7 +74,7 @@ def history(batch: int, seed: int = 1) -> np.ndarray:
 def talker_cfg(do_sample, temperature, top_k, top_p, penalty, vocab=VOCAB, eos=EOS, tail=1024):
     gen = GenerationConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                            repetition_penalty=penalty)
-    return S.SamplingConfig.from_generation_config(gen, vocab_size=vocab, eos_token_id=eos, suppressed_tail=tail).talker
+    return S.SamplingConfig.from_generation_config(gen, vocab_size=vocab, eos_token_id=eos, suppressed_tail=tail)
 
 
 def hf_chain(**kwargs):
@@ -129,11 +129,21 @@ def assert_scores_match(ours, ref, tie_rows, what: str, top_p_active: bool) -> N
                                    err_msg=f"{what}: row {r} keeps a different multiset of scores")
 
 
-# Jitted once per module (op-by-op eager dispatch compiles every primitive and is slower).
-_talker_scores = jax.jit(S.talker_scores, static_argnames="cfg")
-_subtalker_scores = jax.jit(S.subtalker_scores, static_argnames="cfg")
-_sample_talker = jax.jit(S.sample_talker, static_argnames="cfg")
-_sample_subtalker = jax.jit(S.sample_subtalker, static_argnames="cfg")
+def _hf_scores(processed, values: S.SamplerValues):
+    """HF's `next_token_scores`: the processed scores, warped on the rows that sample."""
+    return jnp.where(values.do_sample[:, None], S.warp(processed, values), processed)
+
+
+def _full_talker_scores(logits, seen, n, values, program):
+    return _hf_scores(S.talker_scores(logits, seen, n, values, program), values.talker)
+
+
+# Jitted once per module (op-by-op eager dispatch compiles every primitive and is slower). The
+# settings go in as traced per-row values: one compile serves every setting.
+_talker_scores = jax.jit(_full_talker_scores, static_argnames="program")
+_subtalker_scores = jax.jit(lambda x, values: _hf_scores(x.astype(jnp.float32), values))
+_sample_talker = jax.jit(S.sample_talker, static_argnames="program")
+_sample_subtalker = jax.jit(S.sample_subtalker, static_argnames="sample")
 _seen_from_tokens = jax.jit(S.seen_from_tokens, static_argnames="vocab")
 _mark_seen = jax.jit(S.mark_seen)
 
@@ -152,14 +162,15 @@ def test_talker_scores_match_hf(setting, torch_threads):
     chain = hf_talker_chain(*setting)
     for step in STEPS:
         seen = _seen_from_tokens(jnp.asarray(hist), jnp.int32(step), vocab=VOCAB)
-        ours = _talker_scores(jnp.asarray(logits), seen, jnp.int32(step), cfg=cfg)
+        values = cfg.values(len(logits))
+        ours = _talker_scores(jnp.asarray(logits), seen, jnp.int32(step), values, program=cfg.program())
         ref = run_hf(chain, hist[:, :step], logits)
         what = f"talker {setting} step {step}"
         assert_scores_match(ours, ref, tie_rows, what, top_p_active=setting[0] and setting[3] < 1.0)
         # EOS stays blocked for exactly the first two tokens, then the peaked rows pick it.
         assert np.isneginf(np.asarray(ours)[:, EOS]).all() == (step < 2), what
         if not setting[0]:  # greedy: the very same pick (first max on ties, as torch.argmax)
-            picks = S.pick(ours, None, cfg.sampler)
+            picks = S.pick(ours, None, values.talker, sample=False)
             np.testing.assert_array_equal(np.asarray(picks), ref.argmax(-1), err_msg=what)
 
 
@@ -171,11 +182,12 @@ def test_subtalker_scores_match_hf(setting, torch_threads):
     cfg = S.SamplerConfig(do_sample, temperature, top_k, top_p)
     # What `code_predictor.generate` gets: the four switches, no EOS, no penalty.
     chain = hf_chain(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
-    ours = _subtalker_scores(jnp.asarray(logits), cfg=cfg)
+    ours = _subtalker_scores(jnp.asarray(logits), cfg.values(len(logits)))
     ref = run_hf(chain, np.zeros((len(logits), 0), np.int64), logits)
     assert_scores_match(ours, ref, tie_rows, f"subtalker {setting}", top_p_active=do_sample and top_p < 1.0)
     if not do_sample:
-        np.testing.assert_array_equal(np.asarray(_sample_subtalker(jnp.asarray(logits), None, cfg=cfg)), ref.argmax(-1))
+        picks = _sample_subtalker(jnp.asarray(logits), None, cfg.values(len(logits)), sample=False)
+        np.testing.assert_array_equal(np.asarray(picks), ref.argmax(-1))
 
 
 @pytest.mark.reference
@@ -199,7 +211,7 @@ def test_individual_processors_match_hf(torch_threads):
             "temperature 0.9": S.apply_temperature(x, 0.9),
         }
         out |= {f"top_k {k}": S.apply_top_k(x, k) for k in top_ks}
-        out |= {f"top_p {p}": S.apply_top_p(x, p) for p in top_ps}
+        out |= {f"top_p {p}": S.apply_top_p(x, S.top_p_cut(p)) for p in top_ps}
         return out | {f"min_new_tokens step {n}": S.apply_min_new_tokens(x, n, 2, EOS) for n in (0, 1, 2)}
 
     ours = ours_all(jnp.asarray(logits), _seen_from_tokens(jnp.asarray(hist), HIST, vocab=VOCAB))
@@ -236,7 +248,7 @@ def test_greedy_loop_matches_hf(torch_threads):
     def run(all_logits):
         def body(state):
             t, seen, out = state
-            tok = S.sample_talker(all_logits[t], seen, t, None, cfg)
+            tok = S.sample_talker(all_logits[t], seen, t, None, cfg.values(b), cfg.program())
             return t + 1, S.mark_seen(seen, tok), out.at[:, t].set(tok)
 
         init = (jnp.int32(0), S.init_seen(b, VOCAB), jnp.zeros((b, steps), jnp.int32))
@@ -266,9 +278,10 @@ def test_sampled_scan_scores_match_hf(torch_threads):
         def body(carry, xs):
             seen, t = carry
             step_logits, k = xs
-            scores = S.talker_scores(step_logits, seen, t, cfg)
-            tok = S.pick(scores, k, cfg.sampler)
-            return (S.mark_seen(seen, tok), t + 1), (scores, tok)
+            values = cfg.values(b)
+            processed = S.talker_scores(step_logits, seen, t, values, cfg.program())
+            tok = S.pick(processed, S.row_keys(k, b), values.talker)
+            return (S.mark_seen(seen, tok), t + 1), (_hf_scores(processed, values.talker), tok)
 
         keys = jax.random.split(key, steps)
         return jax.lax.scan(body, (S.init_seen(b, VOCAB), jnp.int32(0)), (all_logits, keys))[1]
@@ -290,12 +303,16 @@ def test_sampled_scan_scores_match_hf(torch_threads):
 def test_same_key_same_sample_and_keys_differ():
     cfg = S.SamplerConfig(True, 1.0, 50, 1.0)
     logits = jnp.zeros((32, SUB_VOCAB))  # flat: 50+ equally likely ids per row
-    a = _sample_subtalker(logits, jax.random.key(1), cfg=cfg)
-    b = _sample_subtalker(logits, jax.random.key(1), cfg=cfg)
-    c = _sample_subtalker(logits, jax.random.key(2), cfg=cfg)
+    v = cfg.values(32)
+    a = _sample_subtalker(logits, S.row_keys(jax.random.key(1), 32), v)
+    b = _sample_subtalker(logits, S.row_keys(jax.random.key(1), 32), v)
+    c = _sample_subtalker(logits, S.row_keys(jax.random.key(2), 32), v)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert (np.asarray(a) != np.asarray(c)).any()
-    assert len(set(np.asarray(a).tolist())) > 5  # rows draw independently from one key
+    assert len(set(np.asarray(a).tolist())) > 5  # rows draw independently, each with its own key
+    # A row's draw depends on its own key only: the same key in another batch draws the same.
+    solo = _sample_subtalker(logits[:1], S.row_keys(jax.random.key(1), 32)[3:4], cfg.values(1))
+    assert int(solo[0]) == int(a[3])
     assert a.dtype == jnp.int32 and a.shape == (32,)
 
 
@@ -311,18 +328,21 @@ def test_empirical_distribution_matches_processed_softmax(pipeline):
         cfg = talker_cfg(True, 0.8, 20, 0.95, 1.3, vocab=vocab, eos=70, tail=32)
         row[70] = 4.0
         seen = _mark_seen(S.init_seen(1, vocab), jnp.array([int(np.argmax(row))]))
-        scores = _talker_scores(jnp.asarray(row)[None], seen, 5, cfg=cfg)
-        few = _sample_talker(jnp.broadcast_to(row, (m, vocab)), jnp.broadcast_to(seen, (m, vocab)), 5, key, cfg=cfg)
-        sampler = cfg.sampler
+        processed = S.talker_scores(jnp.asarray(row)[None], seen, 5, cfg.values(1), cfg.program())
+        few = _sample_talker(jnp.broadcast_to(row, (m, vocab)), jnp.broadcast_to(seen, (m, vocab)), 5, S.row_keys(key, m),
+                             cfg.values(m), program=cfg.program())
+        sampler = cfg.talker.sampler
     else:
-        cfg = sampler = S.SamplerConfig(True, 1.2, 30, 0.9)
-        scores = _subtalker_scores(jnp.asarray(row)[None], cfg=cfg)
-        few = _sample_subtalker(jnp.broadcast_to(row, (m, vocab)), key, cfg=cfg)
-    # The full pipeline is `pick` of these scores: check that once, then draw many from `pick`
-    # alone (re-running the row's sort 40k times only costs time).
-    pick = jax.jit(S.pick, static_argnames="cfg")
-    np.testing.assert_array_equal(np.asarray(few), np.asarray(pick(jnp.broadcast_to(scores, (m, vocab)), key, cfg=sampler)))
-    draws = pick(jnp.broadcast_to(scores, (n, vocab)), key, cfg=sampler)
+        sampler = S.SamplerConfig(True, 1.2, 30, 0.9)
+        processed = jnp.asarray(row)[None]
+        few = _sample_subtalker(jnp.broadcast_to(row, (m, vocab)), S.row_keys(key, m), sampler.values(m))
+    scores = _hf_scores(processed, sampler.values(1))
+    # The full pipeline is `pick` of the processed scores: check that once, then draw many from
+    # `pick` alone (each row with its own key).
+    pick = jax.jit(S.pick)
+    np.testing.assert_array_equal(np.asarray(few), np.asarray(pick(jnp.broadcast_to(processed, (m, vocab)), S.row_keys(key, m),
+                                                                   sampler.values(m))))
+    draws = pick(jnp.broadcast_to(processed, (n, vocab)), S.row_keys(key, n), sampler.values(n))
     scores = np.asarray(scores)[0]
     p = np.exp(scores - scores.max())
     p /= p.sum()
@@ -348,7 +368,7 @@ def test_top_k_keeps_all_ties_at_kth_value():
 
 def test_top_p_always_keeps_the_best_token():
     x = jnp.array([[0.0, 10.0, 1.0], [5.0, 5.0, 5.0]])
-    out = np.asarray(jax.jit(S.apply_top_p, static_argnums=1)(x, 0.01))
+    out = np.asarray(jax.jit(S.apply_top_p)(x, S.top_p_cut(0.01)))
     np.testing.assert_array_equal(np.isfinite(out), [[False, True, False], [False, False, True]])
 
 
@@ -373,9 +393,10 @@ def test_min_new_tokens_per_row_counter():
 
 def test_bf16_logits_are_processed_in_fp32():
     x = jnp.ones((2, 16), jnp.bfloat16)
-    cfg = S.TalkerSamplingConfig(sampler=S.SamplerConfig(True, 0.9, 5, 0.9), repetition_penalty=1.05)
-    assert jax.eval_shape(partial(S.talker_scores, cfg=cfg), x, S.init_seen(2, 16), 0).dtype == jnp.float32
-    assert jax.eval_shape(partial(S.subtalker_scores, cfg=cfg.sampler), x).dtype == jnp.float32
+    cfg = talker_cfg(True, 0.9, 5, 0.9, 1.05, vocab=16, eos=3, tail=4)
+    f = partial(_full_talker_scores, values=cfg.values(2), program=cfg.program())
+    assert jax.eval_shape(f, x, S.init_seen(2, 16), 0).dtype == jnp.float32
+    assert jax.eval_shape(partial(_hf_scores, values=cfg.subtalker.values(2)), x.astype(jnp.float32)).dtype == jnp.float32
 
 
 # ------------------------------------------------------------------------------------------------
@@ -396,24 +417,28 @@ def test_from_generation_config_as_reference():
     assert S.SamplingConfig.from_generation_config(gen, vocab_size=VOCAB, eos_token_id=EOS).subtalker.top_k == 7
 
 
-def test_configs_are_hashable_static_args():
+def test_configs_are_hashable_and_values_are_traced():
     a = talker_cfg(True, 0.9, 50, 1.0, 1.05)
     b = talker_cfg(True, 0.9, 50, 1.0, 1.05)
-    assert a == b and hash(a) == hash(b)
+    assert a == b and hash(a) == hash(b) and hash(a.program()) == hash(b.program())
     assert S.SamplerConfig(True, 1, 0, 1) == S.SamplerConfig(True, 1.0, 0, 1.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        a.min_new_tokens = 3  # type: ignore[misc]
+        a.talker.min_new_tokens = 3  # type: ignore[misc]
     traces = []
 
-    def scores(x, cfg):
-        traces.append(cfg)
-        return S.talker_scores(x, S.init_seen(1, VOCAB), 0, cfg)
+    def scores(x, values, program):
+        traces.append(program)
+        return _full_talker_scores(x, S.init_seen(1, VOCAB), 0, values, program)
 
-    f = jax.jit(scores, static_argnames="cfg")
+    f = jax.jit(scores, static_argnames="program")
     x = jnp.zeros((1, VOCAB))
-    f(x, cfg=a)
-    f(x, cfg=b)
-    assert len(traces) == 1  # an equal config is a cache hit, not a retrace
+    for setting in [(True, 0.9, 50, 1.0, 1.05), (True, 0.7, 5, 0.9, 1.3), (True, 1.2, 0, 0.5, 1.0), (True, 0.3, 1, 0.99, 2.0)]:
+        cfg = talker_cfg(*setting)
+        f(x, cfg.values(1), program=cfg.program())
+    assert len(traces) == 1  # new sampling values are traced, not a new program
+    greedy = talker_cfg(False, 0.9, 50, 1.0, 1.05)
+    assert greedy.program() != a.program() and a.program().covers(greedy.program())
+    assert not greedy.program().covers(a.program())
 
 
 @pytest.mark.parametrize(
@@ -429,6 +454,8 @@ def test_configs_are_hashable_static_args():
         ("subtalker_temperature", 0.0, "subtalker_temperature must be > 0"),
         ("subtalker_top_p", 0.0, "subtalker_top_p"),
         ("subtalker_top_k", -3, "subtalker_top_k"),
+        ("subtalker_dosample", "yes", "subtalker_dosample must be a bool"),  # the keyword as spelled
+        ("subtalker_temperature", -2.0, r"set subtalker_dosample=False"),
     ],
 )
 def test_validation_names_the_argument(field, value, match):
@@ -446,5 +473,5 @@ def test_validation_other_cases():
     with pytest.raises(ValueError, match="suppress range"):
         S.TalkerSamplingConfig(suppress=((5, 5),))
     with pytest.raises(ValueError, match="PRNG key"):
-        S.pick(jnp.zeros((1, 4)), None, S.SamplerConfig(True))
+        S.pick(jnp.zeros((1, 4)), None, S.SamplerConfig(True).values(1))
     assert S.suppress_ranges(0, 10, (0, 3, 9, 42)) == ((1, 3), (4, 9))
