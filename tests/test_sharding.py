@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MESHES = ("data=1,model=1", "data=8", "data=4,model=2", "data=2,model=4")
+# "jax.make_mesh" is `jax.make_mesh((4, 2), ("data", "model"))` as JAX users make it (Explicit axes).
+MESHES = ("data=1,model=1", "data=8", "data=4,model=2", "data=2,model=4", "jax.make_mesh")
 # Runs use scanned layer stacks (the GPU/TPU policy) except these, which run the CPU policy's
 # unrolled stacks; scanned and unrolled decoding give identical codes (tests/test_generate.py).
 UNROLLED = ("data=4,model=2",)
@@ -36,7 +37,8 @@ WAV_TOL = 1e-4
 # The talker's stacked KV cache (layers, batch 8, slots, kv_heads 2, head_dim): batch over data,
 # kv heads over model only where 2 heads divide it.
 KV_CACHE_SPECS = {"data=1,model=1": "P()", "data=8": "P(None, 'data')",
-                  "data=4,model=2": "P(None, 'data', None, 'model')", "data=2,model=4": "P(None, 'data')"}
+                  "data=4,model=2": "P(None, 'data', None, 'model')", "data=2,model=4": "P(None, 'data')",
+                  "jax.make_mesh": "P(None, 'data', None, 'model')"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,10 +85,9 @@ def write_tiny_folder(folder: Path, seed: int = 0) -> Path:
 
 
 def _synthesize(model) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    reqs = model._custom_requests(list(TEXTS), list(SPEAKERS), None, None, True)
-    codes = model.generate_codes(reqs, do_sample=False, subtalker_dosample=False, max_new_tokens=MAX_NEW_TOKENS)
-    wavs, _ = model._decode(codes)
-    return codes, wavs
+    prompts = model._custom_requests(list(TEXTS), list(SPEAKERS), None, None, True)
+    results = model.run(model.requests(prompts, do_sample=False, subtalker_dosample=False, max_new_tokens=MAX_NEW_TOKENS))
+    return [r.codes for r in results], [r.audio for r in results]
 
 
 def _save(path: Path, codes, wavs, **extra) -> None:
@@ -160,7 +161,10 @@ def mesh_worker(folder: str, out_dir: str, runs: str) -> None:
     assert jax.device_count() == 8, jax.devices()
     for run in runs.split(";"):
         t = time.perf_counter()
-        m = Qwen3TTSModel.from_pretrained(folder, scan_layers=run not in UNROLLED, mesh=None if run == "baseline" else run)
+        mesh = {"baseline": None, "jax.make_mesh": "jax"}.get(run, run)
+        if mesh == "jax":
+            mesh = jax.make_mesh((4, 2), ("data", "model"))  # JAX's default axis type: Explicit
+        m = Qwen3TTSModel.from_pretrained(folder, scan_layers=run not in UNROLLED, mesh=mesh)
         codes, wavs = _synthesize(m)
         _save(Path(out_dir) / f"{run}.npz", codes, wavs)
         info: dict = {"seconds": time.perf_counter() - t}
@@ -243,6 +247,15 @@ def test_make_mesh_needs_enough_devices():
     assert dict(make_mesh({"model": 1}).shape) == {"data": 1, "model": 1}
     with pytest.raises(ValueError, match="axis=size"):
         make_mesh({"tensor": 1})
+    # A mesh as JAX users make it: Explicit axes by default, converted to Auto, devices kept.
+    from jax.sharding import AxisType
+
+    explicit = jax.make_mesh((1, 1), ("data", "model"), axis_types=(AxisType.Explicit,) * 2)
+    converted = make_mesh(explicit)
+    assert converted.axis_types == (AxisType.Auto, AxisType.Auto) and converted.devices.tolist() == explicit.devices.tolist()
+    assert make_mesh(jax.make_mesh((1,), ("data",))).axis_names == ("data",)
+    with pytest.raises(ValueError, match=r"axis names must be \('data', 'model'\).*\('x', 'y'\)"):
+        make_mesh(jax.make_mesh((1, 1), ("x", "y")))
 
 
 def test_partition_specs_and_fallbacks():
@@ -337,29 +350,29 @@ def test_unknown_paths_and_ranks_are_errors():
         logical_axes("talker/model/layers_0/mlp/up_proj/weight", (2, 3, 4))
 
 
-def test_decode_state_is_covered():
-    """Every leaf of the decoding state (unrolled and scanned caches) has table axes."""
+def test_slot_state_and_inputs_are_covered():
+    """Every leaf of the engine's slot state (unrolled and scanned caches) and of its admission
+    inputs has table axes."""
     import jax
-    import jax.numpy as jnp
 
     from qwen3tts_jax import presets
-    from qwen3tts_jax.config import GenerationConfig, Policy, Qwen3TTSConfig
-    from qwen3tts_jax.generate import Decoder
-    from qwen3tts_jax.random_model import random_model_params
-    from qwen3tts_jax.sampling import SamplingConfig
+    from qwen3tts_jax.config import Policy, Qwen3TTSConfig
+    from qwen3tts_jax.generate import FrameSampler
+    from qwen3tts_jax.prompt import PromptRequest, collate_tracks, prompt_tracks
+    from qwen3tts_jax.sampling import SamplingProgram
     from qwen3tts_jax.sharding import logical_axes, path_str
-    from qwen3tts_jax.weights import layout_model_params
 
     cfg = Qwen3TTSConfig.from_dict(presets.model_config("custom_voice", "tiny"))
-    params = random_model_params(cfg, 0)
     for scan in (False, True):
-        policy = Policy(scan_layers=scan)
-        dec = Decoder(cfg, policy, SamplingConfig.from_configs(GenerationConfig(), cfg.talker))
-        p = layout_model_params(params, cfg, scan)["talker"]
-        state = jax.eval_shape(lambda p, e, m, k, dec=dec: dec.prefill(p, e, m, 40, 16, k), p, jnp.zeros((2, 24, 64)),
-                               jnp.ones((2, 24), bool), jax.random.PRNGKey(0))
-        for kp, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-            assert len(logical_axes("state/" + path_str(kp), leaf.shape)) == leaf.ndim
+        sampler = FrameSampler(cfg, Policy(scan_layers=scan), SamplingProgram())
+        state = jax.eval_shape(lambda: sampler.init_state(4, 256, 128, 8))
+        tracks = collate_tracks([prompt_tracks(cfg, PromptRequest((1, 2, 3, 9, 9, 1, 2, 3, 4, 5), speaker="ryan"))],
+                                cfg.talker.transformer.hidden_size, 32, left=True)
+        values = sampler.neutral_values(4)
+        for prefix, tree in (("state", state), ("prompt", tracks), ("input/values", values)):
+            for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+                path = "/".join(p for p in (prefix, path_str(kp)) if p)
+                assert len(logical_axes(path, np.shape(leaf))) == np.ndim(leaf), path
 
 
 def test_sharded_load_equals_plain_load(tmp_path):
