@@ -382,7 +382,7 @@ def worker_ours(args) -> dict:
     dtype = model.policy.dtype
 
     def prepared(texts, frames, budget_tokens=None):
-        reqs = model._custom_requests(texts, SPEAKER, LANGUAGE, None, True)
+        reqs = model.custom_voice_prompts(texts, SPEAKER, LANGUAGE, None, True)
         batch, decoder = model._prepare(reqs, _greedy(model, frames))
         decoder = _never_stop(decoder)
         budget = gen.frame_budget(budget_tokens or frames + 1)

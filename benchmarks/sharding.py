@@ -64,7 +64,7 @@ def run_config(spec: str, args) -> dict:
     rows = int(batch) if batch else args.rows_per_replica * data
     texts = [TEXTS[i % len(TEXTS)] for i in range(rows)]
     speaker = (model.get_supported_speakers() or [None])[0]
-    reqs = model._custom_requests(texts, speaker, None, None, True)
+    reqs = model.custom_voice_prompts(texts, speaker, None, None, True)
     kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=args.max_new_tokens, seed=0)
     gen_first, gen_s, codes = _timed(lambda: model.generate_codes(reqs, **kw), args.reps)
     frames = int(sum(len(c) for c in codes))

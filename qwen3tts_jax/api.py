@@ -215,8 +215,12 @@ class Qwen3TTSModel:
         return items
 
     # ------------------------------------------------------------------ request building
+    # `*_prompts` take the arguments of the matching `generate_*` method (validated here, before
+    # any work) and return tokenized `PromptRequest`s; `requests` adds sampling, budget and keys;
+    # `run`/`engine` generate. `generate_*` is exactly these three steps.
 
-    def _clone_requests(self, text, language, ref_audio, ref_text, x_vector_only_mode, voice_clone_prompt, non_streaming_mode):
+    def voice_clone_prompts(self, text, language=None, ref_audio=None, ref_text=None, x_vector_only_mode=False,
+                            voice_clone_prompt=None, non_streaming_mode=False) -> list[PromptRequest]:
         self._require("base", "generate_voice_clone")
         texts = self._texts(text)
         langs = self._languages(language, len(texts))
@@ -246,7 +250,7 @@ class Qwen3TTSModel:
                 ref_code=np.asarray(it.ref_code) if icl else None, non_streaming_mode=bool(non_streaming_mode)))
         return reqs
 
-    def _custom_requests(self, text, speaker, language, instruct, non_streaming_mode):
+    def custom_voice_prompts(self, text, speaker, language=None, instruct=None, non_streaming_mode=True) -> list[PromptRequest]:
         self._require("custom_voice", "generate_custom_voice")
         texts = self._texts(text)
         langs = self._languages(language, len(texts))
@@ -263,7 +267,7 @@ class Qwen3TTSModel:
                               non_streaming_mode=bool(non_streaming_mode))
                 for t, lang, s, ins in zip(texts, langs, speakers, instructs)]
 
-    def _design_requests(self, text, instruct, language, non_streaming_mode):
+    def voice_design_prompts(self, text, instruct, language=None, non_streaming_mode=True) -> list[PromptRequest]:
         self._require("voice_design", "generate_voice_design")
         texts = self._texts(text)
         langs = self._languages(language, len(texts))
@@ -331,31 +335,31 @@ class Qwen3TTSModel:
 
     def generate_voice_clone(self, text, language=None, ref_audio=None, ref_text=None, x_vector_only_mode=False,
                              voice_clone_prompt=None, non_streaming_mode=False, **kwargs):
-        reqs = self._clone_requests(text, language, ref_audio, ref_text, x_vector_only_mode, voice_clone_prompt, non_streaming_mode)
+        reqs = self.voice_clone_prompts(text, language, ref_audio, ref_text, x_vector_only_mode, voice_clone_prompt, non_streaming_mode)
         return self._synthesize(reqs, kwargs)
 
     def generate_custom_voice(self, text, speaker, language=None, instruct=None, non_streaming_mode=True, **kwargs):
-        return self._synthesize(self._custom_requests(text, speaker, language, instruct, non_streaming_mode), kwargs)
+        return self._synthesize(self.custom_voice_prompts(text, speaker, language, instruct, non_streaming_mode), kwargs)
 
     def generate_voice_design(self, text, instruct, language=None, non_streaming_mode=True, **kwargs):
-        return self._synthesize(self._design_requests(text, instruct, language, non_streaming_mode), kwargs)
+        return self._synthesize(self.voice_design_prompts(text, instruct, language, non_streaming_mode), kwargs)
 
     # ------------------------------------------------------------------ streaming
 
     def stream_voice_clone(self, text, language=None, ref_audio=None, ref_text=None, x_vector_only_mode=False,
                            voice_clone_prompt=None, non_streaming_mode=False, chunk_frames: int = 4,
                            first_chunk_frames: int = 1, **kwargs):
-        reqs = self._clone_requests(text, language, ref_audio, ref_text, x_vector_only_mode, voice_clone_prompt, non_streaming_mode)
+        reqs = self.voice_clone_prompts(text, language, ref_audio, ref_text, x_vector_only_mode, voice_clone_prompt, non_streaming_mode)
         return self._stream(reqs, kwargs, chunk_frames, first_chunk_frames)
 
     def stream_custom_voice(self, text, speaker, language=None, instruct=None, non_streaming_mode=True,
                             chunk_frames: int = 4, first_chunk_frames: int = 1, **kwargs):
-        return self._stream(self._custom_requests(text, speaker, language, instruct, non_streaming_mode), kwargs,
+        return self._stream(self.custom_voice_prompts(text, speaker, language, instruct, non_streaming_mode), kwargs,
                             chunk_frames, first_chunk_frames)
 
     def stream_voice_design(self, text, instruct, language=None, non_streaming_mode=True, chunk_frames: int = 4,
                             first_chunk_frames: int = 1, **kwargs):
-        return self._stream(self._design_requests(text, instruct, language, non_streaming_mode), kwargs,
+        return self._stream(self.voice_design_prompts(text, instruct, language, non_streaming_mode), kwargs,
                             chunk_frames, first_chunk_frames)
 
     def _stream(self, prompts: list[PromptRequest], kwargs: dict, chunk_frames: int,

@@ -412,6 +412,20 @@ class Engine:
         h._finish(Result(h.id, codes, audio, reason, slot.prompt_tokens, h.first_audio, time.perf_counter() - h.submitted,
                          context_tail=slot.context_tail))
 
+    def _fail_all(self, message: str) -> None:
+        """End every request in a slot with an error and start from empty slots."""
+        for row, slot in enumerate(self._slots):
+            if slot is not None:
+                h = slot.handle
+                q = self.cfg.talker.num_code_groups
+                h._finish(Result(h.id, np.zeros((0, q), np.int32), None, "error", slot.prompt_tokens, h.first_audio,
+                                 time.perf_counter() - h.submitted, error=message))
+                self._slots[row] = None
+        self._codec = None
+        if self._sampler is not None:
+            s = self.shape
+            self._state = self._compiled.init(s.slots, s.cache_slots, s.text_track, s.chunk)
+
     def _end_cancelled(self) -> None:
         with self._lock:
             cancelled, self._cancelled = self._cancelled, set()
@@ -420,6 +434,64 @@ class Engine:
             self._emit(rows, set(rows))
         for row in rows:
             self._end(row, "cancelled")
+
+
+class EngineLoop:
+    """An `Engine` stepped by its own thread while it has work; `submit`/`cancel` from any thread
+    (a server's request handlers). Handles are read with `iter(handle)` / `handle.result()`,
+    or from asyncio through `handle.events` (a thread-safe queue).
+
+    A step that raises (a bug: requests are checked at `submit`) ends the requests in the slots
+    with finish reason "error" and the message, resets the slots, and the loop goes on."""
+
+    def __init__(self, engine: Engine):
+        engine.threaded = True
+        self.engine = engine
+        self._wake = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="qwen3tts-engine", daemon=True)
+        self.steps = 0
+        self.last_error: str | None = None
+
+    def start(self) -> "EngineLoop":
+        self._thread.start()
+        return self
+
+    def submit(self, request: Request) -> RequestHandle:
+        handle = self.engine.submit(request)
+        with self._wake:
+            self._wake.notify()
+        return handle
+
+    def cancel(self, request_id: str) -> None:
+        self.engine.cancel(request_id)
+        with self._wake:
+            self._wake.notify()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Cancel everything still queued or running, and end the thread."""
+        with self.engine._lock:
+            ids = [h.id for h, _ in self.engine._waiting] + [s.handle.id for s in self.engine._slots if s is not None]
+        for i in ids:
+            self.engine.cancel(i)
+        with self._wake:
+            self._stop = True
+            self._wake.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stop and self.engine.idle and not self.engine._cancelled:
+                    self._wake.wait()
+                if self._stop and self.engine.idle:
+                    return
+            try:
+                self.engine.step()
+                self.steps += 1
+            except Exception as err:  # noqa: BLE001 - reported to every request it touched
+                self.last_error = f"{type(err).__name__}: {err}"
+                self.engine._fail_all(self.last_error)
 
 
 class _RowCodecs:
@@ -485,4 +557,4 @@ def request_keys(key: jax.Array, n: int) -> list[np.ndarray]:
     return [np.asarray(jax.random.fold_in(key, i), np.uint32) for i in range(n)]
 
 
-__all__ = ["CHUNK_CAPACITY", "Chunk", "Engine", "EngineShape", "Request", "RequestHandle", "Result", "request_keys"]
+__all__ = ["CHUNK_CAPACITY", "Chunk", "Engine", "EngineLoop", "EngineShape", "Request", "RequestHandle", "Result", "request_keys"]

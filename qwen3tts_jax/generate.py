@@ -29,7 +29,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from qwen3tts_jax import sampling
 from qwen3tts_jax.code_predictor import CodePredictor, embed_codes, head_logits, predictor_cache
@@ -40,7 +39,7 @@ from qwen3tts_jax.prompt import TrackBatch, codebook_tables, embed_text_ids, emb
 from qwen3tts_jax.sampling import SamplingProgram, SamplingValues
 from qwen3tts_jax.sharding import Placement
 from qwen3tts_jax.talker import Talker
-from qwen3tts_jax.typing import Array, Bool, Float, Int, PRNGKey
+from qwen3tts_jax.typing import Array, Bool, Float, Int
 
 # `SlotState.reason`: why a row stopped (0 while it runs or the slot is idle).
 RUNNING, STOP, LENGTH = 0, 1, 2
@@ -140,7 +139,7 @@ class FrameSampler:
             table, head, k = xs
             emb = jnp.take(table, prev, axis=0)[:, None].astype(self.policy.dtype)
             h, cache = cp.apply(p, emb, jnp.ones((b, 1), bool), cache)
-            nxt = sampling.sample_subtalker(linear(h[:, -1], head, form=self.policy.matmul).astype(jnp.float32), k,
+            nxt = sampling.sample_subtalker(linear(h[:, -1], head).astype(jnp.float32), k,
                                             values, sub)
             return (cache, nxt), nxt
 
@@ -307,4 +306,3 @@ def compile_count(sampler: FrameSampler) -> dict[str, int]:
 __all__ = ["FINISH_REASONS", "LENGTH", "RUNNING", "STOP", "Compiled", "FrameSampler", "SlotState", "cache_slots",
            "compile_count", "compiled"]
 
-_ = (np, Bool, PRNGKey)  # typing names used in annotations only

@@ -49,7 +49,7 @@ MIXED = [
 def _mixed_requests(model):
     out = []
     for i, (text, icl, nsm, kw) in enumerate(MIXED):
-        prompts = model._clone_requests(text, "english", None, None, False, [_clone_item(model, icl, i)], nsm)
+        prompts = model.voice_clone_prompts(text, "english", None, None, False, [_clone_item(model, icl, i)], nsm)
         (req,) = model.requests(prompts, audio=False, **kw)
         out.append(req)
     return out
@@ -89,7 +89,7 @@ def test_staggered_admission_equals_alone(base):
 def test_sampling_values_do_not_recompile(custom):
     kw = dict(max_new_tokens=6, seed=1)
     custom.generate_custom_voice("Compile once.", "ryan", temperature=0.9, **kw)
-    program = custom.requests(custom._custom_requests("x", "ryan", None, None, True), **kw)[0].sampling.program()
+    program = custom.requests(custom.custom_voice_prompts("x", "ryan", None, None, True), **kw)[0].sampling.program()
     sampler = gen.FrameSampler(custom.config, custom.policy, program, custom.placement)
     before = gen.compile_count(sampler)
     for t, p, r, k in [(0.7, 1.0, 1.05, 50), (1.2, 0.9, 1.0, 0), (0.5, 0.5, 1.3, 5), (1.0, 0.99, 2.0, 1), (0.3, 0.8, 1.1, 20)]:
@@ -100,7 +100,7 @@ def test_sampling_values_do_not_recompile(custom):
 
 def test_a_slot_frees_when_its_request_ends_and_on_cancel(custom):
     kw = dict(do_sample=False, subtalker_dosample=False)
-    prompts = custom._custom_requests(["Short.", "A long request that is cancelled.", "Waiting one."], "ryan", None, None, True)
+    prompts = custom.custom_voice_prompts(["Short.", "A long request that is cancelled.", "Waiting one."], "ryan", None, None, True)
     short, long_, waiting = (custom.requests([p], audio=False, max_new_tokens=m, **kw)[0] for p, m in zip(prompts, (4, 200, 5)))
     engine = Engine(custom, EngineShape.fit([long_], custom.config, custom.placement, slots=2))
     hs, hl, hw = engine.submit(short), engine.submit(long_), engine.submit(waiting)
@@ -121,7 +121,7 @@ def test_a_slot_frees_when_its_request_ends_and_on_cancel(custom):
 
 def test_streamed_chunks_add_up_to_the_offline_result(custom):
     kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=14)
-    (req,) = custom.requests(custom._custom_requests("Streaming and offline agree.", "serena", None, None, True), **kw)
+    (req,) = custom.requests(custom.custom_voice_prompts("Streaming and offline agree.", "serena", None, None, True), **kw)
     offline = custom.run([req])[0]
     engine = Engine(custom, EngineShape.fit([req], custom.config, custom.placement), chunk_frames=4, first_chunk_frames=1)
     chunks = list(engine.submit(req))
@@ -131,7 +131,7 @@ def test_streamed_chunks_add_up_to_the_offline_result(custom):
 
 
 def test_requests_that_cannot_fit_fail_at_submit(custom):
-    (req,) = custom.requests(custom._custom_requests("Too long for this engine.", "ryan", None, None, True), max_new_tokens=600)
+    (req,) = custom.requests(custom.custom_voice_prompts("Too long for this engine.", "ryan", None, None, True), max_new_tokens=600)
     engine = Engine(custom, EngineShape(slots=1, cache_slots=256, text_track=128))
     with pytest.raises(ValueError, match=r"needs \d+ KV slots; this engine has 256"):
         engine.submit(req)

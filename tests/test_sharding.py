@@ -85,7 +85,7 @@ def write_tiny_folder(folder: Path, seed: int = 0) -> Path:
 
 
 def _synthesize(model) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    prompts = model._custom_requests(list(TEXTS), list(SPEAKERS), None, None, True)
+    prompts = model.custom_voice_prompts(list(TEXTS), list(SPEAKERS), None, None, True)
     results = model.run(model.requests(prompts, do_sample=False, subtalker_dosample=False, max_new_tokens=MAX_NEW_TOKENS))
     return [r.codes for r in results], [r.audio for r in results]
 

@@ -23,9 +23,9 @@ def test_stream_tails_reuse_the_chunk_length(monkeypatch):
     model = Qwen3TTSModel.from_pretrained("random:tiny")
     kw = dict(speaker="serena", seed=3, do_sample=False, subtalker_dosample=False)
     for m in (6, 7, 8, 9, 10, 11):  # 5..10 frames: after the 1-frame first chunk, tails of 0..3 frames
+        offline = model.generate_custom_voice("Compile counting.", max_new_tokens=m, **kw)[0][0]
         pushed.clear()
         chunks = [c for c, _ in model.stream_custom_voice("Compile counting.", max_new_tokens=m, chunk_frames=4, **kw)]
-        offline = model.generate_custom_voice("Compile counting.", max_new_tokens=m, **kw)[0][0]
         assert_close(np.concatenate(chunks) if chunks else np.zeros(0, np.float32), offline, 1e-4,
                      f"stream vs offline, max_new_tokens={m}")
         # the first chunk is one frame (first_chunk_frames=1), every later push a whole chunk
