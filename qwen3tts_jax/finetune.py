@@ -302,9 +302,9 @@ class Trainer:
 def with_talker_params(model, talker_params):
     """A `Qwen3TTSModel` sharing everything with `model` but the talker params (to generate with
     fine-tuned weights)."""
-    params = {**model.params, "talker": talker_params}
+    params = {**model.params, "talker": model.placement.model_params({"talker": talker_params}, model.config)["talker"]}
     return type(model)(model.config, params, model.text_tokenizer, model.speech_tokenizer, model.generation_config,
-                       model.policy, model.path)
+                       model.policy, model.path, model.placement)
 
 
 # ------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ The tensor-parallel layout is the usual one: q/k/v and gate/up are split on thei
 is local and one all-reduce closes each block; embedding tables and heads are split on the
 vocabulary; the codec decoder's residual units split conv1's output and conv2's input channels
 the same way, its ConvNeXt MLPs like any MLP. Nothing else is written by hand: params are placed
-with `NamedSharding`s, the decoding state is pinned with `with_sharding_constraint` at every
-prefill / frame step (`MeshDecoder`), and XLA's SPMD partitioner inserts the collectives.
+with `NamedSharding`s, the engine's slot state is pinned with `with_sharding_constraint` at every
+admission / frame step (`Placement.constrain`, called by the one generation path whether or not
+there is a mesh), and XLA's SPMD partitioner inserts the collectives.
 `shard_map` is not used: at these shapes the partitioner already emits the collectives a manual
 version would (one all-reduce per attention / MLP block, an all-gather of the vocab-split
 logits before sampling), and the exactness contract (same greedy codes as one device) is easier
@@ -25,8 +26,8 @@ Fallback to replication, per dimension: a dimension is split over a mesh axis on
 divides evenly — in *units* of what may not be cut: a fused `(heads·head_dim)` row block splits
 only on whole heads (`units`), so the tiny model's kv_heads=2 on model=4 keeps k_proj/v_proj and
 the KV cache's head axis replicated (q_proj, 4 heads, is still split), and a batch of 3 on
-data=4 is replicated (the generation helpers pad the batch to a multiple of `data` instead, see
-`generate_codes`). A mesh axis is used at most once per array.
+data=4 is replicated (the engine's slot count is rounded up to a multiple of `data` instead,
+`Placement.rows`). A mesh axis is used at most once per array.
 
 Multi-host: `initialize_distributed` wraps `jax.distributed.initialize`; meshes span every
 process's devices; params are built with `jax.make_array_from_callback`, so each process reads
@@ -43,9 +44,9 @@ jax 0.10 on CPU), the model axis spanning both processes: see tests/test_shardin
 
 or in Python, before any other JAX call:
 `sharding.initialize_distributed("host0:12355", 2, i)`, then
-`Qwen3TTSModel.from_pretrained(DIR, mesh="data=2,model=4")` on every process. Not covered
-multi-process: the streaming generators (`stream_*`, and so `synthesize`, which streams) read
-each chunk on the host as it is produced and are meant for one process.
+`Qwen3TTSModel.from_pretrained(DIR, mesh="data=2,model=4")` on every process. The engine's host
+loop is deterministic given its requests, so every process admitting the same requests in the
+same order (as `batch` does) stays in step; a server is one process.
 """
 
 from __future__ import annotations
