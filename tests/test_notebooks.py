@@ -42,3 +42,18 @@ def test_notebook_runs(name):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, errors
     print(f"[notebook] {name}: ran in {time.perf_counter() - t0:.1f} s")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_published_page_is_fresh(name):
+    """`docs/notebooks/<name>.md` (the executed page readers see on the web) was rendered from
+    the current notebook source; regenerate with `.venv/bin/python notebooks/render.py`."""
+    sys.path.insert(0, str(NOTEBOOKS))
+    import render
+
+    page = render.OUT / f"{name}.md"
+    assert render.page_hash(page) == render.source_hash(NOTEBOOKS / f"{name}.ipynb"), \
+        f"{page} is missing or stale: run `.venv/bin/python notebooks/render.py {name}`"
+    images = list((render.OUT / f"{name}_files").glob("*.png"))
+    assert images and all(f"{name}_files/{p.name}" in page.read_text(encoding="utf-8") for p in images), \
+        f"{page}: its plots are missing"
