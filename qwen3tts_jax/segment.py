@@ -99,7 +99,9 @@ _TITLES = frozenset({
 })
 # Clause marks, the first fallback for an over-long sentence: spaced ASCII ones (a comma inside
 # "1,000" or a URL is no clause) and the full-width ones, which take no space.
-_CLAUSE = re.compile(r"(?:[,;:.!?…]+[" + re.escape(_CLOSERS) + r"]*(?=\s))|(?:[，、；：]+[" + re.escape(_CLOSERS) + r"]*)")
+_CLAUSE = re.compile(
+    r"(?:[,;:.!?…]+[" + re.escape(_CLOSERS) + r"]*(?=\s))|(?:[，、；：]+[" + re.escape(_CLOSERS) + r"]*)"
+)
 # Sentence ends pysbd misses: a hard terminator run; `!?.` or an ellipsis written right after a
 # Han/kana character (Chinese typed with ASCII marks: "好吗?我们走"); `!?` or `…` then a space and a
 # letter that is not lower case ("Wow!!! Really??? Yes?! No.", "Puis rien… Enfin.").
@@ -458,7 +460,7 @@ def _merge_tiny(text, pieces, min_chars, max_tokens, count):
     pieces = list(pieces)
     i = 0
     while i < len(pieces) and len(pieces) > 1:
-        s, e, kind, p = pieces[i]
+        s, e, _, p = pieces[i]
         if _word_chars(text[s:e]) >= min_chars:
             i += 1
             continue

@@ -63,7 +63,8 @@ def test_corpus_covers_the_issue_languages():
 
 
 def test_languages_and_scripts_per_segment_under_auto():
-    segs = split_text("Hello world. 你好，世界！Bye now. こんにちは。Привет, мир. 안녕하세요 여러분. नमस्ते दुनिया। مرحبا بالعالم؟")
+    segs = split_text(
+        "Hello world. 你好，世界！Bye now. こんにちは。Привет, мир. 안녕하세요 여러분. नमस्ते दुनिया। مرحبا بالعالم؟")
     assert [(s.language, s.script) for s in segs] == [
         ("english", "latin"), ("chinese", "han"), ("english", "latin"), ("japanese", "kana"),
         ("russian", "cyrillic"), ("korean", "hangul"), ("hindi", "devanagari"), ("arabic", "arabic")]
@@ -76,7 +77,8 @@ def test_a_given_language_is_kept_and_sets_the_rules():
         ("El Sr. García llegó.", "spanish"), ("Vale.", "spanish")]
     assert [s.language for s in split_text("今天很好。明天也好。", "english")] == ["english", "english"]
     # Korean has no pysbd rules of its own: English ones, which end at a spaced "." or "?".
-    assert [s.text for s in split_text("오늘 날씨가 좋네요? 정말 그렇네요.", "korean")] == ["오늘 날씨가 좋네요?", "정말 그렇네요."]
+    assert [s.text for s in split_text("오늘 날씨가 좋네요? 정말 그렇네요.", "korean")] == [
+        "오늘 날씨가 좋네요?", "정말 그렇네요."]
 
 
 def test_digits_only_segment_takes_the_paragraph_script():
@@ -103,7 +105,8 @@ def test_blank_lines_and_line_breaks():
 
 
 def test_a_wrapped_line_is_joined():
-    text = "It was a dark and stormy night; the rain fell in\ntorrents, except at occasional\nintervals. Then\nMorning came."
+    text = ("It was a dark and stormy night; the rain fell in\ntorrents, except at occasional\n"
+            "intervals. Then\nMorning came.")
     assert [(s.text, s.boundary) for s in split_text(text)] == [
         ("It was a dark and stormy night; the rain fell in torrents, except at occasional intervals.", "sentence"),
         ("Then", "paragraph"),  # the next line starts with a capital: a break, not a wrap
@@ -165,7 +168,8 @@ def test_full_width_clause_marks_need_no_space():
     text = "我们今天去了公园，看到了很多花，还有一些小鸟在唱歌、跳舞；天气非常好。"
     segs = split_text(text, max_tokens=16, count_tokens=len)
     assert [(s.text, s.boundary) for s in segs] == [
-        ("我们今天去了公园，看到了很多花，", "clause"), ("还有一些小鸟在唱歌、跳舞；", "sentence"), ("天气非常好。", "paragraph")]
+        ("我们今天去了公园，看到了很多花，", "clause"), ("还有一些小鸟在唱歌、跳舞；", "sentence"),
+        ("天气非常好。", "paragraph")]
 
 
 def test_unpunctuated_text_falls_back_to_words():
