@@ -303,22 +303,48 @@ def _sentences(text: str, start: int, end: int, rules: str) -> list[tuple[int, i
     return spans
 
 
+# pysbd's abbreviation pass rewrites the whole text once per abbreviation it meets, so its time
+# grows with the square of the text; it runs on windows of this many characters instead, each
+# starting at a sentence end found in the one before (its rules look a few words around a mark).
+_PYSBD_WINDOW = 2000
+_PYSBD_MARGIN = 400
+
+
 def _pysbd_cuts(para: str, rules: str) -> list[int]:
-    """Where pysbd ends sentences: offsets just after each sentence's last non-space character.
-    pysbd (clean=False) returns pieces that concatenate to its input; they are found in order in
-    `para` so that an edit it might make can only lose a cut, never misplace one."""
+    """Where pysbd ends sentences: offsets just after each sentence's last non-space character
+    (the paragraph's end excluded). Cuts in the last `_PYSBD_MARGIN` characters of a window are
+    left to the next window, which starts at the window's last cut before them."""
+    cuts: list[int] = []
+    start = 0
+    while start < len(para):
+        end = min(start + _PYSBD_WINDOW, len(para))
+        found = _pysbd_window(para, start, end, rules)
+        if end == len(para):
+            cuts += found
+            break
+        inner = [c for c in found if c <= end - _PYSBD_MARGIN]
+        cuts += inner
+        start = inner[-1] if inner else end - _PYSBD_MARGIN  # one over-long sentence: move on
+    return [c for c in cuts if 0 < c < len(para.rstrip())]
+
+
+def _pysbd_window(para: str, start: int, end: int, rules: str) -> list[int]:
+    """pysbd's sentence ends in para[start:end], as offsets into para. pysbd (clean=False) returns
+    pieces that concatenate to its input; they are found in order, so that an edit it might make
+    can only lose a cut, never misplace one."""
+    window = para[start:end]
     cuts = []
     pos = 0
-    for sent in _segmenter(rules).segment(para):
+    for sent in _segmenter(rules).segment(window):
         body = sent.strip()
         if not body:
             continue
-        i = para.find(body, pos)
+        i = window.find(body, pos)
         if i < 0:
             continue
         pos = i + len(body)
-        cuts.append(pos)
-    return cuts[:-1]
+        cuts.append(start + pos)
+    return cuts[:-1] if end == len(para) else cuts
 
 
 def _shift_past_closers(para: str, c: int) -> int:
@@ -356,7 +382,7 @@ def _keep_cut(para: str, c: int) -> bool:
     """Whether a pysbd cut before offset `c` (already past closing marks) is a sentence end."""
     if c <= 0 or c >= len(para):
         return False
-    body = para[:c].rstrip(_CLOSERS + "\u00a0\u202f ")
+    body = para[max(0, c - 64):c].rstrip(_CLOSERS + "\u00a0\u202f ")  # a title is a short word
     if not body or body[-1] not in _TERMINATORS:
         return False  # pysbd splits "Item 1. Apples." before "1." and Arabic after ":"
     if body[-1] in _HARD_TERMINATORS:

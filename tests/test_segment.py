@@ -338,3 +338,45 @@ def test_default_segments_stay_under_the_ceiling():
 def test_budget_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         estimate_max_new_tokens(**kwargs)
+
+
+# --------------------------------------------------------------------------- pysbd in windows
+
+
+@pytest.mark.parametrize("window", [None, (300, 100)])
+@pytest.mark.parametrize("language", ["english", "german", "french", "spanish", "russian", "japanese"])
+def test_splits_are_local(monkeypatch, language, window):
+    """The corpus cases of one language run together split as each does alone, whether pysbd
+    sees the paragraph in one window or in many. (pysbd alone is not local: over the English
+    cases run together three times, one pass puts a cut after "Jan." that it does not put in the
+    case alone; windows of 2,000 characters, which keep its quadratic abbreviation pass bounded,
+    also keep its decisions close to what it sees of each sentence.) Chinese is left out: its
+    tiny "快点。" joins the next case's first sentence when there is one."""
+    seen = []
+    if window is not None:
+        monkeypatch.setattr(S, "_PYSBD_WINDOW", window[0])
+        monkeypatch.setattr(S, "_PYSBD_MARGIN", window[1])
+        real = S._segmenter
+
+        class Recorder:
+            def __init__(self, rules):
+                self.inner = real(rules)
+
+            def segment(self, text):
+                seen.append(len(text))
+                return self.inner.segment(text)
+
+        monkeypatch.setattr(S, "_segmenter", Recorder)
+    cases = [c for c in CORPUS if c["language"] == language and len(c["segments"]) > 1]
+    text = " ".join(c["text"] for c in cases)
+    assert [s.text for s in split_text(text, language)] == [t for c in cases for t, _ in c["segments"]]
+    if window is not None and len(text) > 300:
+        assert len(seen) > 1 and max(seen) <= 300
+
+
+def test_an_overlong_sentence_moves_the_window_on(monkeypatch):
+    monkeypatch.setattr(S, "_PYSBD_WINDOW", 200)
+    monkeypatch.setattr(S, "_PYSBD_MARGIN", 50)
+    text = "Start here. " + "Word " * 300 + "and the end. Then more."
+    segs = split_text(text, max_tokens=1000)
+    assert [s.text[:10] for s in segs] == ["Start here", "Word Word ", "Then more."]
