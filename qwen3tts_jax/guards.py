@@ -87,7 +87,8 @@ class LoopConfig:
                 raise ValueError(f"LoopConfig.{name} must be an int >= 1, got {v!r}")
         if isinstance(self.min_repeats, bool) or not isinstance(self.min_repeats, int) or self.min_repeats < 2:
             raise ValueError(f"LoopConfig.min_repeats must be an int >= 2, got {self.min_repeats!r}")
-        if not isinstance(self.min_match, (int, float)) or not 0 < self.min_match <= 1:
+        m = self.min_match
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m <= 1:
             raise ValueError(f"LoopConfig.min_match must be in (0, 1], got {self.min_match!r}")
         w = self.distinct_window
         if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w <= self.max_distinct):

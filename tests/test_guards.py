@@ -125,6 +125,7 @@ def test_config_spans_and_history():
         (dict(min_repeats=1), "min_repeats must be an int >= 2, got 1"),
         (dict(min_match=0), r"min_match must be in \(0, 1\], got 0"),
         (dict(min_match=1.5), r"min_match must be in \(0, 1\], got 1.5"),
+        (dict(min_match=True), r"min_match must be in \(0, 1\], got True"),
         (dict(distinct_window=4), r"distinct_window must be None or an int > max_distinct \(4\), got 4"),
         (dict(max_distinct=True), "max_distinct must be an int >= 1, got True"),
     ],
