@@ -21,7 +21,9 @@ import numpy as np
 from qwen3tts_jax.audio import normalize_audios
 from qwen3tts_jax.config import GenerationConfig, Policy, Qwen3TTSConfig, as_dtype
 from qwen3tts_jax.engine import Engine, EngineShape, Request, Result, request_keys
+from qwen3tts_jax import long_form
 from qwen3tts_jax.hub import resolve_folder
+from qwen3tts_jax.long_form import LongFormOptions
 from qwen3tts_jax.prompt import PromptRequest, VoiceClonePromptItem, bucket, prompt_tracks
 from qwen3tts_jax.sampling import SamplingConfig
 from qwen3tts_jax.sharding import Placement, make_mesh, model_units
@@ -74,6 +76,7 @@ class Qwen3TTSModel:
         self.path = path
         self.tts_model_type, self.tts_model_size = config.tts_model_type, config.tts_model_size
         self.last_stream_stats = StreamStats()
+        self.last_long_form: list[list[long_form.SegmentReport]] | None = None  # per text, after long_form=True
         self._codec_template = None
 
     @property
@@ -279,10 +282,12 @@ class Qwen3TTSModel:
 
     # ------------------------------------------------------------------ requests → the engine
 
-    def requests(self, prompts: list[PromptRequest], audio: bool = True, **kwargs) -> list[Request]:
+    def requests(self, prompts: list[PromptRequest], audio: bool = True, owners: list[int] | None = None,
+                 **kwargs) -> list[Request]:
         """Engine requests for already-built prompts, with the generation kwargs of `generate_*`
         (`seed=`/`key=` give request i the key `fold_in(key, i)`: request 0 of a batch draws
-        what it draws alone)."""
+        what it draws alone; with `owners`, request i draws with the key of text `owners[i]`,
+        as every segment of a long text does)."""
         gen_cfg, sampling, key = self._gen_config(dict(kwargs))
         budget = self.config.talker.transformer.max_position_embeddings
         for i, p in enumerate(prompts):
@@ -291,8 +296,9 @@ class Qwen3TTSModel:
                 raise ValueError(
                     f"text[{i}]: the prompt is {n} positions and max_new_tokens={gen_cfg.max_new_tokens}; together they exceed "
                     f"the model's position budget max_position_embeddings={budget}. Shorten the text or lower max_new_tokens.")
-        return [Request(p, sampling, gen_cfg.max_new_tokens, k, audio=audio)
-                for p, k in zip(prompts, request_keys(key, len(prompts)))]
+        keys = request_keys(key, len(prompts) if owners is None else max(owners) + 1)
+        return [Request(p, sampling, gen_cfg.max_new_tokens, keys[i if owners is None else owners[i]], audio=audio)
+                for i, p in enumerate(prompts)]
 
     def engine(self, shape: EngineShape, **kwargs) -> Engine:
         """A generation engine over this model with the given slots and lengths (see
@@ -307,8 +313,23 @@ class Qwen3TTSModel:
         """The functional layer's codes for already-built prompts: list of (T_i, 16) int arrays."""
         return [r.codes for r in self.run(self.requests(requests, audio=False, **kwargs))]
 
-    def _synthesize(self, prompts: list[PromptRequest], kwargs: dict):
+    def _long_form_plan(self, prompts: list[PromptRequest], text, kwargs: dict, options: LongFormOptions):
+        """Each text cut into segments, each segment a request with its text's voice and key."""
+        texts = self._texts(text)
+        count = lambda s: len(self.text_tokenizer.encode(s))  # noqa: E731
+        segments = long_form.split_texts(texts, [p.language for p in prompts], options, count)
+        owners = [i for i, segs in enumerate(segments) for _ in segs]
+        seg_prompts = [dataclasses.replace(prompts[i], text_ids=self.text_tokenizer.assistant_text_ids(seg.text).input_ids)
+                       for i, segs in enumerate(segments) for seg in segs]
+        explicit = kwargs.get("max_new_tokens")
+        return long_form.plan(segments, self.requests(seg_prompts, owners=owners, **kwargs), explicit, options)
+
+    def _synthesize(self, prompts: list[PromptRequest], kwargs: dict, long_form_opt=False, text=None):
         sr = self.speech_tokenizer.get_output_sample_rate()
+        options = LongFormOptions.of(long_form_opt)
+        if options is not None:
+            wavs, self.last_long_form = long_form.run(self, self._long_form_plan(prompts, text, kwargs, options), options)
+            return wavs, sr
         out = []
         for p, r in zip(prompts, self.run(self.requests(prompts, **kwargs))):
             wav = r.audio
@@ -333,37 +354,45 @@ class Qwen3TTSModel:
 
     # ------------------------------------------------------------------ public generation
 
+    # `long_form=True` (or a `LongFormOptions`): each text is cut into sentence/clause segments, each
+    # segment generated with its own budget and loop guard in the same voice, the audio joined
+    # (`qwen3tts_jax.long_form`); `model.last_long_form` says how each segment ended. Off by
+    # default: a text is then one run, exactly as the reference.
+
     def generate_voice_clone(self, text, language=None, ref_audio=None, ref_text=None, x_vector_only_mode=False,
-                             voice_clone_prompt=None, non_streaming_mode=False, **kwargs):
+                             voice_clone_prompt=None, non_streaming_mode=False, long_form=False, **kwargs):
         reqs = self.voice_clone_prompts(text, language, ref_audio, ref_text, x_vector_only_mode, voice_clone_prompt, non_streaming_mode)
-        return self._synthesize(reqs, kwargs)
+        return self._synthesize(reqs, kwargs, long_form, text)
 
-    def generate_custom_voice(self, text, speaker, language=None, instruct=None, non_streaming_mode=True, **kwargs):
-        return self._synthesize(self.custom_voice_prompts(text, speaker, language, instruct, non_streaming_mode), kwargs)
+    def generate_custom_voice(self, text, speaker, language=None, instruct=None, non_streaming_mode=True, long_form=False,
+                              **kwargs):
+        return self._synthesize(self.custom_voice_prompts(text, speaker, language, instruct, non_streaming_mode), kwargs,
+                                long_form, text)
 
-    def generate_voice_design(self, text, instruct, language=None, non_streaming_mode=True, **kwargs):
-        return self._synthesize(self.voice_design_prompts(text, instruct, language, non_streaming_mode), kwargs)
+    def generate_voice_design(self, text, instruct, language=None, non_streaming_mode=True, long_form=False, **kwargs):
+        return self._synthesize(self.voice_design_prompts(text, instruct, language, non_streaming_mode), kwargs,
+                                long_form, text)
 
     # ------------------------------------------------------------------ streaming
 
     def stream_voice_clone(self, text, language=None, ref_audio=None, ref_text=None, x_vector_only_mode=False,
                            voice_clone_prompt=None, non_streaming_mode=False, chunk_frames: int = 4,
-                           first_chunk_frames: int = 1, **kwargs):
+                           first_chunk_frames: int = 1, long_form=False, **kwargs):
         reqs = self.voice_clone_prompts(text, language, ref_audio, ref_text, x_vector_only_mode, voice_clone_prompt, non_streaming_mode)
-        return self._stream(reqs, kwargs, chunk_frames, first_chunk_frames)
+        return self._stream(reqs, kwargs, chunk_frames, first_chunk_frames, long_form, text)
 
     def stream_custom_voice(self, text, speaker, language=None, instruct=None, non_streaming_mode=True,
-                            chunk_frames: int = 4, first_chunk_frames: int = 1, **kwargs):
+                            chunk_frames: int = 4, first_chunk_frames: int = 1, long_form=False, **kwargs):
         return self._stream(self.custom_voice_prompts(text, speaker, language, instruct, non_streaming_mode), kwargs,
-                            chunk_frames, first_chunk_frames)
+                            chunk_frames, first_chunk_frames, long_form, text)
 
     def stream_voice_design(self, text, instruct, language=None, non_streaming_mode=True, chunk_frames: int = 4,
-                            first_chunk_frames: int = 1, **kwargs):
+                            first_chunk_frames: int = 1, long_form=False, **kwargs):
         return self._stream(self.voice_design_prompts(text, instruct, language, non_streaming_mode), kwargs,
-                            chunk_frames, first_chunk_frames)
+                            chunk_frames, first_chunk_frames, long_form, text)
 
     def _stream(self, prompts: list[PromptRequest], kwargs: dict, chunk_frames: int,
-                first_chunk_frames: int = 1) -> Iterator[tuple[np.ndarray, int]]:
+                first_chunk_frames: int = 1, long_form_opt=False, text=None) -> Iterator[tuple[np.ndarray, int]]:
         """Yield `(float32 audio chunk, 24000)` as frames are produced: the first chunk after
         `first_chunk_frames` frames (audio starts as early as possible), then `chunk_frames`
         frames per chunk, decoded by the codec's causal streaming decoder. The same engine and
@@ -373,10 +402,30 @@ class Qwen3TTSModel:
         for name, value in (("chunk_frames", chunk_frames), ("first_chunk_frames", first_chunk_frames)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        options = LongFormOptions.of(long_form_opt)
+        if options is not None:
+            plan = self._long_form_plan(prompts, text, kwargs, options)
+            return self._stream_long(plan, options, chunk_frames, first_chunk_frames)
         reqs = self.requests(prompts, **kwargs)
         engine = self.engine(EngineShape.fit(reqs, self.config, self.placement), chunk_frames=chunk_frames,
                              first_chunk_frames=first_chunk_frames)
         return self._stream_iter(engine, reqs[0])
+
+    def _stream_long(self, plan, options, chunk_frames, first_chunk_frames):
+        stats = self.last_stream_stats = StreamStats()
+        sr = self.speech_tokenizer.get_output_sample_rate()
+        start = time.perf_counter()
+
+        def done(reports):
+            self.last_long_form = [reports]
+
+        for audio in long_form.stream(self, plan, options, chunk_frames, first_chunk_frames, done):
+            if stats.time_to_first_audio is None:
+                stats.time_to_first_audio = time.perf_counter() - start
+            stats.audio_seconds += len(audio) / sr
+            yield audio, sr
+        stats.frames = sum(r.frames for r in self.last_long_form[0])
+        stats.total_time = time.perf_counter() - start
 
     def _stream_iter(self, engine: Engine, request: Request):
         stats = self.last_stream_stats = StreamStats()

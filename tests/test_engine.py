@@ -139,3 +139,21 @@ def test_requests_that_cannot_fit_fail_at_submit(custom):
                     program=SamplingProgram(custom.config.talker.codec_eos_token_id, req.sampling.talker.suppress, False, False))
     with pytest.raises(ValueError, match="compiled greedy-only"):
         greedy.submit(req)
+
+
+def test_a_guard_ends_its_request(custom):
+    """`Request.guard` sees the codebook-0 ids as they come and ends the request with its reason
+    (the long-form loop detector's seam); the other requests run on."""
+    import dataclasses
+
+    kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=60)
+    a, b = custom.requests(custom.custom_voice_prompts(["Guarded text.", "Free text."], "ryan"), audio=False, **kw)
+    seen = []
+
+    def guard(codes0):
+        seen.extend(codes0.tolist())
+        return "loop" if len(seen) >= 5 else None
+
+    ra, rb = custom.run([dataclasses.replace(a, guard=guard), b])
+    assert ra.finish_reason == "loop" and 5 <= len(ra.codes) < 59 and seen == ra.codes[:, 0].tolist()
+    np.testing.assert_array_equal(rb.codes, custom.run([b])[0].codes)
