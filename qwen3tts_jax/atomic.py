@@ -72,10 +72,9 @@ def atomic_path(target: str | os.PathLike, *, folder: bool = False, replace: boo
         yield tmp
         _fsync_tree(tmp)
         mask = _umask()
-        if folder:
+        if folder:  # some writers (safetensors) create their files 0600 as well
             for p in [tmp, *tmp.rglob("*")]:
-                if p.is_dir():
-                    os.chmod(p, 0o777 & ~mask)
+                os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
         else:
             os.chmod(tmp, 0o666 & ~mask)
         if not replace and (target.exists() or target.is_symlink()):

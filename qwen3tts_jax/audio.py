@@ -73,6 +73,11 @@ def _is_probably_base64(s: str) -> bool:
     return len(s) > 256 and (("/" not in s and "\\" not in s) or _B64.fullmatch(s) is not None)
 
 
+def is_local_source(s: str) -> bool:
+    """Whether `load_audio` would read `s` as a file path (not a URL, not a base64 string)."""
+    return not (_is_url(s) or (_is_probably_base64(s) and not os.path.exists(s)))
+
+
 def _short(s: str, n: int = 80) -> str:
     return repr(s) if len(s) <= n else repr(s[:n]) + f"... ({len(s)} chars)"
 
