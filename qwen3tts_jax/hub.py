@@ -12,7 +12,27 @@ CONVERTED_MARK = "params.safetensors"  # the file `qwen3tts-jax convert` writes 
 
 
 def _looks_like_repo_id(text: str) -> bool:
-    return text.count("/") == 1 and not text.startswith((".", "/", "~"))
+    # "tiny/speech_tokenizer" next to a local folder "tiny" is a path, not a repo to download.
+    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).parent.is_dir()
+
+
+def check_model_folder(folder: Path, name: str = "--model") -> None:
+    """A local model folder holds every part the loader reads (listed at once, before loading)."""
+    parts = {
+        "config.json": (folder / "config.json").is_file(),
+        "generation_config.json": (folder / "generation_config.json").is_file(),
+        "model.safetensors": (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file(),
+        "vocab.json + merges.txt (or tokenizer.json)": (folder / "tokenizer.json").is_file()
+        or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()),
+        "tokenizer_config.json": (folder / "tokenizer_config.json").is_file(),
+        "speech_tokenizer/config.json": (folder / "speech_tokenizer" / "config.json").is_file(),
+        "speech_tokenizer/model.safetensors": (folder / "speech_tokenizer" / "model.safetensors").is_file()
+        or (folder / "speech_tokenizer" / "model.safetensors.index.json").is_file(),
+    }
+    missing = [k for k, ok in parts.items() if not ok]
+    if missing:
+        raise FileNotFoundError(f"{name} {folder}: not a complete model folder; missing {', '.join(missing)} (a released "
+                                f"Qwen3-TTS-12Hz folder holds all of {', '.join(parts)})")
 
 
 def _refuse_converted(p: Path, name: str) -> None:
@@ -66,4 +86,6 @@ def peek_config(path: str | os.PathLike, name: str = "--model"):
     except FileNotFoundError:
         raise FileNotFoundError(f"{name} {text}: folder not found (a model folder, a Hugging Face repo id "
                                 f"owner/name, or random:NAME)") from None
-    return Qwen3TTSConfig.from_model_dir(folder)
+    cfg = Qwen3TTSConfig.from_model_dir(folder)  # its own errors name the file and field
+    check_model_folder(folder, name)
+    return cfg
