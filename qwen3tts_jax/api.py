@@ -23,7 +23,7 @@ from qwen3tts_jax import checks
 from qwen3tts_jax import generate as gen
 from qwen3tts_jax.audio import normalize_audios
 from qwen3tts_jax.config import GenerationConfig, Policy, Qwen3TTSConfig, as_dtype
-from qwen3tts_jax.hub import resolve_folder
+from qwen3tts_jax.hub import check_model_folder, resolve_folder
 from qwen3tts_jax.prompt import PromptEmbedder, PromptRequest, VoiceClonePromptItem, batch_prompts, build_prompt
 from qwen3tts_jax.sampling import SamplingConfig
 from qwen3tts_jax.speech_tokenizer import Qwen3TTSTokenizer
@@ -112,6 +112,7 @@ class Qwen3TTSModel:
             return cls._random(name, policy, seed, mesh)
         folder = resolve_folder(name)
         cfg = Qwen3TTSConfig.from_model_dir(folder)
+        check_model_folder(folder, "pretrained_model_name_or_path")
         if mesh is None:
             params = load_model_params(folder, cfg, dtype=dt, scan_layers=policy.scan_layers)
             speech = Qwen3TTSTokenizer.from_pretrained(folder / "speech_tokenizer", dtype=dt)

@@ -114,10 +114,14 @@ def _setup_devices(args) -> None:
 def _model_config(name: str):
     """The config of `--model` without its weights (a hub id is downloaded first)."""
     from qwen3tts_jax.config import Qwen3TTSConfig
-    from qwen3tts_jax.hub import peek_config, resolve_folder
+    from qwen3tts_jax.hub import check_model_folder, peek_config, resolve_folder
 
     cfg = peek_config(name, "--model")
-    return cfg if cfg is not None else Qwen3TTSConfig.from_model_dir(resolve_folder(name, "--model"))
+    if cfg is None:
+        folder = resolve_folder(name, "--model")
+        cfg = Qwen3TTSConfig.from_model_dir(folder)
+        check_model_folder(folder, "--model")
+    return cfg
 
 
 # ------------------------------------------------------------------------------------------

@@ -67,3 +67,15 @@ def test_batch_defaults_are_checked_against_the_model(tmp_path, capsys, flags, m
                    str(tmp_path / "out"), *flags])
     assert rc == 2 and re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    from qwen3tts_jax.api import Qwen3TTSModel
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Qwen3TTSModel, "from_pretrained", interrupted)
+    out = tmp_path / "x.wav"
+    assert cli.main(["synthesize", "--model", "random:tiny", "--text", "Hi.", "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted: nothing was written" and not out.exists()
