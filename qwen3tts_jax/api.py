@@ -126,7 +126,8 @@ class Qwen3TTSModel:
     def _random(cls, spec: str, policy: Policy, seed: int, mesh: Any = None) -> "Qwen3TTSModel":
         from qwen3tts_jax import presets
         from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
-        from qwen3tts_jax.random_model import byte_level_text_tokenizer, parse_random_spec, random_codec_params, random_model_params
+        from qwen3tts_jax.random_model import (byte_level_text_tokenizer, parse_random_spec, random_codec_params,
+                                               random_model_params)
 
         kind, size = parse_random_spec(spec)
         cfg = Qwen3TTSConfig.from_dict(presets.model_config(kind, size), f"{spec} config")
@@ -220,7 +221,8 @@ class Qwen3TTSModel:
         if voice_clone_prompt is None:
             if ref_audio is None:
                 raise ValueError("Either `voice_clone_prompt` or `ref_audio` must be provided.")
-            _broadcast("ref_audio", ref_audio if isinstance(ref_audio, list) else [ref_audio], len(texts))  # before encoding
+            # the counts agree before any audio is encoded
+            _broadcast("ref_audio", ref_audio if isinstance(ref_audio, list) else [ref_audio], len(texts))
             items = self.create_voice_clone_prompt(ref_audio, ref_text, x_vector_only_mode)
         else:
             items = checks.check_voice_clone_prompt(voice_clone_prompt, self.config, ref_text)

@@ -243,18 +243,21 @@ def check_items(model, items: Sequence[Item], defaults: Defaults) -> None:
     if kind == "voice_design":
         missing = [it.id for it, ins in zip(items, _pick(items, defaults, "instruct")) if not ins]
         if missing:
-            raise ValueError(f"{_missing(items, missing)}: a VoiceDesign model needs an instruct (item field or --instruct)")
+            raise ValueError(f"{_missing(items, missing)}: a VoiceDesign model needs an instruct "
+                             f"(item field or --instruct)")
     if kind == "base":
         refs = _pick(items, defaults, "ref_audio")
         missing = [it.id for it, r in zip(items, refs) if not r]
         if missing:
             raise ValueError(f"{_missing(items, missing)}: a Base model needs ref_audio (item field or --ref-audio)")
-        for it, ref, text, xvec in zip(items, refs, _pick(items, defaults, "ref_text"), _pick(items, defaults, "x_vector_only")):
+        texts, xvecs = _pick(items, defaults, "ref_text"), _pick(items, defaults, "x_vector_only")
+        for it, ref, text, xvec in zip(items, refs, texts, xvecs):
             if is_local_source(ref):
                 checks.check_input_file(ref, f"{it}: ref_audio")
             if not xvec and not (text or "").strip():
-                raise ValueError(f"{it}: ref_audio {ref!r} has no ref_text; give its transcript (ICL cloning) or set "
-                                 f"x_vector_only (item field or --x-vector-only) to clone from the speaker embedding only")
+                raise ValueError(f"{it}: ref_audio {ref!r} has no ref_text; give its transcript (ICL cloning) or "
+                                 f"set x_vector_only (item field or --x-vector-only) to clone from the speaker "
+                                 f"embedding only")
 
 
 def synthesize_batch(model, items: Sequence[Item], defaults: Defaults, key, gen_kwargs: dict):
@@ -268,7 +271,8 @@ def synthesize_batch(model, items: Sequence[Item], defaults: Defaults, key, gen_
         return model.generate_custom_voice(texts, speakers, language=langs, instruct=_pick(items, defaults, "instruct"),
                                            key=key, **gen_kwargs)
     if kind == "voice_design":
-        return model.generate_voice_design(texts, _pick(items, defaults, "instruct"), language=langs, key=key, **gen_kwargs)
+        instructs = _pick(items, defaults, "instruct")
+        return model.generate_voice_design(texts, instructs, language=langs, key=key, **gen_kwargs)
     return model.generate_voice_clone(texts, language=langs, ref_audio=_pick(items, defaults, "ref_audio"),
                                       ref_text=_pick(items, defaults, "ref_text"),
                                       x_vector_only_mode=[bool(x) for x in _pick(items, defaults, "x_vector_only")],

@@ -28,7 +28,11 @@ def show(value: Any, limit: int = 80) -> str:
     """A short repr for messages: long strings and big objects are cut, never dumped whole."""
     text = repr(value)
     if len(text) > limit:
-        text = text[: limit - 3] + "..." + (f" ({type(value).__name__} of length {len(value)})" if hasattr(value, "__len__") else "")
+        text = (
+            text[: limit - 3]
+            + "..."
+            + (f" ({type(value).__name__} of length {len(value)})" if hasattr(value, "__len__") else "")
+        )
     return text
 
 
@@ -62,7 +66,9 @@ def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = Non
     return int(value)
 
 
-def check_optional_int(name: str, value: Any, lo: int | None = None, hi: int | None = None, why: str = "") -> int | None:
+def check_optional_int(
+    name: str, value: Any, lo: int | None = None, hi: int | None = None, why: str = ""
+) -> int | None:
     return None if value is None else check_int(name, value, lo, hi, why)
 
 
@@ -119,8 +125,11 @@ def check_key(value: Any, name: str = "key"):
         if value.shape != (2,):
             raise ValueError(f"{name} must be {want}: a raw key has shape (2,), got shape {value.shape}")
         return jnp.asarray(value)
-    got = f"an array of dtype {value.dtype} and shape {value.shape}" if hasattr(value, "dtype") else \
-        f"{type(value).__name__} {show(value)}"
+    got = (
+        f"an array of dtype {value.dtype} and shape {value.shape}"
+        if hasattr(value, "dtype")
+        else f"{type(value).__name__} {show(value)}"
+    )
     raise TypeError(f"{name} must be {want}, got {got}")
 
 
@@ -199,7 +208,9 @@ def check_output_path(path: Any, name: str = "--out", suffixes: dict[str, str] =
     if path.suffix.lower() not in suffixes:
         raise ValueError(f"{name} {path}: unsupported extension {path.suffix!r}; use one of {sorted(suffixes)}")
     if path.is_dir():
-        raise IsADirectoryError(f"{name} {path}: is a folder; name a file inside it, e.g. {path / ('out' + path.suffix)}")
+        raise IsADirectoryError(
+            f"{name} {path}: is a folder; name a file inside it, e.g. {path / ('out' + path.suffix)}"
+        )
     check_writable_folder(path.parent, name, path)
     if path.exists() and not os.access(path, os.W_OK):
         raise PermissionError(f"{name} {path}: exists and is not writable")
@@ -236,8 +247,9 @@ def read_text_file(path: Any, name: str = "--text-file") -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{name} {path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
-                         f"save it as UTF-8") from err
+        raise ValueError(
+            f"{name} {path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); save it as UTF-8"
+        ) from err
 
 
 # ------------------------------------------------------------------------------------------
@@ -276,13 +288,23 @@ def check_voice_clone_prompt(prompt: Any, cfg, ref_text: Any = None, name: str =
         texts = list(ref_text) if isinstance(ref_text, (list, tuple)) else [ref_text] * n
         if len(texts) != n:
             raise ValueError(f"{name}: ref_text has {len(texts)} items, the prompt dict has {n}")
-        raw = [VoiceClonePromptItem(lists["ref_code"][i], lists["ref_spk_embedding"][i], lists["x_vector_only_mode"][i],
-                                    lists["icl_mode"][i], texts[i]) for i in range(n)]
+        raw = [
+            VoiceClonePromptItem(
+                lists["ref_code"][i],
+                lists["ref_spk_embedding"][i],
+                lists["x_vector_only_mode"][i],
+                lists["icl_mode"][i],
+                texts[i],
+            )
+            for i in range(n)
+        ]
     elif isinstance(prompt, (list, tuple)):
         raw = list(prompt)
     else:
-        raise TypeError(f"{name} must be what create_voice_clone_prompt returns (a list of VoiceClonePromptItem) or "
-                        f"the reference's dict of lists, got {type(prompt).__name__} {show(prompt)}")
+        raise TypeError(
+            f"{name} must be what create_voice_clone_prompt returns (a list of VoiceClonePromptItem) or "
+            f"the reference's dict of lists, got {type(prompt).__name__} {show(prompt)}"
+        )
     if not raw:
         raise ValueError(f"{name}: empty list")
     dim = cfg.talker.transformer.hidden_size
@@ -291,8 +313,10 @@ def check_voice_clone_prompt(prompt: Any, cfg, ref_text: Any = None, name: str =
     for i, it in enumerate(raw):
         where = f"{name}[{i}]"
         if not isinstance(it, VoiceClonePromptItem):
-            raise TypeError(f"{where} must be a VoiceClonePromptItem (from create_voice_clone_prompt), "
-                            f"got {type(it).__name__} {show(it)}")
+            raise TypeError(
+                f"{where} must be a VoiceClonePromptItem (from create_voice_clone_prompt), "
+                f"got {type(it).__name__} {show(it)}"
+            )
         xvec = check_bool(f"{where}.x_vector_only_mode", it.x_vector_only_mode)
         icl = check_bool(f"{where}.icl_mode", it.icl_mode)
         if xvec and icl:
@@ -310,8 +334,10 @@ def check_voice_clone_prompt(prompt: Any, cfg, ref_text: Any = None, name: str =
             bad = (code < 0) | (code >= size)
             if bad.any():
                 t, q = (int(x[0]) for x in np.nonzero(bad))
-                raise ValueError(f"{where}.ref_code: code {int(code[t, q])} at frame {t}, codebook {q}; codes must be in "
-                                 f"[0, {size - 1}]")
+                raise ValueError(
+                    f"{where}.ref_code: code {int(code[t, q])} at frame {t}, codebook {q}; codes must be in "
+                    f"[0, {size - 1}]"
+                )
         text = it.ref_text
         if icl:
             if code is None:

@@ -18,12 +18,23 @@ import warnings
 
 from qwen3tts_jax import checks, presets
 
-_INPUT_ERRORS = (ValueError, TypeError, LookupError, FileNotFoundError, FileExistsError, IsADirectoryError,
-                 NotADirectoryError, PermissionError)
+_INPUT_ERRORS = (
+    ValueError,
+    TypeError,
+    LookupError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 _LANGUAGES = ["auto"] + [k for k in presets.LANGUAGES if "dialect" not in k]
 # The voice flags each model type takes; the others are refused (the API would ignore them).
-_VOICE_FLAGS = {"custom_voice": ("--speaker", "--instruct"), "voice_design": ("--instruct",),
-                "base": ("--ref-audio", "--ref-text", "--x-vector-only")}
+_VOICE_FLAGS = {
+    "custom_voice": ("--speaker", "--instruct"),
+    "voice_design": ("--instruct",),
+    "base": ("--ref-audio", "--ref-text", "--x-vector-only"),
+}
 _KIND_NAMES = {"custom_voice": "CustomVoice", "voice_design": "VoiceDesign", "base": "Base"}
 
 
@@ -57,8 +68,13 @@ def _check_numbers(args) -> None:
 
 
 def _voice_flags(args) -> dict[str, object]:
-    return {"--speaker": args.speaker, "--instruct": args.instruct, "--ref-audio": args.ref_audio,
-            "--ref-text": args.ref_text, "--x-vector-only": args.x_vector_only or None}
+    return {
+        "--speaker": args.speaker,
+        "--instruct": args.instruct,
+        "--ref-audio": args.ref_audio,
+        "--ref-text": args.ref_text,
+        "--x-vector-only": args.x_vector_only or None,
+    }
 
 
 def _check_voice(args, cfg, single: bool) -> None:
@@ -68,8 +84,10 @@ def _check_voice(args, cfg, single: bool) -> None:
     allowed = _VOICE_FLAGS[kind]
     for flag, value in _voice_flags(args).items():
         if value is not None and flag not in allowed:
-            raise ValueError(f"{flag} is not used by a {_KIND_NAMES[kind]} model ({args.model} has tts_model_type={kind!r}); "
-                             f"it takes {' / '.join(allowed)}")
+            raise ValueError(
+                f"{flag} is not used by a {_KIND_NAMES[kind]} model ({args.model} has tts_model_type={kind!r}); "
+                f"it takes {' / '.join(allowed)}"
+            )
     checks.check_languages([args.language], checks.supported_languages(cfg.talker), "--language")
     if kind == "custom_voice" and args.speaker is not None:
         checks.check_speakers([args.speaker], checks.supported_speakers(cfg.talker) or [], "--speaker")
@@ -86,8 +104,10 @@ def _check_voice(args, cfg, single: bool) -> None:
         if args.ref_audio is None:
             raise ValueError("--ref-audio is required for a Base (voice clone) model")
         if not args.x_vector_only and not (args.ref_text or "").strip():
-            raise ValueError("--ref-text is required with --ref-audio (its transcript, for ICL cloning); or pass "
-                             "--x-vector-only to clone from the speaker embedding alone")
+            raise ValueError(
+                "--ref-text is required with --ref-audio (its transcript, for ICL cloning); or pass "
+                "--x-vector-only to clone from the speaker embedding alone"
+            )
 
 
 def _setup_compilation(args):
@@ -149,7 +169,9 @@ def _convert(args) -> int:
 
     dtype = {"keep": None, "float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[args.dtype]
     out = convert(args.dir, args.out, dtype=dtype)
-    print(f"wrote {out} (flattened Flax param trees for other JAX code; read it with qwen3tts_jax.convert.load_converted)")
+    print(
+        f"wrote {out} (flattened Flax param trees for other JAX code; read it with qwen3tts_jax.convert.load_converted)"
+    )
     return 0
 
 
@@ -158,8 +180,10 @@ def _save_random(args) -> int:
 
     checks.check_seed(args.seed, "--seed")
     out = save_random_model(args.name, args.out, seed=args.seed)
-    print(f"wrote {out}: {args.name} (seed {args.seed}) in the released layout; try `qwen3tts-jax inspect {out}` or "
-          f"`qwen3tts-jax synthesize --model {out} ...`")
+    print(
+        f"wrote {out}: {args.name} (seed {args.seed}) in the released layout; try `qwen3tts-jax inspect {out}` or "
+        f"`qwen3tts-jax synthesize --model {out} ...`"
+    )
     return 0
 
 
@@ -167,8 +191,11 @@ def _list(args) -> int:
     cfg = _model_config(args.model)
     if args.list_speakers:
         speakers = checks.supported_speakers(cfg.talker)
-        print("\n".join(speakers) if speakers else f"({args.model} is a {_KIND_NAMES[cfg.tts_model_type]} model: "
-              f"no preset speakers)")
+        print(
+            "\n".join(speakers)
+            if speakers
+            else f"({args.model} is a {_KIND_NAMES[cfg.tts_model_type]} model: no preset speakers)"
+        )
     if args.list_languages:
         print("\n".join(checks.supported_languages(cfg.talker)))
     return 0
@@ -205,8 +232,12 @@ def _synthesize(args) -> int:
     model = Qwen3TTSModel.from_pretrained(args.model, dtype=args.dtype, seed=args.seed, mesh=args.mesh)
     # A file is written at the end, so nothing is gained by a 1-frame first chunk; equal chunks
     # compile every program in the first step, and the progress bar then shows the frame rate.
-    kw = {"seed": args.seed, "chunk_frames": args.chunk_frames, "first_chunk_frames": args.chunk_frames,
-          "language": args.language}
+    kw = {
+        "seed": args.seed,
+        "chunk_frames": args.chunk_frames,
+        "first_chunk_frames": args.chunk_frames,
+        "language": args.language,
+    }
     if args.max_new_tokens is not None:
         kw["max_new_tokens"] = args.max_new_tokens
     if args.greedy:
@@ -222,11 +253,15 @@ def _synthesize(args) -> int:
     elif kind == "voice_design":
         stream = model.stream_voice_design(text, args.instruct, **kw)
     else:
-        stream = model.stream_voice_clone(text, ref_audio=args.ref_audio, ref_text=args.ref_text,
-                                          x_vector_only_mode=args.x_vector_only, **kw)
+        stream = model.stream_voice_clone(
+            text, ref_audio=args.ref_audio, ref_text=args.ref_text, x_vector_only_mode=args.x_vector_only, **kw
+        )
     budget = kw.get("max_new_tokens", model.generation_config.max_new_tokens)
-    print(f"loaded {args.model} ({kind}, {model.tts_model_size}) in {time.perf_counter() - t0:.1f} s; "
-          f"up to {budget - 1} frames ({(budget - 1) / 12.5:.1f} s of audio)", file=sys.stderr)
+    print(
+        f"loaded {args.model} ({kind}, {model.tts_model_size}) in {time.perf_counter() - t0:.1f} s; "
+        f"up to {budget - 1} frames ({(budget - 1) / 12.5:.1f} s of audio)",
+        file=sys.stderr,
+    )
     # The first chunk carries the compilation (or the read from the persistent cache): its own
     # step, so the progress bar's rate is the frame rate.
     where = f"compiled programs cached in {cache}" if cache is not None else "persistent compilation cache off"
@@ -234,13 +269,18 @@ def _synthesize(args) -> int:
     t1, before = time.perf_counter(), counter.stats()
     first = next(stream, None)
     compiled = counter.stats()
-    print(f"first audio after {time.perf_counter() - t1:.1f} s ({compiled.compiled - before.compiled} programs compiled, "
-          f"{compiled.from_cache - before.from_cache} loaded from the cache)", file=sys.stderr)
+    print(
+        f"first audio after {time.perf_counter() - t1:.1f} s ({compiled.compiled - before.compiled} programs compiled, "
+        f"{compiled.from_cache - before.from_cache} loaded from the cache)",
+        file=sys.stderr,
+    )
     chunks, sr = [], 24000
     if first is not None:
         chunks.append(first[0])
         sr = first[1]
-        with tqdm(total=budget - 1, initial=len(first[0]) // 1920, unit="frame", desc="synthesizing", file=sys.stderr) as bar:
+        with tqdm(
+            total=budget - 1, initial=len(first[0]) // 1920, unit="frame", desc="synthesizing", file=sys.stderr
+        ) as bar:
             for wav, sr in stream:
                 chunks.append(wav)
                 bar.update(len(wav) // 1920)
@@ -250,8 +290,11 @@ def _synthesize(args) -> int:
     if jax.process_index() == 0:  # multi-process: every process computes, one writes
         write_audio_atomic(out, audio, sr)
     st = model.last_stream_stats
-    print(f"wrote {out}: {len(audio) / sr:.2f} s of audio ({len(audio) // 1920} frames), total {st.total_time or 0:.2f} s",
-          file=sys.stderr)
+    print(
+        f"wrote {out}: {len(audio) / sr:.2f} s of audio ({len(audio) // 1920} frames), "
+        f"total {st.total_time or 0:.2f} s",
+        file=sys.stderr,
+    )
     if args.verbose:
         print(f"compilation: {counter.stats().summary()}" + (f" (cache {cache})" if cache else ""), file=sys.stderr)
     return 0
@@ -275,34 +318,65 @@ def _batch(args) -> int:
 # ------------------------------------------------------------------------------------------
 
 _MODEL_HELP = "model folder (Hugging Face layout), Hugging Face repo id (owner/name), or random:NAME (see below)"
-_RANDOM_EPILOG = textwrap.fill(
-    "random models: seeded random weights of the real architecture (noise, not speech). They rarely end on their own, "
-    f"so their budget is {presets.RANDOM_MAX_NEW_TOKENS} tokens unless --max-new-tokens says otherwise; --seed also "
-    "draws the weights.", 100) + "\n" + presets.describe_random_models()
+_RANDOM_EPILOG = (
+    textwrap.fill(
+        "random models: seeded random weights of the real architecture (noise, not speech). They rarely end on "
+        f"their own, so their budget is {presets.RANDOM_MAX_NEW_TOKENS} tokens unless --max-new-tokens says "
+        "otherwise; --seed also "
+        "draws the weights.",
+        100,
+    )
+    + "\n"
+    + presets.describe_random_models()
+)
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generation")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed in [0, 2**32-1] (random: models: also the weights)")
+    g.add_argument(
+        "--seed", type=int, default=0, help="sampling seed in [0, 2**32-1] (random: models: also the weights)"
+    )
     g.add_argument("--greedy", action="store_true", help="do_sample=False and subtalker_dosample=False")
-    g.add_argument("--max-new-tokens", type=int, default=None,
-                   help="token budget (>= 2; M tokens give at most M-1 frames of 80 ms). Default: the model's "
-                        f"generation_config.json (8192 released, {presets.RANDOM_MAX_NEW_TOKENS} for random: models)")
-    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                   help="compute dtype (default float32, whatever the checkpoint stores; bfloat16 for GPU/TPU)")
+    g.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="token budget (>= 2; M tokens give at most M-1 frames of 80 ms). Default: the model's "
+        f"generation_config.json (8192 released, {presets.RANDOM_MAX_NEW_TOKENS} for random: models)",
+    )
+    g.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="compute dtype (default float32, whatever the checkpoint stores; bfloat16 for GPU/TPU)",
+    )
     g = p.add_argument_group("compilation")
-    g.add_argument("--compile-cache", metavar="DIR", default=None,
-                   help="persistent compilation cache folder (default: $QWEN3TTS_COMPILE_CACHE, else "
-                        "$JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/qwen3tts-jax/xla or ~/.cache/qwen3tts-jax/xla)")
+    g.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        default=None,
+        help="persistent compilation cache folder (default: $QWEN3TTS_COMPILE_CACHE, else "
+        "$JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/qwen3tts-jax/xla or ~/.cache/qwen3tts-jax/xla)",
+    )
     g.add_argument("--no-compile-cache", action="store_true", help="compile everything afresh, write no cache")
-    g.add_argument("--verbose", action="store_true", help="print a compilation line: programs compiled / read from the cache")
+    g.add_argument(
+        "--verbose", action="store_true", help="print a compilation line: programs compiled / read from the cache"
+    )
     g = p.add_argument_group("devices")
-    g.add_argument("--mesh", default=None, help="run on a device mesh, e.g. data=4,model=2 (data parallel batch x "
-                   "tensor parallel weights; see qwen3tts_jax/sharding.py)")
+    g.add_argument(
+        "--mesh",
+        default=None,
+        help="run on a device mesh, e.g. data=4,model=2 (data parallel batch x "
+        "tensor parallel weights; see qwen3tts_jax/sharding.py)",
+    )
     g.add_argument("--cpu-devices", type=int, default=None, help="CPU only: split the host into N >= 1 virtual devices")
-    g.add_argument("--coordinator", default=None, help="multi-process: coordinator HOST:PORT (jax.distributed.initialize)")
+    g.add_argument(
+        "--coordinator", default=None, help="multi-process: coordinator HOST:PORT (jax.distributed.initialize)"
+    )
     g.add_argument("--num-processes", type=int, default=None, help="multi-process: number of processes")
-    g.add_argument("--process-id", type=int, default=None, help="multi-process: this process's index (0 writes outputs)")
+    g.add_argument(
+        "--process-id", type=int, default=None, help="multi-process: this process's index (0 writes outputs)"
+    )
 
 
 def _add_voice_args(p: argparse.ArgumentParser, default: str = "") -> None:
@@ -312,18 +386,25 @@ def _add_voice_args(p: argparse.ArgumentParser, default: str = "") -> None:
     g.add_argument("--instruct", help=f"CustomVoice 1.7B / VoiceDesign: {default}style or voice description")
     g.add_argument("--ref-audio", help=f"Base: {default}reference audio to clone (WAV/FLAC/..., up to 300 s)")
     g.add_argument("--ref-text", help=f"Base: {default}transcript of --ref-audio (ICL cloning); or --x-vector-only")
-    g.add_argument("--x-vector-only", action="store_true", help="Base: clone from the speaker embedding only (no --ref-text)")
+    g.add_argument(
+        "--x-vector-only", action="store_true", help="Base: clone from the speaker embedding only (no --ref-text)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="qwen3tts-jax", description="Qwen3-TTS (12 Hz) in JAX", epilog=_RANDOM_EPILOG,
-                                     formatter_class=fmt)
+    parser = argparse.ArgumentParser(
+        prog="qwen3tts-jax", description="Qwen3-TTS (12 Hz) in JAX", epilog=_RANDOM_EPILOG, formatter_class=fmt
+    )
     parser.add_argument("--version", action="version", version=f"qwen3tts-jax {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("synthesize", help="text in, speech out (WAV/FLAC by the extension of --out)", epilog=_RANDOM_EPILOG,
-                       formatter_class=fmt)
+    p = sub.add_parser(
+        "synthesize",
+        help="text in, speech out (WAV/FLAC by the extension of --out)",
+        epilog=_RANDOM_EPILOG,
+        formatter_class=fmt,
+    )
     p.add_argument("--model", required=True, help=_MODEL_HELP)
     text = p.add_mutually_exclusive_group()
     text.add_argument("--text", help="the text to speak")
@@ -333,42 +414,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-languages", action="store_true", help="print the model's languages and exit")
     _add_voice_args(p)
     p.add_argument("--chunk-frames", type=int, default=8, help="frames per decoding step of the stream (>= 1)")
-    p.add_argument("--non-streaming-mode", choices=["auto", "true", "false"], default="auto",
-                   help="text layout of the prompt (the reference's non_streaming_mode); auto = the method's default")
+    p.add_argument(
+        "--non-streaming-mode",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="text layout of the prompt (the reference's non_streaming_mode); auto = the method's default",
+    )
     _add_run_args(p)
     p.set_defaults(run=_synthesize)
 
-    p = sub.add_parser("batch", help="many texts in, one audio file each + manifest.jsonl out; resumes after interruption",
-                       epilog=_RANDOM_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "batch",
+        help="many texts in, one audio file each + manifest.jsonl out; resumes after interruption",
+        epilog=_RANDOM_EPILOG,
+        formatter_class=fmt,
+    )
     p.add_argument("--model", required=True, help=_MODEL_HELP)
-    p.add_argument("--input", required=True, help="texts.txt (one text per line) or items.jsonl "
-                   "({\"id\", \"text\", \"speaker\", \"language\", \"instruct\", \"ref_audio\", \"ref_text\", \"x_vector_only\"}); "
-                   "every item is checked before the first is synthesised")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="texts.txt (one text per line) or items.jsonl "
+        '({"id", "text", "speaker", "language", "instruct", "ref_audio", "ref_text", "x_vector_only"}); '
+        "every item is checked before the first is synthesised",
+    )
     p.add_argument("--out-dir", required=True, help="output folder: <id>.wav files, manifest.jsonl, batch.json")
-    p.add_argument("--batch-size", type=int, default=None, help="items per generation batch (default: the mesh's data size, or 1)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="items per generation batch (default: the mesh's data size, or 1)"
+    )
     p.add_argument("--format", choices=["wav", "flac"], default="wav")
     _add_voice_args(p, default="default for items without one: ")
     _add_run_args(p)
     p.set_defaults(run=_batch)
 
-    p = sub.add_parser("inspect", help="check a checkpoint folder against the key tables and print its parameter groups")
-    p.add_argument("dir", help="model folder (config.json, model.safetensors[, speech_tokenizer/]), a speech tokenizer "
-                   "folder, or a folder written by convert")
+    p = sub.add_parser(
+        "inspect", help="check a checkpoint folder against the key tables and print its parameter groups"
+    )
+    p.add_argument(
+        "dir",
+        help="model folder (config.json, model.safetensors[, speech_tokenizer/]), a speech tokenizer "
+        "folder, or a folder written by convert",
+    )
     p.set_defaults(run=_inspect)
 
-    p = sub.add_parser("convert", help="write a model folder's params as flattened Flax trees (params.safetensors) for "
-                       "other JAX code; not loadable by --model")
-    p.add_argument("dir", help="model folder in the Hugging Face layout (config.json, model.safetensors, speech_tokenizer/)")
+    p = sub.add_parser(
+        "convert",
+        help="write a model folder's params as flattened Flax trees (params.safetensors) for "
+        "other JAX code; not loadable by --model",
+    )
+    p.add_argument(
+        "dir", help="model folder in the Hugging Face layout (config.json, model.safetensors, speech_tokenizer/)"
+    )
     p.add_argument("out", help="new output folder (must not exist; its parent must)")
-    p.add_argument("--dtype", choices=["keep", "float32", "bfloat16", "float16"], default="keep",
-                   help="dtype of the written floats (keep: as stored)")
+    p.add_argument(
+        "--dtype",
+        choices=["keep", "float32", "bfloat16", "float16"],
+        default="keep",
+        help="dtype of the written floats (keep: as stored)",
+    )
     p.set_defaults(run=_convert)
 
-    p = sub.add_parser("save-random", help="write a random: model as a folder in the released layout (to try inspect, "
-                       "convert and --model DIR without a checkpoint)", epilog=_RANDOM_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "save-random",
+        help="write a random: model as a folder in the released layout (to try inspect, "
+        "convert and --model DIR without a checkpoint)",
+        epilog=_RANDOM_EPILOG,
+        formatter_class=fmt,
+    )
     p.add_argument("name", help="random:NAME (see below)")
     p.add_argument("out", help="new output folder (must not exist; its parent must)")
-    p.add_argument("--seed", type=int, default=0, help="weight seed (the same seed gives the same weights as --model random:NAME --seed)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="weight seed (the same seed gives the same weights as --model random:NAME --seed)",
+    )
     p.set_defaults(run=_save_random)
     return parser
 
@@ -394,7 +513,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 1
     except KeyboardInterrupt:
-        kept = "finished items are kept; run the same command to resume" if args.command == "batch" else "nothing was written"
+        kept = (
+            "finished items are kept; run the same command to resume"
+            if args.command == "batch"
+            else "nothing was written"
+        )
         print(f"interrupted: {kept}", file=sys.stderr)
         return 130
     finally:

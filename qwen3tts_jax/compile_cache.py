@@ -66,8 +66,10 @@ def enable(path: str | os.PathLike | None = None, enabled: bool = True) -> Path 
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise PermissionError(f"compilation cache {folder}: cannot create it ({err.strerror or err}); choose another "
-                              f"folder with --compile-cache DIR or {ENV}=DIR, or turn it off with --no-compile-cache") from err
+        raise PermissionError(
+            f"compilation cache {folder}: cannot create it ({err.strerror or err}); choose another "
+            f"folder with --compile-cache DIR or {ENV}=DIR, or turn it off with --no-compile-cache"
+        ) from err
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size floor, no override
@@ -88,7 +90,8 @@ class CompileStats:
         return self.programs - self.from_cache
 
     def summary(self) -> str:
-        return f"{self.programs} programs: {self.from_cache} from the persistent cache, {self.compiled} compiled, {self.seconds:.1f} s"
+        return (f"{self.programs} programs: {self.from_cache} from the persistent cache, {self.compiled} compiled, "
+                f"{self.seconds:.1f} s")
 
 
 class CompileCounter:

@@ -21,7 +21,8 @@ def check_model_folder(folder: Path, name: str = "--model") -> None:
     parts = {
         "config.json": (folder / "config.json").is_file(),
         "generation_config.json": (folder / "generation_config.json").is_file(),
-        "model.safetensors": (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file(),
+        "model.safetensors": (folder / "model.safetensors").is_file()
+        or (folder / "model.safetensors.index.json").is_file(),
         "vocab.json + merges.txt (or tokenizer.json)": (folder / "tokenizer.json").is_file()
         or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()),
         "tokenizer_config.json": (folder / "tokenizer_config.json").is_file(),
@@ -31,17 +32,18 @@ def check_model_folder(folder: Path, name: str = "--model") -> None:
     }
     missing = [k for k, ok in parts.items() if not ok]
     if missing:
-        raise FileNotFoundError(f"{name} {folder}: not a complete model folder; missing {', '.join(missing)} (a released "
-                                f"Qwen3-TTS-12Hz folder holds all of {', '.join(parts)})")
+        raise FileNotFoundError(f"{name} {folder}: not a complete model folder; missing {', '.join(missing)} "
+                                f"(a released Qwen3-TTS-12Hz folder holds all of {', '.join(parts)})")
 
 
 def _refuse_converted(p: Path, name: str) -> None:
     if (p / CONVERTED_MARK).is_file() and not (p / "model.safetensors").exists() \
             and not (p / "model.safetensors.index.json").exists():
         raise ValueError(
-            f"{name}: {str(p)!r} is a converted folder (params.safetensors, written by `qwen3tts-jax convert`): flattened "
-            f"Flax parameter trees for other JAX code, read with qwen3tts_jax.convert.load_converted. Models load from "
-            f"the original Hugging Face layout (config.json + model.safetensors + speech_tokenizer/); pass that folder")
+            f"{name}: {str(p)!r} is a converted folder (params.safetensors, written by `qwen3tts-jax convert`): "
+            f"flattened Flax parameter trees for other JAX code, read with qwen3tts_jax.convert.load_converted. Models "
+            f"load from the original Hugging Face layout (config.json + model.safetensors + speech_tokenizer/); pass "
+            f"that folder")
 
 
 def resolve_folder(path: str | os.PathLike, name: str = "pretrained_model_name_or_path") -> Path:

@@ -96,8 +96,8 @@ def inspect_folder(folder: str | Path) -> list[PartReport]:
     if data.get("model_type") == TOKENIZER_MODEL_TYPE:
         return [inspect_tokenizer(folder)]
     cfg = Qwen3TTSConfig.from_dict(data, str(folder / "config.json"))
-    parts = [inspect_part(f"model ({cfg.tts_model_type}, {cfg.tts_model_size})", folder, model_entries(cfg), MODEL_IGNORED,
-                          _converted(folder))]
+    name = f"model ({cfg.tts_model_type}, {cfg.tts_model_size})"
+    parts = [inspect_part(name, folder, model_entries(cfg), MODEL_IGNORED, _converted(folder))]
     if (folder / "speech_tokenizer" / "config.json").is_file():
         parts.append(inspect_tokenizer(folder / "speech_tokenizer"))
     return parts

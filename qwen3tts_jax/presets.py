@@ -124,6 +124,7 @@ def random_model_names() -> list[str]:
 
 def describe_random_models() -> str:
     """One line per `random:` name (for --help and the README)."""
-    kinds = {"base": "Base (voice clone)", "custom_voice": "CustomVoice (preset speakers)", "voice_design": "VoiceDesign"}
+    kinds = {"base": "Base (voice clone)", "custom_voice": "CustomVoice (preset speakers)",
+             "voice_design": "VoiceDesign"}
     sizes = {"0b6": "0.6B", "1b7": "1.7B", "tiny": "tiny (hidden 64, seconds to build)"}
     return "\n".join(f"  random:{k:<18} {kinds[t]}, {sizes[s]}" for k, (t, s) in sorted(RANDOM_MODELS.items()))

@@ -167,7 +167,8 @@ def save_random_model(spec: str, out: str | os.PathLike, seed: int = 0) -> Path:
         st = tmp / "speech_tokenizer"
         st.mkdir()
         (st / "config.json").write_text(json.dumps(codec_dict, indent=2))
-        save_file(_tensors(codec_entries(codec_cfg), random_codec_params(codec_cfg, seed)), str(st / "model.safetensors"))
+        codec = _tensors(codec_entries(codec_cfg), random_codec_params(codec_cfg, seed))
+        save_file(codec, str(st / "model.safetensors"))
     return out
 
 

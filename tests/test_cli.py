@@ -34,8 +34,23 @@ def test_saved_base_folder_as_model_with_x_vector_cloning(tmp_path, capsys):
     t = np.arange(24000) / 24000
     sf.write(tmp_path / "ref.wav", (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 24000)
     out = tmp_path / "clone.wav"
-    rc = cli.main(["synthesize", "--model", str(folder), "--text", "Cloned.", "--ref-audio", str(tmp_path / "ref.wav"),
-                   "--x-vector-only", "--max-new-tokens", "4", "--greedy", "--out", str(out)])
+    rc = cli.main(
+        [
+            "synthesize",
+            "--model",
+            str(folder),
+            "--text",
+            "Cloned.",
+            "--ref-audio",
+            str(tmp_path / "ref.wav"),
+            "--x-vector-only",
+            "--max-new-tokens",
+            "4",
+            "--greedy",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     audio, sr = sf.read(out)
@@ -45,26 +60,54 @@ def test_saved_base_folder_as_model_with_x_vector_cloning(tmp_path, capsys):
 
 def test_instruct_on_0b6_is_one_warning_line(tmp_path, capsys):
     out = tmp_path / "x.wav"
-    rc = cli.main(["synthesize", "--model", "random:tiny", "--speaker", "ryan", "--instruct", "Softly.", "--text", "Hi.",
-                   "--max-new-tokens", "3", "--out", str(out)])
+    rc = cli.main(
+        [
+            "synthesize",
+            "--model",
+            "random:tiny",
+            "--speaker",
+            "ryan",
+            "--instruct",
+            "Softly.",
+            "--text",
+            "Hi.",
+            "--max-new-tokens",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0 and out.is_file(), err
     assert "warning: instruct is ignored: the 0.6B CustomVoice model takes no instruction" in err
     assert "UserWarning" not in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--ref-audio", "ref.wav"], r"--ref-audio is not used by a CustomVoice model"),
-    (["--language", "klingon"], r"--language: Unsupported language"),
-    (["--speaker", "bob"], r"--speaker: Unsupported speaker"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--ref-audio", "ref.wav"], r"--ref-audio is not used by a CustomVoice model"),
+        (["--language", "klingon"], r"--language: Unsupported language"),
+        (["--speaker", "bob"], r"--speaker: Unsupported speaker"),
+    ],
+)
 def test_batch_defaults_are_checked_against_the_model(tmp_path, capsys, flags, message):
     import re
 
     (tmp_path / "t.txt").write_text("Hello.\n", encoding="utf-8")
     (tmp_path / "ref.wav").write_bytes(b"")
-    rc = cli.main(["batch", "--model", "random:tiny", "--input", str(tmp_path / "t.txt"), "--out-dir",
-                   str(tmp_path / "out"), *flags])
+    rc = cli.main(
+        [
+            "batch",
+            "--model",
+            "random:tiny",
+            "--input",
+            str(tmp_path / "t.txt"),
+            "--out-dir",
+            str(tmp_path / "out"),
+            *flags,
+        ]
+    )
     assert rc == 2 and re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
 

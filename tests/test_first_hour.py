@@ -25,8 +25,11 @@ README = ROOT / "README.md"
 
 
 def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("XLA_FLAGS", "QWEN3TTS_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("XLA_FLAGS", "QWEN3TTS_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME")
+    }
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])  # this checkout's package
     env["JAX_PLATFORMS"] = "cpu"
     env.update(extra)
@@ -69,8 +72,14 @@ def test_readme_main_job_line_is_what_run_demo_runs():
 def test_readme_main_job_command_runs_as_written(tmp_path):
     """The README's line, run by bash exactly as written, in a folder holding only `.venv`."""
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
-    done = subprocess.run(["bash", "-c", _main_job_line()], cwd=tmp_path, capture_output=True, text=True, timeout=1500,
-                          env=_env(QWEN3TTS_COMPILE_CACHE=str(tmp_path / "cache")))
+    done = subprocess.run(
+        ["bash", "-c", _main_job_line()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env=_env(QWEN3TTS_COMPILE_CACHE=str(tmp_path / "cache")),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     seconds = _check_wav(tmp_path / "out" / "demo.wav", 47)
     summary = [x for x in done.stderr.splitlines() if x.startswith(("loaded", "first audio", "wrote"))]
@@ -81,8 +90,9 @@ def _run_cli(args: list[str], env: dict, cwd: Path) -> tuple[str, float]:
     import time
 
     t = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "qwen3tts_jax.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "qwen3tts_jax.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=900, env=env
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stderr, time.perf_counter() - t
 
@@ -99,13 +109,27 @@ def test_second_cli_run_reaches_first_audio_from_the_persistent_cache(tmp_path):
     """Two fresh processes with the default cache folder ($XDG_CACHE_HOME/qwen3tts-jax/xla): the
     first compiles, the second compiles nothing."""
     env = _env(XDG_CACHE_HOME=str(tmp_path / "xdg"))
-    args = ["synthesize", "--model", "random:tiny", "--speaker", "ryan", "--text", "Cached compilation.",
-            "--max-new-tokens", "10", "--out", "a.wav", "--verbose"]
+    args = [
+        "synthesize",
+        "--model",
+        "random:tiny",
+        "--speaker",
+        "ryan",
+        "--text",
+        "Cached compilation.",
+        "--max-new-tokens",
+        "10",
+        "--out",
+        "a.wav",
+        "--verbose",
+    ]
     first, t1 = _run_cli(args, env, tmp_path)
     second, t2 = _run_cli(args, env, tmp_path)
     (c1, h1, a1), (c2, h2, a2) = _stats(first), _stats(second)
-    print(f"[first-hour] cold process: first audio {a1:.1f} s, {t1:.1f} s wall, {c1} compiled; "
-          f"warm cache: first audio {a2:.1f} s, {t2:.1f} s wall, {c2} compiled, {h2} from the cache")
+    print(
+        f"[first-hour] cold process: first audio {a1:.1f} s, {t1:.1f} s wall, {c1} compiled; "
+        f"warm cache: first audio {a2:.1f} s, {t2:.1f} s wall, {c2} compiled, {h2} from the cache"
+    )
     assert c1 > 0 and h1 == 0
     assert c2 == 0 and h2 == c1 + h1
     assert any((tmp_path / "xdg" / "qwen3tts-jax" / "xla").iterdir())
@@ -151,22 +175,35 @@ def test_saved_random_folder_loads_to_the_random_model(tmp_path):
     finally:
         os.umask(old)
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
-    assert names == ["config.json", "generation_config.json", "merges.txt", "model.safetensors", "speech_tokenizer",
-                     "speech_tokenizer/config.json", "speech_tokenizer/model.safetensors", "tokenizer_config.json",
-                     "vocab.json"]
+    assert names == [
+        "config.json",
+        "generation_config.json",
+        "merges.txt",
+        "model.safetensors",
+        "speech_tokenizer",
+        "speech_tokenizer/config.json",
+        "speech_tokenizer/model.safetensors",
+        "tokenizer_config.json",
+        "vocab.json",
+    ]
     assert all(_mode(p) == (0o755 if p.is_dir() else 0o644) for p in [folder, *folder.rglob("*")])
     assert all(part.keys.ok for part in inspect_folder(folder))
 
     saved, built = Qwen3TTSModel.from_pretrained(folder), Qwen3TTSModel.from_pretrained("random:tiny-base", seed=3)
-    for name, a, b in (("model", saved.params, built.params), ("codec", saved.speech_tokenizer.params,
-                                                                built.speech_tokenizer.params)):
+    for name, a, b in (
+        ("model", saved.params, built.params),
+        ("codec", saved.speech_tokenizer.params, built.speech_tokenizer.params),
+    ):
         la, lb = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_flatten_with_path(b)[0]
         assert [p for p, _ in la] == [p for p, _ in lb], name
         for (path, x), (_, y) in zip(la, lb):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"{name} {jax.tree_util.keystr(path)}")
     assert saved.config == built.config and saved.generation_config == built.generation_config
     text = "Hello, world! Ünïcödé."
-    assert saved.text_tokenizer.assistant_text_ids(text).input_ids == built.text_tokenizer.assistant_text_ids(text).input_ids
+    assert (
+        saved.text_tokenizer.assistant_text_ids(text).input_ids
+        == built.text_tokenizer.assistant_text_ids(text).input_ids
+    )
     assert saved.speech_tokenizer.config == built.speech_tokenizer.config
 
 
@@ -179,7 +216,11 @@ def test_random_model_load_leaves_no_temp_folder(tmp_path, monkeypatch):
 
 def test_random_models_have_a_short_default_budget():
     model = Qwen3TTSModel.from_pretrained("random:tiny-voicedesign")
-    assert model.generation_config.max_new_tokens == presets.RANDOM_MAX_NEW_TOKENS < presets.GENERATION_CONFIG["max_new_tokens"]
+    assert (
+        model.generation_config.max_new_tokens
+        == presets.RANDOM_MAX_NEW_TOKENS
+        < presets.GENERATION_CONFIG["max_new_tokens"]
+    )
 
 
 # --------------------------------------------------------------------------------------------
