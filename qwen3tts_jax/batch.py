@@ -330,7 +330,7 @@ def run_batch(model, items: Sequence[Item], out_dir: str | os.PathLike, *, batch
             name = f"{it.id}.{audio_format}"
             if writer:
                 redone = redone or it.id in records
-                write_audio_atomic(out_dir / name, wav, sr)
+                write_audio_atomic(out_dir / name, wav, sr, name="--out-dir")
                 rec = {"id": it.id, "text": it.text, "audio": name, "sample_rate": int(sr), "samples": int(len(wav)),
                        "seconds": round(len(wav) / sr, 4), "batch": k // batch_size}
                 append_manifest(out_dir, rec)
