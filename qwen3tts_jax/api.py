@@ -18,13 +18,13 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
+from qwen3tts_jax import checks, long_form
 from qwen3tts_jax.audio import normalize_audios
 from qwen3tts_jax.config import GenerationConfig, Policy, Qwen3TTSConfig, as_dtype
 from qwen3tts_jax.engine import Engine, EngineShape, Request, Result, request_keys
-from qwen3tts_jax import long_form
-from qwen3tts_jax.hub import resolve_folder
+from qwen3tts_jax.hub import check_model_folder, resolve_folder
 from qwen3tts_jax.long_form import LongFormOptions
-from qwen3tts_jax.prompt import PromptRequest, VoiceClonePromptItem, bucket, prompt_tracks
+from qwen3tts_jax.prompt import PromptRequest, VoiceClonePromptItem, prompt_tracks
 from qwen3tts_jax.sampling import SamplingConfig
 from qwen3tts_jax.sharding import Placement, make_mesh, model_units
 from qwen3tts_jax.speech_tokenizer import Qwen3TTSTokenizer
@@ -107,11 +107,13 @@ class Qwen3TTSModel:
         if scan_layers is not None:
             policy = dataclasses.replace(policy, scan_layers=scan_layers)
         placement = Placement(None if mesh is None else make_mesh(mesh))
+        seed = checks.check_seed(seed)
         name = str(pretrained_model_name_or_path)
         if name.startswith("random:"):
             return cls._random(name, policy, seed, placement)
         folder = resolve_folder(name)
         cfg = Qwen3TTSConfig.from_model_dir(folder)
+        check_model_folder(folder, "pretrained_model_name_or_path")
         params = load_model_params(folder, cfg, dtype=dt, scan_layers=policy.scan_layers,
                                    shardings=placement.loader(model_units(cfg)))  # each process reads its slices
         speech = Qwen3TTSTokenizer.from_pretrained(folder / "speech_tokenizer", dtype=dt)
@@ -123,26 +125,26 @@ class Qwen3TTSModel:
     def _random(cls, spec: str, policy: Policy, seed: int, placement: Placement = Placement()) -> "Qwen3TTSModel":
         from qwen3tts_jax import presets
         from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
-        from qwen3tts_jax.random_model import byte_level_tokenizer_dir, parse_random_spec, random_codec_params, random_model_params
+        from qwen3tts_jax.random_model import (byte_level_text_tokenizer, parse_random_spec, random_codec_params,
+                                               random_model_params)
 
         kind, size = parse_random_spec(spec)
         cfg = Qwen3TTSConfig.from_dict(presets.model_config(kind, size), f"{spec} config")
         params = layout_model_params(random_model_params(cfg, seed, policy.param_dtype), cfg, policy.scan_layers)
         codec_cfg = Qwen3TTSTokenizerV2Config.from_dict(presets.tokenizer_config(tiny=size == "tiny"), f"{spec} tokenizer config")
         speech = Qwen3TTSTokenizer(codec_cfg, random_codec_params(codec_cfg, seed, policy.param_dtype), policy)
-        text = TextTokenizer.from_pretrained(byte_level_tokenizer_dir())
-        gen_cfg = GenerationConfig.from_dict(presets.GENERATION_CONFIG, f"{spec} generation config")
+        text = byte_level_text_tokenizer()
+        gen_cfg = GenerationConfig.from_dict(presets.random_generation_config(), f"{spec} generation config")
         speech.params = placement.codec_params(speech.params, codec_cfg)
         return cls(cfg, placement.model_params(params, cfg), text, speech, gen_cfg, policy, spec, placement)
 
     # ------------------------------------------------------------------ info
 
     def get_supported_speakers(self) -> list[str] | None:
-        speakers = self.config.talker.speakers
-        return sorted(s.lower() for s in speakers) if speakers else None
+        return checks.supported_speakers(self.config.talker)
 
     def get_supported_languages(self) -> list[str]:
-        return ["auto"] + [k for k in self.config.talker.languages if "dialect" not in k]
+        return checks.supported_languages(self.config.talker)
 
     def _require(self, kind: str, method: str) -> None:
         if self.tts_model_type != kind:
@@ -153,11 +155,7 @@ class Qwen3TTSModel:
 
     def _languages(self, language, n: int) -> list[str]:
         langs = _broadcast("language", _as_list(language) if language is not None else ["Auto"], n)
-        supported = self.get_supported_languages()
-        bad = [lang for lang in langs if not isinstance(lang, str) or lang.lower() not in supported]
-        if bad:
-            raise ValueError(f"Unsupported language(s) {bad}. Supported: {supported}")
-        return [lang.lower() for lang in langs]
+        return checks.check_languages(langs, self.get_supported_languages())
 
     def _texts(self, text) -> list[str]:
         texts = _as_list(text)
@@ -178,17 +176,12 @@ class Qwen3TTSModel:
             # The reference forwards unknown kwargs to generate(), which ignores them.
             warnings.warn(f"ignoring generation keyword argument(s) {sorted(kwargs)}", stacklevel=3)
         cfg = dataclasses.replace(self.generation_config, **explicit)
-        if not isinstance(cfg.max_new_tokens, int) or cfg.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be an integer >= 1, got {cfg.max_new_tokens!r}")
-        if key is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else int(seed)
-            key = jax.random.PRNGKey(seed)
+        checks.check_max_new_tokens(cfg.max_new_tokens)
         sampling = SamplingConfig.from_configs(cfg, self.config.talker)
         if min_new is not None:  # an addition: EOS blocked for the first `min_new_tokens` (benchmarks)
-            if isinstance(min_new, bool) or not isinstance(min_new, (int, np.integer)) or min_new < 0:
-                raise ValueError(f"min_new_tokens must be an integer >= 0, got {min_new!r}")
-            sampling = dataclasses.replace(sampling, talker=dataclasses.replace(sampling.talker, min_new_tokens=int(min_new)))
-        return cfg, sampling, key
+            min_new = checks.check_int("min_new_tokens", min_new, 0)
+            sampling = dataclasses.replace(sampling, talker=dataclasses.replace(sampling.talker, min_new_tokens=min_new))
+        return cfg, sampling, checks.prng_key(seed, key)
 
     # ------------------------------------------------------------------ voice clone prompts
 
@@ -198,6 +191,7 @@ class Qwen3TTSModel:
         audios = _as_list(ref_audio) if isinstance(ref_audio, list) else [ref_audio]
         texts = _broadcast("ref_text", _as_list(ref_text) if isinstance(ref_text, list) else [ref_text], len(audios))
         xvec = _broadcast("x_vector_only_mode", _as_list(x_vector_only_mode), len(audios))
+        xvec = [checks.check_bool(f"x_vector_only_mode[{i}]", x) for i, x in enumerate(xvec)]
         for i, (t, xo) in enumerate(zip(texts, xvec)):
             if not xo and (not isinstance(t, str) or not t.strip()):
                 raise ValueError(f"ref_text[{i}] is required when x_vector_only_mode=False (ICL mode), got {t!r}")
@@ -227,19 +221,15 @@ class Qwen3TTSModel:
         self._require("base", "generate_voice_clone")
         texts = self._texts(text)
         langs = self._languages(language, len(texts))
+        non_streaming_mode = checks.check_bool("non_streaming_mode", non_streaming_mode)
         if voice_clone_prompt is None:
             if ref_audio is None:
                 raise ValueError("Either `voice_clone_prompt` or `ref_audio` must be provided.")
+            # the counts agree before any audio is encoded
+            _broadcast("ref_audio", ref_audio if isinstance(ref_audio, list) else [ref_audio], len(texts))
             items = self.create_voice_clone_prompt(ref_audio, ref_text, x_vector_only_mode)
-        elif isinstance(voice_clone_prompt, dict):
-            n = len(voice_clone_prompt["ref_spk_embedding"])
-            items = [VoiceClonePromptItem(
-                None if voice_clone_prompt["ref_code"][i] is None else np.asarray(voice_clone_prompt["ref_code"][i]),
-                np.asarray(voice_clone_prompt["ref_spk_embedding"][i]), bool(voice_clone_prompt["x_vector_only_mode"][i]),
-                bool(voice_clone_prompt["icl_mode"][i]), (_as_list(ref_text) * n)[i] if ref_text is not None else None,
-            ) for i in range(n)]
         else:
-            items = list(voice_clone_prompt)
+            items = checks.check_voice_clone_prompt(voice_clone_prompt, self.config, ref_text)
         items = _broadcast("voice_clone_prompt", items, len(texts))
         reqs = []
         for i, (t, lang, it) in enumerate(zip(texts, langs, items)):
@@ -258,11 +248,12 @@ class Qwen3TTSModel:
         texts = self._texts(text)
         langs = self._languages(language, len(texts))
         speakers = _broadcast("speaker", _as_list(speaker), len(texts))
-        supported = self.get_supported_speakers() or []
-        bad = [s for s in speakers if not isinstance(s, str) or s.lower() not in supported]
-        if bad:
-            raise ValueError(f"Unsupported speaker(s) {bad}. Supported: {supported}")
-        if self.tts_model_size in "0b6":  # as the reference: the 0.6B CustomVoice model takes no instruct
+        checks.check_speakers(speakers, self.get_supported_speakers() or [])
+        non_streaming_mode = checks.check_bool("non_streaming_mode", non_streaming_mode)
+        if self.tts_model_size == "0b6":  # as the reference: the 0.6B CustomVoice model takes no instruct
+            if any(_as_list(instruct)):
+                warnings.warn("instruct is ignored: the 0.6B CustomVoice model takes no instruction (the 1.7B does)",
+                              stacklevel=3)
             instruct = None
         instructs = _broadcast("instruct", _as_list(instruct) if instruct is not None else [""], len(texts))
         return [PromptRequest(self.text_tokenizer.assistant_text_ids(t).input_ids, lang, s,
@@ -274,7 +265,11 @@ class Qwen3TTSModel:
         self._require("voice_design", "generate_voice_design")
         texts = self._texts(text)
         langs = self._languages(language, len(texts))
+        non_streaming_mode = checks.check_bool("non_streaming_mode", non_streaming_mode)
         instructs = _broadcast("instruct", _as_list(instruct), len(texts))
+        for i, ins in enumerate(instructs):
+            if not isinstance(ins, str):  # '' stays allowed: the reference takes it as "no description"
+                raise ValueError(f"instruct[{i}]: generate_voice_design needs a voice description string, got {ins!r}")
         return [PromptRequest(self.text_tokenizer.assistant_text_ids(t).input_ids, lang,
                               instruct_ids=self.text_tokenizer.instruct_ids(ins).input_ids if ins else None,
                               non_streaming_mode=bool(non_streaming_mode))

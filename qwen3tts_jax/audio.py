@@ -18,6 +18,11 @@ Where the reference would silently produce garbage we raise instead, naming the 
 empty audio, NaN/inf samples, a missing or non-positive `sr`, unreadable files, a 2-D array that
 looks channels-first, more than two dimensions. Integer PCM arrays are scaled to [-1, 1] the way
 soundfile reads them (the reference would feed raw int16 values of ±32767 to the model).
+
+Audio is bounded before it is resampled: the sample rate must lie in [MIN_SAMPLE_RATE,
+MAX_SAMPLE_RATE] and the clip must last at most `max_seconds` (MAX_SECONDS by default). Without
+the bound a mislabelled array (2 s of samples called `sr=1`) is "resampled" to 13 hours of audio
+and the process is killed for memory with no message.
 """
 
 from __future__ import annotations
@@ -36,7 +41,11 @@ import numpy as np
 
 AudioLike = Union[str, "os.PathLike[str]", np.ndarray, tuple]
 
-__all__ = ["AudioLike", "load_audio", "to_mono", "resample", "check_waveform", "normalize_audios"]
+__all__ = ["AudioLike", "load_audio", "to_mono", "resample", "check_waveform", "check_duration", "normalize_audios"]
+
+MIN_SAMPLE_RATE = 4_000  # below telephone quality (8 kHz) there is no voice left to clone or encode
+MAX_SAMPLE_RATE = 384_000  # the highest rate audio interfaces record at
+MAX_SECONDS = 300.0  # longest clip accepted (a reference voice needs seconds; split long audio)
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,6 +71,11 @@ def _is_probably_base64(s: str) -> bool:
     if s.startswith("data:audio"):
         return True
     return len(s) > 256 and (("/" not in s and "\\" not in s) or _B64.fullmatch(s) is not None)
+
+
+def is_local_source(s: str) -> bool:
+    """Whether `load_audio` would read `s` as a file path (not a URL, not a base64 string)."""
+    return not (_is_url(s) or (_is_probably_base64(s) and not os.path.exists(s)))
 
 
 def _short(s: str, n: int = 80) -> str:
@@ -165,6 +179,17 @@ def _check_sr(sr: Any, name: str) -> int:
     return int(sr)
 
 
+def check_duration(n: int, sr: int, name: str = "audio", max_seconds: float = MAX_SECONDS) -> None:
+    """Refuse a sample rate outside [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] and a clip longer than
+    `max_seconds`, before resampling allocates `n * target / sr` samples."""
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise ValueError(f"{name}: sampling rate {sr} Hz is outside [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz "
+                         f"({n} samples would last {n / sr:.6g} s); check the rate the audio is labelled with")
+    if n / sr > max_seconds:
+        raise ValueError(f"{name}: {n} samples at {sr} Hz last {n / sr:.1f} s; the limit is {max_seconds:g} s "
+                         f"(split longer audio into pieces)")
+
+
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """`librosa.resample(y, orig_sr=, target_sr=)` with its default `res_type="soxr_hq"`.
 
@@ -208,13 +233,14 @@ def _items(audios: Any, name: str) -> list[tuple[Any, str]]:
 
 
 def normalize_audios(
-    audios: Any, sr: int | None = None, target_sr: int = 24000, name: str = "audios"
+    audios: Any, sr: int | None = None, target_sr: int = 24000, name: str = "audios", max_seconds: float = MAX_SECONDS
 ) -> list[np.ndarray]:
     """Every supported input form → a list of float32 mono waveforms at `target_sr`.
 
     `sr` applies to bare numpy arrays (required for them); an `(array, sr)` tuple carries its own
     rate; files carry theirs. Raises `ValueError` / `FileNotFoundError` / `TypeError` naming the
-    argument (`audios[1]`, ...) for empty, non-finite, unreadable or rate-less audio.
+    argument (`audios[1]`, ...) for empty, non-finite, unreadable or rate-less audio, and for a
+    rate or a length out of bounds (`check_duration`).
     """
     items = _items(audios, name)
     if not items:
@@ -233,6 +259,7 @@ def normalize_audios(
         else:
             wav = to_mono(_as_float_array(item, where), where)
             rate = _check_sr(sr, where)
+        check_duration(len(wav), rate, where, max_seconds)
         wav = check_waveform(np.asarray(wav).astype(np.float32), where)
         out.append(resample(wav, rate, target_sr))
     return out

@@ -8,6 +8,11 @@ non-blank lines) or a `.jsonl` file, one object per line:
 "ref_audio": "ref.wav", "ref_text": "...", "x_vector_only": false}` — only `text` is required;
 missing fields take the command-line defaults. Ids name the output files (`OUT/<id>.wav`).
 
+The whole input is checked before anything is synthesised or written (`read_items` for the file's
+syntax and field types, `check_items` against the loaded model: speakers, languages, which voice
+fields the model type takes, reference files present and transcribed); an error names the
+file, the line and the item id.
+
 Output, and why an interrupted run can simply be started again:
 * every audio file is written atomically (a hidden temporary file in OUT, then `os.replace`), so
   an `<id>.wav` is either complete or absent; temporaries a killed run left behind are removed
@@ -34,10 +39,12 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+from qwen3tts_jax import checks
+from qwen3tts_jax.atomic import PART_SUFFIX, write_text_atomic
 
 MANIFEST = "manifest.jsonl"
 SETTINGS = "batch.json"
@@ -57,14 +64,16 @@ class Item:
     ref_audio: str | None = None
     ref_text: str | None = None
     x_vector_only: bool | None = None
+    where: str | None = dataclasses.field(default=None, compare=False)  # "items.jsonl:3", for messages
+
+    def __str__(self) -> str:
+        return f"{self.where} (id {self.id!r})" if self.where else f"item {self.id!r}"
 
 
 def read_items(path: str | os.PathLike) -> list[Item]:
     """Items of a `.txt` (a text per non-blank line) or `.jsonl` file; errors name file:line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--input {path}: file not found")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    path = checks.check_input_file(path, "--input")
+    lines = checks.read_text_file(path, "--input").splitlines()
     items: list[Item] = []
     if path.suffix.lower() == ".jsonl":
         for n, line in enumerate(lines, 1):
@@ -89,12 +98,12 @@ def read_items(path: str | os.PathLike) -> list[Item]:
             if obj.get("x_vector_only") is not None and not isinstance(obj["x_vector_only"], bool):
                 raise ValueError(f"{where}: 'x_vector_only' must be true or false, got {obj['x_vector_only']!r}")
             item_id = obj.get("id") or f"{len(items) + 1:06d}"
-            items.append(Item(item_id, text.strip(), **{k: obj.get(k) for k in _FIELDS - {"id", "text"}}))
+            items.append(Item(item_id, text.strip(), **{k: obj.get(k) for k in _FIELDS - {"id", "text"}}, where=where))
             _check_id(item_id, where)
     elif path.suffix.lower() == ".txt":
         for n, line in enumerate(lines, 1):
             if line.strip():
-                items.append(Item(f"{len(items) + 1:06d}", line.strip()))
+                items.append(Item(f"{len(items) + 1:06d}", line.strip(), where=f"{path}:{n}"))
     else:
         raise ValueError(f"--input {path}: expected a .txt (one text per line) or .jsonl file")
     if not items:
@@ -117,23 +126,10 @@ def _check_id(item_id: str, where: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def clean_partials(out_dir: Path) -> list[Path]:
     """Remove the hidden `.<name>.*.part` temporaries a killed run left in `out_dir`."""
     removed = []
-    for p in out_dir.glob(".*.part"):
+    for p in out_dir.glob(f".*{PART_SUFFIX}"):
         p.unlink(missing_ok=True)
         removed.append(p)
     return removed
@@ -163,7 +159,7 @@ def load_manifest(out_dir: Path) -> dict[str, dict]:
 
 def write_manifest(out_dir: Path, records: dict[str, dict]) -> None:
     """Replace the manifest atomically with one line per record."""
-    _write_atomic(out_dir / MANIFEST, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records.values()))
+    write_text_atomic(out_dir / MANIFEST, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records.values()))
 
 
 def append_manifest(out_dir: Path, record: dict) -> None:
@@ -186,7 +182,7 @@ def check_settings(out_dir: Path, settings: dict) -> None:
             detail = ", ".join(f"{k}: {old.get(k)!r} then, {settings.get(k)!r} now" for k in diff)
             raise ValueError(f"--out-dir {out_dir} was started with other settings ({detail}); use another --out-dir")
         return
-    _write_atomic(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
 def is_done(item: Item, records: dict[str, dict], out_dir: Path) -> bool:
@@ -211,28 +207,76 @@ class Defaults:
     x_vector_only: bool = False
 
 
+def _pick(items: Sequence[Item], defaults: Defaults, name: str) -> list:
+    return [getattr(it, name) if getattr(it, name) is not None else getattr(defaults, name) for it in items]
+
+
+# Which voice fields each model type takes (the others are refused rather than ignored).
+_VOICE_FIELDS = {"custom_voice": {"speaker", "instruct"}, "voice_design": {"instruct"},
+                 "base": {"ref_audio", "ref_text", "x_vector_only"}}
+_KIND_NAMES = {"custom_voice": "CustomVoice", "voice_design": "VoiceDesign", "base": "Base"}
+
+
+def _missing(items: Sequence[Item], ids: list[str]) -> str:
+    wheres = [it.where for it in items if it.id in ids and it.where]
+    return f"items {ids}" + (f" (at {', '.join(wheres)})" if wheres else "")
+
+
+def check_items(model, items: Sequence[Item], defaults: Defaults) -> None:
+    """Check every item against `model` before any synthesis: language, speaker, the voice fields
+    its type takes, reference files present and, for ICL cloning, transcribed."""
+    from qwen3tts_jax.audio import is_local_source
+
+    kind = model.tts_model_type
+    allowed = _VOICE_FIELDS[kind]
+    others = sorted(set().union(*_VOICE_FIELDS.values()) - allowed)
+    languages = model.get_supported_languages()
+    speakers = model.get_supported_speakers() or []
+    for it in items:
+        for field in others:
+            if getattr(it, field) not in (None, False):
+                raise ValueError(f"{it}: field {field!r} is not used by a {_KIND_NAMES[kind]} model "
+                                 f"(this model takes {sorted(allowed)}); remove it")
+        checks.check_languages([_pick([it], defaults, "language")[0]], languages, name=f"{it}: language")
+        if kind == "custom_voice" and _pick([it], defaults, "speaker")[0] is not None:
+            checks.check_speakers([_pick([it], defaults, "speaker")[0]], speakers, name=f"{it}: speaker")
+    if kind == "voice_design":
+        missing = [it.id for it, ins in zip(items, _pick(items, defaults, "instruct")) if not ins]
+        if missing:
+            raise ValueError(f"{_missing(items, missing)}: a VoiceDesign model needs an instruct "
+                             f"(item field or --instruct)")
+    if kind == "base":
+        refs = _pick(items, defaults, "ref_audio")
+        missing = [it.id for it, r in zip(items, refs) if not r]
+        if missing:
+            raise ValueError(f"{_missing(items, missing)}: a Base model needs ref_audio (item field or --ref-audio)")
+        texts, xvecs = _pick(items, defaults, "ref_text"), _pick(items, defaults, "x_vector_only")
+        for it, ref, text, xvec in zip(items, refs, texts, xvecs):
+            if is_local_source(ref):
+                checks.check_input_file(ref, f"{it}: ref_audio")
+            if not xvec and not (text or "").strip():
+                raise ValueError(f"{it}: ref_audio {ref!r} has no ref_text; give its transcript (ICL cloning) or "
+                                 f"set x_vector_only (item field or --x-vector-only) to clone from the speaker "
+                                 f"embedding only")
+
+
 def synthesize_batch(model, items: Sequence[Item], defaults: Defaults, key, gen_kwargs: dict):
     """One batch through the model's public generate_* method for its type → (wavs, sr)."""
-    pick = lambda name: [getattr(it, name) if getattr(it, name) is not None else getattr(defaults, name) for it in items]  # noqa: E731
-    texts, langs = [it.text for it in items], pick("language")
+    check_items(model, items, defaults)
+    texts, langs = [it.text for it in items], _pick(items, defaults, "language")
     kind = model.tts_model_type
     if kind == "custom_voice":
         first = (model.get_supported_speakers() or [None])[0]
-        speakers = [s or first for s in pick("speaker")]
-        return model.generate_custom_voice(texts, speakers, language=langs, instruct=pick("instruct"), key=key, **gen_kwargs)
+        speakers = [s or first for s in _pick(items, defaults, "speaker")]
+        return model.generate_custom_voice(texts, speakers, language=langs, instruct=_pick(items, defaults, "instruct"),
+                                           key=key, **gen_kwargs)
     if kind == "voice_design":
-        instructs = pick("instruct")
-        missing = [it.id for it, ins in zip(items, instructs) if not ins]
-        if missing:
-            raise ValueError(f"items {missing}: a VoiceDesign model needs an instruct (item field or --instruct)")
+        instructs = _pick(items, defaults, "instruct")
         return model.generate_voice_design(texts, instructs, language=langs, key=key, **gen_kwargs)
-    refs, ref_texts, xvec = pick("ref_audio"), pick("ref_text"), pick("x_vector_only")
-    missing = [it.id for it, r in zip(items, refs) if not r]
-    if missing:
-        raise ValueError(f"items {missing}: a Base model needs ref_audio (item field or --ref-audio)")
-    xvec = [bool(x) or not t for x, t in zip(xvec, ref_texts)]
-    return model.generate_voice_clone(texts, language=langs, ref_audio=refs, ref_text=ref_texts,
-                                      x_vector_only_mode=xvec, key=key, **gen_kwargs)
+    return model.generate_voice_clone(texts, language=langs, ref_audio=_pick(items, defaults, "ref_audio"),
+                                      ref_text=_pick(items, defaults, "ref_text"),
+                                      x_vector_only_mode=[bool(x) for x in _pick(items, defaults, "x_vector_only")],
+                                      key=key, **gen_kwargs)
 
 
 @dataclasses.dataclass
@@ -255,10 +299,9 @@ def run_batch(model, items: Sequence[Item], out_dir: str | os.PathLike, *, batch
     must still take part in every batch). `make_key(seed, k)` gives batch k's PRNG key."""
     from qwen3tts_jax.audio_io import write_audio_atomic
 
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    if audio_format not in ("wav", "flac"):
-        raise ValueError(f"--format must be wav or flac, got {audio_format!r}")
+    batch_size = checks.check_int("--batch-size", batch_size, 1)
+    checks.check_choice("--format", audio_format, ["wav", "flac"])
+    check_items(model, items, defaults)  # all of them, before the first batch runs
     out_dir = Path(out_dir)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if make_key is None:
@@ -287,7 +330,7 @@ def run_batch(model, items: Sequence[Item], out_dir: str | os.PathLike, *, batch
             name = f"{it.id}.{audio_format}"
             if writer:
                 redone = redone or it.id in records
-                write_audio_atomic(out_dir / name, wav, sr)
+                write_audio_atomic(out_dir / name, wav, sr, name="--out-dir")
                 rec = {"id": it.id, "text": it.text, "audio": name, "sample_rate": int(sr), "samples": int(len(wav)),
                        "seconds": round(len(wav) / sr, 4), "batch": k // batch_size}
                 append_manifest(out_dir, rec)
@@ -314,11 +357,19 @@ def _agree(pending: list[bool]) -> list[bool]:
     return [bool(x) for x in multihost_utils.broadcast_one_to_all(np.asarray(pending, np.int32))]
 
 
-def prepare_out_dir(out_dir: str | os.PathLike, settings: dict, writer: bool = True) -> Path:
-    """Create `out_dir`, clear a killed run's temporaries, check/record the settings."""
+def check_out_dir(out_dir: str | os.PathLike) -> Path:
+    """`out_dir` is a writable folder, or can be created in one (checked before loading)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out-dir {out_dir}: exists and is not a directory")
+    existing = out_dir if out_dir.is_dir() else next(p for p in out_dir.absolute().parents if p.exists())
+    checks.check_writable_folder(existing, "--out-dir", out_dir)
+    return out_dir
+
+
+def prepare_out_dir(out_dir: str | os.PathLike, settings: dict, writer: bool = True) -> Path:
+    """Create `out_dir`, clear a killed run's temporaries, check/record the settings."""
+    out_dir = check_out_dir(out_dir) if writer else Path(out_dir)
     if writer:
         out_dir.mkdir(parents=True, exist_ok=True)
         clean_partials(out_dir)
@@ -334,6 +385,9 @@ def main(args) -> int:
     from qwen3tts_jax.sharding import parse_mesh_spec
 
     items = read_items(args.input)
+    writer = jax.process_index() == 0
+    if writer:  # only process 0 writes; on other hosts the folder need not exist
+        check_out_dir(args.out_dir)
     gen_kwargs: dict[str, Any] = {}
     if args.max_new_tokens is not None:
         gen_kwargs["max_new_tokens"] = args.max_new_tokens
@@ -343,13 +397,13 @@ def main(args) -> int:
     batch_size = args.batch_size or (parse_mesh_spec(args.mesh)["data"] if args.mesh else 1)
     settings = {"model": args.model, "seed": args.seed, "greedy": bool(args.greedy), "max_new_tokens": args.max_new_tokens,
                 "dtype": args.dtype, "format": args.format, "batch_size": batch_size}
-    writer = jax.process_index() == 0
-    out_dir = prepare_out_dir(args.out_dir, settings, writer)
     t0 = time.perf_counter()
     model = Qwen3TTSModel.from_pretrained(args.model, dtype=args.dtype, seed=args.seed, mesh=args.mesh)
+    defaults = Defaults(args.speaker, args.language, args.instruct, args.ref_audio, args.ref_text, args.x_vector_only)
+    check_items(model, items, defaults)  # before the output folder is created or anything synthesised
+    out_dir = prepare_out_dir(args.out_dir, settings, writer)
     print(f"loaded {args.model} ({model.tts_model_type}) in {time.perf_counter() - t0:.1f} s; {len(items)} items, "
           f"batches of {batch_size}" + (f", mesh {dict(model.mesh.shape)}" if model.mesh is not None else ""), file=sys.stderr)
-    defaults = Defaults(args.speaker, args.language, args.instruct, args.ref_audio, args.ref_text, args.x_vector_only)
     s = run_batch(model, items, out_dir, batch_size=batch_size, seed=args.seed, defaults=defaults, gen_kwargs=gen_kwargs,
                   audio_format=args.format, writer=writer)
     where = f"manifest {out_dir / MANIFEST}" if writer else f"written by process 0 (this is process {jax.process_index()})"

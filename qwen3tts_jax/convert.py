@@ -1,25 +1,31 @@
 """Convert a Hugging Face model folder to our parameter pytrees on disk, and read them back.
 
-The converted form is a safetensors file of the flattened pytree (`talker/model/layers_0/...`),
-so it loads without the key table, in any framework, lazily. Configs and tokenizer files are
-copied beside it, so the output is itself a loadable model folder for `load_converted`.
-Outputs are written to a temporary folder and renamed into place: an interrupted conversion never
-leaves a half-written result.
+What it is for: other JAX code that wants this model's weights as our Flax trees without our
+key table. The converted form is a safetensors file of the flattened pytree
+(`talker/model/layers_0/...`), readable without the key table, in any framework, lazily; configs
+and tokenizer files are copied beside it, and `load_converted` reads it back. It is not a model
+folder: `from_pretrained`, `synthesize --model` and `inspect` take the original Hugging Face
+layout, and say so when given a converted folder (`inspect` lists its trees).
+
+The output is written through `atomic.atomic_path`: an interrupted conversion leaves nothing,
+and the folder gets ordinary permissions (0755 under the usual umask).
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from flax import traverse_util
 
+from qwen3tts_jax.atomic import atomic_path
+from qwen3tts_jax.checks import check_new_folder
 from qwen3tts_jax.config import Qwen3TTSConfig
+from qwen3tts_jax.hub import CONVERTED_MARK
 from qwen3tts_jax.weights import load_model_params
 
-PARAMS_FILE = "params.safetensors"
+PARAMS_FILE = CONVERTED_MARK
 _SIDE_FILES = (
     "config.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer_config.json", "tokenizer.json",
     "special_tokens_map.json", "preprocessor_config.json",
@@ -44,14 +50,13 @@ def load_tree(path: Path) -> dict:
 
 def convert(folder: str | Path, out: str | Path, dtype: Any = None) -> Path:
     """HF folder (model, with optional `speech_tokenizer/`) → `out/` with params.safetensors files."""
-    folder, out = Path(folder), Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out}: output already exists; remove it or choose another path")
+    folder = Path(folder)
+    out = check_new_folder(out, "OUT")  # before reading gigabytes of weights
+    if not folder.is_dir():
+        raise FileNotFoundError(f"DIR {folder}: not a directory{random_hint(str(folder))}")
     cfg = Qwen3TTSConfig.from_model_dir(folder)
     model_params = load_model_params(folder, cfg, dtype=dtype)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_path(out, folder=True, replace=False) as tmp:
         save_tree(model_params, tmp / PARAMS_FILE)
         _copy_side_files(folder, tmp)
         tok = folder / "speech_tokenizer"
@@ -61,11 +66,14 @@ def convert(folder: str | Path, out: str | Path, dtype: Any = None) -> Path:
             (tmp / "speech_tokenizer").mkdir()
             save_tree(load_codec_params(tok, dtype=dtype), tmp / "speech_tokenizer" / PARAMS_FILE)
             _copy_side_files(tok, tmp / "speech_tokenizer")
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
+
+
+def random_hint(name: str) -> str:
+    """For a `random:` name given where a folder is needed: how to make one."""
+    if not name.startswith("random:"):
+        return ""
+    return f" (a random: model is built in memory; write it as a folder with `qwen3tts-jax save-random {name} DIR`)"
 
 
 def _copy_side_files(src: Path, dst: Path) -> None:

@@ -37,8 +37,6 @@ import functools
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -47,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from qwen3tts_jax.atomic import atomic_path
 from qwen3tts_jax.code_predictor import CodePredictor
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
 from qwen3tts_jax.nn.linear import precision
@@ -341,23 +340,9 @@ def save_checkpoint(path: str | os.PathLike, state: TrainState, train: TrainConf
     manifest = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": int(state.step), "dtypes": dtypes,
                 "shapes": shapes,
                 "train_config": None if train is None else dataclasses.asdict(train), "extra": extra or {}}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_path(path, folder=True) as tmp:
         save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "train_state.json").write_text(json.dumps(manifest, indent=1))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

@@ -24,6 +24,16 @@ GENERATION_CONFIG = {
     "max_new_tokens": 8192,
 }
 
+# Random weights almost never sample the end-of-speech token, so a `random:` model would run to
+# the released budget of 8192 tokens (11 minutes of audio; about an hour on a CPU at 0.6B). Its
+# generation config gets this budget instead: 95 frames, 7.6 s of audio. `max_new_tokens=` wins.
+RANDOM_MAX_NEW_TOKENS = 96
+
+
+def random_generation_config() -> dict:
+    """generation_config.json of a `random:` model: the released sampling values, a short budget."""
+    return {**GENERATION_CONFIG, "max_new_tokens": RANDOM_MAX_NEW_TOKENS}
+
 
 def model_config(tts_model_type: str, size: str) -> dict:
     """config.json of a released model: `tts_model_type` in base / custom_voice / voice_design,
@@ -99,9 +109,22 @@ def tokenizer_config(tiny: bool = False) -> dict:
     }
 
 
-# `random:<name>` model names → (tts_model_type, size)
+# `random:<name>` model names → (tts_model_type, size). The tiny ones are the released structure
+# at toy width (hidden size 64); their config.json says size 0b6 (the loader knows no other).
 RANDOM_MODELS = {
     "0.6b-base": ("base", "0b6"), "0.6b-customvoice": ("custom_voice", "0b6"),
     "1.7b-base": ("base", "1b7"), "1.7b-customvoice": ("custom_voice", "1b7"), "1.7b-voicedesign": ("voice_design", "1b7"),
     "tiny": ("custom_voice", "tiny"), "tiny-base": ("base", "tiny"), "tiny-voicedesign": ("voice_design", "tiny"),
 }
+
+
+def random_model_names() -> list[str]:
+    return sorted("random:" + k for k in RANDOM_MODELS)
+
+
+def describe_random_models() -> str:
+    """One line per `random:` name (for --help and the README)."""
+    kinds = {"base": "Base (voice clone)", "custom_voice": "CustomVoice (preset speakers)",
+             "voice_design": "VoiceDesign"}
+    sizes = {"0b6": "0.6B", "1b7": "1.7B", "tiny": "tiny (hidden 64, seconds to build)"}
+    return "\n".join(f"  random:{k:<18} {kinds[t]}, {sizes[s]}" for k, (t, s) in sorted(RANDOM_MODELS.items()))

@@ -6,12 +6,18 @@ matrices ~ N(0, 1/fan_in), embeddings ~ N(0, 1), norm and scale vectors ~ 1 + 0.
 SnakeBeta log-parameters ~ 0.1·N, codebooks with positive usage. The text side uses a byte-level
 vocabulary (256 byte tokens plus the Qwen special tokens at their real ids) since the real BPE
 vocabulary ships only with real model folders.
+
+`save_random_model` writes such a model as a folder in the released layout (config.json,
+generation_config.json, model.safetensors under the checkpoint's key names, the tokenizer files,
+speech_tokenizer/ with its own config and safetensors), so `inspect`, `convert` and
+`--model DIR` can be tried without a checkpoint; loading it gives the `random:` model exactly.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -111,9 +117,64 @@ def byte_level_tokenizer_dir(folder: Path | None = None) -> Path:
     return folder
 
 
+def byte_level_text_tokenizer():
+    """The byte-level `TextTokenizer`, built from files in a temporary folder that is removed
+    again (the tokenizer keeps nothing on disk)."""
+    from qwen3tts_jax.text import TextTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="qwen3tts-bytes-") as folder:
+        return TextTokenizer.from_pretrained(byte_level_tokenizer_dir(Path(folder)))
+
+
+# The released config.json files record the transformers version they were saved with; the text
+# tokenizer's split-pattern choice reads it (`text.reference_split_pattern`).
+_TRANSFORMERS_VERSION = "4.57.3"
+
+
+def _tensors(entries: list[Entry], tree: dict) -> dict[str, np.ndarray]:
+    out = {}
+    for e in entries:
+        node = tree
+        for name in e.target:
+            node = node[name]
+        out[e.key] = np.asarray(node)
+    return out
+
+
+def save_random_model(spec: str, out: str | os.PathLike, seed: int = 0) -> Path:
+    """Write the `random:` model `spec` (weights drawn from `seed`, float32) to the new folder
+    `out` in the released layout; the folder appears complete or not at all."""
+    from safetensors.numpy import save_file
+
+    from qwen3tts_jax.atomic import atomic_path
+    from qwen3tts_jax.checks import check_new_folder, check_seed
+    from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
+    from qwen3tts_jax.codec.weights import codec_entries
+
+    kind, size = parse_random_spec(spec)
+    seed = check_seed(seed)
+    out = check_new_folder(out, "OUT")
+    cfg_dict = {**presets.model_config(kind, size), "transformers_version": _TRANSFORMERS_VERSION}
+    cfg = Qwen3TTSConfig.from_dict(cfg_dict, f"{spec} config")
+    codec_dict = presets.tokenizer_config(tiny=size == "tiny")
+    codec_cfg = Qwen3TTSTokenizerV2Config.from_dict(codec_dict, f"{spec} tokenizer config")
+    with atomic_path(out, folder=True, replace=False) as tmp:
+        byte_level_tokenizer_dir(tmp)  # vocab.json, merges.txt, tokenizer_config.json (+ a config.json replaced below)
+        (tmp / "config.json").write_text(json.dumps(cfg_dict, indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps(presets.random_generation_config(), indent=2))
+        entries = model_entries(cfg)
+        save_file(_tensors(entries, random_model_params(cfg, seed)), str(tmp / "model.safetensors"))
+        st = tmp / "speech_tokenizer"
+        st.mkdir()
+        (st / "config.json").write_text(json.dumps(codec_dict, indent=2))
+        codec = _tensors(codec_entries(codec_cfg), random_codec_params(codec_cfg, seed))
+        save_file(codec, str(st / "model.safetensors"))
+    return out
+
+
 def parse_random_spec(spec: str) -> tuple[str, str]:
     """`random:0.6b-base` → ("base", "0b6")."""
     name = spec.split(":", 1)[1] if spec.startswith("random:") else spec
     if name not in presets.RANDOM_MODELS:
-        raise ValueError(f"model {spec!r}: unknown random model; choose one of {sorted('random:' + k for k in presets.RANDOM_MODELS)}")
+        raise ValueError(f"model {spec!r}: unknown random model; choose one of {presets.random_model_names()}")
     return presets.RANDOM_MODELS[name]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's main-job command: set up .venv, then synthesize with the real 0.6B CustomVoice
-# architecture and seeded random weights (pass other synthesize flags to override, e.g.
-# `bash scripts/run_demo.sh --model /path/to/Qwen3-TTS-12Hz-0.6B-CustomVoice`).
+# The README's main-job command: set up .venv (what synthesis needs), then run the synthesize line
+# the README shows, with the real 0.6B CustomVoice architecture and seeded random weights (pass
+# other synthesize flags to override, e.g. `bash scripts/run_demo.sh --model /path/to/Qwen3-TTS-12Hz-0.6B-CustomVoice`).
+# tests/test_first_hour.py checks that this line and the README's are the same command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): set up .venv, then run the whole suite.
+# The test command (README, .ci/run): set up .venv with the test environment, then run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
+bash scripts/setup_env.sh --test
 exec .venv/bin/python -m pytest -q tests "$@"

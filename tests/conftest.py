@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
+# The CLI turns JAX's persistent compilation cache on by default; tests (and the CLI processes
+# they start) compile afresh and write nothing to ~/.cache. tests/test_first_hour.py checks the cache.
+os.environ.setdefault("QWEN3TTS_COMPILE_CACHE", "off")
 
 
 def max_abs(a, b) -> float:

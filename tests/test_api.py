@@ -117,7 +117,7 @@ def tiny_base():
     (lambda m: m.generate_custom_voice("hi", "nobody"), r"Unsupported speaker\(s\) \['nobody'\]. Supported: \['aiden'"),
     (lambda m: m.generate_custom_voice("hi", "ryan", language="klingon"), r"Unsupported language\(s\) \['klingon'\]. Supported: \['auto'"),
     (lambda m: m.generate_voice_design("hi", "calm"), r"needs a 'voice_design' model .* this model is 'custom_voice'"),
-    (lambda m: m.generate_custom_voice("hi", "ryan", max_new_tokens=0), r"max_new_tokens must be an integer >= 1"),
+    (lambda m: m.generate_custom_voice("hi", "ryan", max_new_tokens=0), r"max_new_tokens must be an integer >= 2"),
     (lambda m: m.generate_custom_voice("hi", "ryan", max_new_tokens=40000), r"exceed the model's position budget"),
     (lambda m: m.generate_custom_voice(["a", "b"], ["ryan", "eric", "aiden"]), r"Batch size mismatch: speaker has 3"),
 ])

@@ -118,6 +118,9 @@ class FakeModel:
     def get_supported_speakers(self):
         return ["ryan", "serena"]
 
+    def get_supported_languages(self):  # batch.check_items checks every item's language up front
+        return ["auto", "english"]
+
     def generate_custom_voice(self, texts, speakers, language=None, instruct=None, key=None, **kw):
         if self.crash_after is not None and len(self.calls) >= self.crash_after:
             raise KeyboardInterrupt("simulated kill")
