@@ -333,6 +333,9 @@ def run_batch(model, items: Sequence[Item], out_dir: str | os.PathLike, *, batch
                 write_audio_atomic(out_dir / name, wav, sr, name="--out-dir")
                 rec = {"id": it.id, "text": it.text, "audio": name, "sample_rate": int(sr), "samples": int(len(wav)),
                        "seconds": round(len(wav) / sr, 4), "batch": k // batch_size}
+                if (gen_kwargs or {}).get("long_form"):  # how each segment ended
+                    segs = model.last_long_form[batch.index(it)]
+                    rec["segments"] = [{"text": g.text, "frames": g.frames, "finish_reason": g.finish_reason} for g in segs]
                 append_manifest(out_dir, rec)
                 records[it.id] = rec
             summary.written += 1
@@ -393,10 +396,13 @@ def main(args) -> int:
         gen_kwargs["max_new_tokens"] = args.max_new_tokens
     if args.greedy:
         gen_kwargs.update(do_sample=False, subtalker_dosample=False)
+    if getattr(args, "long_form", False):
+        gen_kwargs["long_form"] = True
     # Batches are cut before loading (and recorded: with sampling, an item's draws depend on its batch).
     batch_size = args.batch_size or (parse_mesh_spec(args.mesh)["data"] if args.mesh else 1)
     settings = {"model": args.model, "seed": args.seed, "greedy": bool(args.greedy), "max_new_tokens": args.max_new_tokens,
-                "dtype": args.dtype, "format": args.format, "batch_size": batch_size}
+                "dtype": args.dtype, "format": args.format, "batch_size": batch_size,
+                "long_form": bool(gen_kwargs.get("long_form"))}
     t0 = time.perf_counter()
     model = Qwen3TTSModel.from_pretrained(args.model, dtype=args.dtype, seed=args.seed, mesh=args.mesh)
     defaults = Defaults(args.speaker, args.language, args.instruct, args.ref_audio, args.ref_text, args.x_vector_only)

@@ -82,3 +82,25 @@ def test_voice_clone_prompt_is_built_once(base, monkeypatch):
 def test_long_form_option_is_checked(custom):
     with pytest.raises(ValueError, match="long_form must be a bool or a LongFormOptions"):
         custom.generate_custom_voice("Hi.", "ryan", long_form="yes")
+
+
+def test_cli_and_batch_report_each_segment(tmp_path, capsys):
+    """`synthesize --text-file` speaks a chapter segment by segment and says how each ended;
+    `batch --long-form` records it in the manifest."""
+    import json
+
+    from qwen3tts_jax import cli
+
+    chapter = tmp_path / "chapter.txt"
+    chapter.write_text("It was a bright cold day. The clocks were striking thirteen.\n\nA new paragraph.", encoding="utf-8")
+    common = ["--model", "random:tiny", "--greedy", "--max-new-tokens", "6", "--no-compile-cache"]
+    assert cli.main(["synthesize", "--text-file", str(chapter), "--out", str(tmp_path / "c.wav"), "--speaker", "ryan",
+                     *common]) == 0
+    err = capsys.readouterr().err
+    assert "long form" in err and err.count("segment ") >= 3 and "length" in err
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"id": "a", "text": chapter.read_text(encoding="utf-8")}) + "\n", encoding="utf-8")
+    assert cli.main(["batch", "--input", str(items), "--out-dir", str(tmp_path / "out"), "--speaker", "ryan",
+                     "--long-form", *common]) == 0
+    (rec,) = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert [s["finish_reason"] for s in rec["segments"]] == ["length"] * len(rec["segments"]) and len(rec["segments"]) >= 3
