@@ -70,7 +70,10 @@ def main() -> None:
     out = {"model": args.model, "jax": jax.__version__, "load_s": round(time.perf_counter() - t, 1),
            "loadavg_start": os.getloadavg(), "texts": {}}
     greedy = dict(do_sample=False, subtalker_dosample=False)
-    for name, text, lang in (("english_2000", ENGLISH[:2000], "english"), ("chinese_1000", CHINESE[:1000], "chinese")):
+    # The stories told twice over, cut to the length asked for (at a sentence end where one is near).
+    english = (ENGLISH + "\n\n" + ENGLISH)[:2000]
+    chinese = (CHINESE + "\n\n" + CHINESE)[:1000]
+    for name, text, lang in (("english_2000", english, "english"), ("chinese_1000", chinese, "chinese")):
         res: dict = {"characters": len(text)}
         t = time.perf_counter()
         wav, sr = model.generate_custom_voice(text, "ryan", language=lang, long_form=True, **greedy)
