@@ -454,7 +454,7 @@ _prepare_jit = jax.jit(prepare_params, static_argnames=("cfg",))
 
 def chunked_decode(
     params: dict,
-    codes: Int[Array, "b q t"],
+    codes: Int[Array | np.ndarray, "b q t"],
     cfg: DecoderConfig,
     policy: Policy = Policy(),
     chunk_size: int = CHUNK_SIZE,

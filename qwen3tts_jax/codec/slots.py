@@ -104,6 +104,10 @@ class CodecSlots:
         self._live = [False] * slots
         self._fresh = [False] * slots  # the row's state must restart at its next piece
         self._scatter = _scatter_donating if policy.donate_codec_state else _scatter_copying
+        # What ran, for tests and benchmarks: step calls, and row-frames decoded beyond the
+        # streams' own frames (final pieces' code-0 padding; bucket padding rows not counted).
+        self.calls = 0
+        self.padded_frames = 0
 
     # ------------------------------------------------------------------------------ interface
 
@@ -184,6 +188,7 @@ class CodecSlots:
             if final and i == len(plan) - 1:
                 pad = padded_length(len(part), self.max_piece, self.call_overhead) - len(part)
                 part = np.concatenate([part, np.zeros((pad, part.shape[1]), part.dtype)])
+                self.padded_frames += pad
                 keep = np.concatenate([keep, np.zeros(pad, bool)])
             fresh = run.fresh or (i == 0 and self._fresh[row])
             out.append((fresh, part, keep))
@@ -237,6 +242,8 @@ class CodecSlots:
             if w.at == len(part):
                 w.runs.pop(0)
                 w.at = 0
+        self.calls += 1
+        rows, fresh, codes = jax.device_put((rows, fresh, codes))  # one transfer, no program
         sub = _gather(self.state, rows, fresh)
         wav, sub = stream_step(self.params, sub, codes, self.cfg, self.policy, True)
         self.state = self._scatter(self.state, rows, sub)

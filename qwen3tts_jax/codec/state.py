@@ -40,6 +40,11 @@ class DecoderState:
     pos: Int[Array, "b"]
     kv: tuple[KVCache, ...]
     history: dict[str, Float[Array, "b _h _c"]]
+    # JAX rebuilds pytrees through `__init__` with whatever leaves a transformation carries
+    # (`eval_shape`'s ShapeDtypeStructs, `tree.map` results), so a runtime type checker
+    # (jaxtyping's import hook) must not check the fields at construction; the functions that
+    # take and return a state check it there. Not a field (no annotation).
+    __no_type_check__ = True
 
     @property
     def batch(self) -> int:
