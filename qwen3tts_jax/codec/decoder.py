@@ -350,10 +350,12 @@ class Qwen3TTSTokenizerV2Decoder(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
+@functools.partial(jax.jit, static_argnames=("cfg",))
 def prepare_params(params: dict, cfg: DecoderConfig) -> dict:
     """Decoder params with every conv kernel in "HIO" layout (transposed convs in polyphase
     form), for `Qwen3TTSTokenizerV2Decoder(kernel_layout="HIO")`. Same tree, same names; only
-    the conv `weight` leaves change shape. Pure and jit-able; do it once per loaded model."""
+    the conv `weight` leaves change shape. Jitted (one program per config, placed like
+    `params`); do it once per loaded model."""
     out = jax.tree.map(lambda a: a, params)  # a fresh dict tree (leaves shared)
 
     def conv(node: dict) -> None:
@@ -449,9 +451,6 @@ def decode_codes(
     return Qwen3TTSTokenizerV2Decoder(cfg, policy, "HIO").apply({"params": params}, codes)
 
 
-_prepare_jit = jax.jit(prepare_params, static_argnames=("cfg",))
-
-
 def chunked_decode(
     params: dict,
     codes: Int[Array | np.ndarray, "b q t"],
@@ -480,7 +479,7 @@ def chunked_decode(
     if t == 0:
         return jnp.zeros((b, 0), policy.dtype)
     if not prepared:
-        params = _prepare_jit(params, cfg)
+        params = prepare_params(params, cfg)
     plan = runs(0, t, chunk_size, left_context_size)
     total = plan[-1].first + padded_length(t - plan[-1].first, max_piece, call_overhead)
     if total > t:  # the last piece's code-0 padding

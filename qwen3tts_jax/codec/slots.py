@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from qwen3tts_jax.codec.config import DecoderConfig
-from qwen3tts_jax.codec.decoder import CHUNK_SIZE, LEFT_CONTEXT, _prepare_jit, init_state, stream_step
+from qwen3tts_jax.codec.decoder import CHUNK_SIZE, LEFT_CONTEXT, init_state, prepare_params, stream_step
 from qwen3tts_jax.codec.pieces import CALL_OVERHEAD, MAX_PIECE, padded_length, piece_sizes, row_groups, runs
 from qwen3tts_jax.codec.state import DecoderState
 from qwen3tts_jax.config import Policy
@@ -96,7 +96,7 @@ class CodecSlots:
         self.reference_chunking = reference_chunking
         self.chunk_size, self.left_context_size = chunk_size, left_context_size
         self.max_piece, self.call_overhead = max_piece, call_overhead
-        self.params = params if prepared else _prepare_jit(params, cfg)
+        self.params = params if prepared else prepare_params(params, cfg)
         self.state = init_state(cfg, slots, policy)
         q = cfg.num_quantizers
         self._frames = [0] * slots  # stream frames decoded per row (start context included)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from qwen3tts_jax.codec.config import DecoderConfig
-from qwen3tts_jax.codec.decoder import CHUNK_SIZE, LEFT_CONTEXT, _prepare_jit, init_state, stream_step
+from qwen3tts_jax.codec.decoder import CHUNK_SIZE, LEFT_CONTEXT, init_state, prepare_params, stream_step
 from qwen3tts_jax.codec.slots import CodecSlots
 from qwen3tts_jax.codec.state import DecoderState
 from qwen3tts_jax.config import Policy
@@ -61,7 +61,7 @@ class StreamingDecoder:
         chunk_size: int = CHUNK_SIZE,
         left_context_size: int = LEFT_CONTEXT,
     ):
-        self.params = _prepare_jit(params, cfg)  # once, not per step
+        self.params = prepare_params(params, cfg)  # once, not per step
         self.cfg, self.policy = cfg, policy
         self.batch = batch
         self.reference_chunking = reference_chunking
