@@ -7,7 +7,7 @@ Every figure is the median of `--reps` runs after one warm-up (which includes th
 compile time is reported separately where it is one program). Prints one JSON line, and a
 markdown table of each section on stderr.
 
-    .venv/bin/python benchmarks/codec_decode.py --pieces            # step cost per piece size
+    .venv/bin/python benchmarks/codec_decode.py --pieces [--shapes 1x8 8x1 ...]   # step cost per shape
     .venv/bin/python benchmarks/codec_decode.py --offline           # old vs new, batch 1 and 8
     .venv/bin/python benchmarks/codec_decode.py --offline --reference   # + the official decoder
 """
@@ -49,8 +49,8 @@ def _old_bucket(n: int, cap: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pieces", action="store_true", help="streaming step cost per piece size")
-    ap.add_argument("--piece-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128, 256])
-    ap.add_argument("--piece-batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--shapes", nargs="+", default=["1x1", "1x2", "1x4", "1x8", "1x16", "1x32", "1x64", "1x128", "8x1", "8x2", "8x4"],
+                    help="step shapes BATCHxFRAMES for --pieces")
     ap.add_argument("--offline", action="store_true", help="offline decode, old vs new")
     ap.add_argument("--frames", type=int, nargs="+", default=[10, 64, 130, 300])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
@@ -101,22 +101,28 @@ def main() -> None:
     up = cfg.total_upsample
 
     if args.pieces:
-        rows = []
-        for b in args.piece_batches:
-            for k in args.piece_sizes:
-                codes = jnp.asarray(rng.randint(0, cfg.codebook_size, (b, cfg.num_quantizers, k)), jnp.int32)
-                st = init_state(cfg, b, policy)
+        # Every shape compiled first, then timed round-robin (`--reps` rounds), so a change in
+        # the machine's load moves all shapes alike.
+        shapes = [tuple(int(v) for v in spec.split("x")) for spec in args.shapes]
+        runs, compile_s = {}, {}
+        for b, k in shapes:
+            codes = jnp.asarray(rng.randint(0, cfg.codebook_size, (b, cfg.num_quantizers, k)), jnp.int32)
+            st = init_state(cfg, b, policy)
+            runs[b, k] = lambda st=st, codes=codes: stream_step(prepared, st, codes, cfg, policy, True)[0].block_until_ready()
+            t = time.perf_counter()
+            runs[b, k]()
+            compile_s[b, k] = time.perf_counter() - t
+        times: dict = {shape: [] for shape in shapes}
+        for _ in range(args.reps):
+            for shape in shapes:
                 t = time.perf_counter()
-                stream_step(prepared, st, codes, cfg, policy, True)[0].block_until_ready()
-                compile_s = time.perf_counter() - t
-
-                def step():
-                    return stream_step(prepared, st, codes, cfg, policy, True)[0].block_until_ready()
-
-                _, s = _timed(step, args.reps)
-                rows.append({"batch": b, "frames": k, "step_ms": round(1e3 * s, 1), "ms_per_row_frame": round(1e3 * s / (b * k), 1),
-                             "first_call_s": round(compile_s, 1)})
-                print(f"# piece b={b} k={k}: {1e3 * s:.0f} ms, {1e3 * s / (b * k):.1f} ms/row-frame", file=sys.stderr, flush=True)
+                runs[shape]()
+                times[shape].append(time.perf_counter() - t)
+        rows = []
+        for (b, k), ts in times.items():
+            s = statistics.median(ts)
+            rows.append({"batch": b, "frames": k, "step_ms": round(1e3 * s, 1), "ms_per_row_frame": round(1e3 * s / (b * k), 1),
+                         "first_call_s": round(compile_s[b, k], 1)})
         result["pieces"] = rows
         print("\n| batch | frames | step (ms) | ms per row-frame | first call (s) |\n|---|---|---|---|---|", file=sys.stderr)
         for r in rows:

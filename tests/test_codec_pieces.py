@@ -74,7 +74,12 @@ def test_row_groups():
     assert row_groups(5, 4, 1.0) == [(4, 4), (1, 1)]  # padding 3 rows x 4 frames > one more call
     assert row_groups(7, 1, 1.0) == [(7, 8)]  # 1 padded row-frame < two more calls
     assert row_groups(3, 1, 10.0) == [(3, 4)]
+    # at most max_call_frames row-frames a call (one row at least)
+    assert row_groups(8, 8, 1.0, 32) == [(4, 4), (4, 4)]
+    assert row_groups(3, 64, 1.0, 32) == [(1, 1)] * 3
+    assert row_groups(40, 1, 1.0, 32) == [(32, 32), (8, 8)]
     for n in range(1, 40):
         for frames in (1, 4, 32):
-            groups = row_groups(n, frames)
-            assert sum(g for g, _ in groups) == n and all(b >= g and b & (b - 1) == 0 for g, b in groups)
+            groups = row_groups(n, frames, 1.0, 16)
+            assert sum(g for g, _ in groups) == n
+            assert all(b >= g and b & (b - 1) == 0 and (b == 1 or b * frames <= 16) for g, b in groups)

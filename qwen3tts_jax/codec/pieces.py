@@ -12,17 +12,20 @@ length. Only a stream's very last piece may be padded (`padded_length`): the dec
 so code-0 frames after the end change no earlier sample, and the state they leave is never read.
 Calls have a fixed cost besides their frames; `call_overhead` is that cost in frames of one
 row's compute, and decides when padding (frames, or rows of a batch: `row_groups`) is cheaper
-than another call. Its default and `MAX_PIECE` are measured on the CPU (benchmarks/RESULTS.md,
-"codec").
+than another call. On the CPU a call's cost per row-frame depends on its rows × frames alone,
+is lowest from 8 to 32 row-frames and grows past that (2.5x at 256: the activations leave the
+caches), hence `MAX_CALL_FRAMES`. The defaults are measured on the CPU (benchmarks/RESULTS.md,
+"codec"); a GPU wants far larger calls (pass larger `max_piece` / `max_call_frames`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["CALL_OVERHEAD", "MAX_PIECE", "Run", "padded_length", "piece_sizes", "row_groups", "runs", "split"]
+__all__ = ["CALL_OVERHEAD", "MAX_CALL_FRAMES", "MAX_PIECE", "Run", "padded_length", "piece_sizes", "row_groups", "runs", "split"]
 
-MAX_PIECE = 64
+MAX_PIECE = 16
+MAX_CALL_FRAMES = 32
 CALL_OVERHEAD = 1.0
 
 
@@ -91,11 +94,19 @@ def padded_length(n: int, max_piece: int = MAX_PIECE, call_overhead: float = CAL
     return whole * max_piece + _pad_pays(rest, 1.0, call_overhead)
 
 
-def row_groups(n: int, frames: int, call_overhead: float = CALL_OVERHEAD) -> list[tuple[int, int]]:
+def row_groups(
+    n: int, frames: int, call_overhead: float = CALL_OVERHEAD, max_call_frames: int = MAX_CALL_FRAMES
+) -> list[tuple[int, int]]:
     """n rows that decode a piece of `frames` frames, as calls `(rows, bucket)` with power-of-two
-    batch buckets (a bucket larger than its rows is padded): one padded call where that is
-    cheaper than the extra calls, else the binary split of n."""
-    bucket = _pad_pays(n, float(frames), call_overhead)
-    if bucket != n or n & (n - 1) == 0:
-        return [(n, bucket)]
-    return [(b, b) for b in split(n, 1 << (n.bit_length() - 1))]
+    batch buckets (a bucket larger than its rows is padded): at most `max_call_frames` row-frames
+    a call (one row at least); the rows left below a full call in one padded call where that is
+    cheaper than the extra calls, else the binary split of them."""
+    cap = 1 << max(0, (max_call_frames // frames).bit_length() - 1) if max_call_frames >= frames else 1
+    whole, rest = divmod(n, cap)
+    groups = [(cap, cap)] * whole
+    bucket = _pad_pays(rest, float(frames), call_overhead)
+    if rest and (bucket != rest or rest & (rest - 1) == 0):
+        groups.append((rest, bucket))
+    elif rest:
+        groups += [(b, b) for b in split(rest, 1 << (rest.bit_length() - 1))]
+    return groups

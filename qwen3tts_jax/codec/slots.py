@@ -25,7 +25,7 @@ import numpy as np
 
 from qwen3tts_jax.codec.config import DecoderConfig
 from qwen3tts_jax.codec.decoder import CHUNK_SIZE, LEFT_CONTEXT, init_state, prepare_params, stream_step
-from qwen3tts_jax.codec.pieces import CALL_OVERHEAD, MAX_PIECE, padded_length, piece_sizes, row_groups, runs
+from qwen3tts_jax.codec.pieces import CALL_OVERHEAD, MAX_CALL_FRAMES, MAX_PIECE, padded_length, piece_sizes, row_groups, runs
 from qwen3tts_jax.codec.state import DecoderState
 from qwen3tts_jax.config import Policy
 from qwen3tts_jax.typing import Array, Bool, Int
@@ -67,7 +67,8 @@ class CodecSlots:
     `params`: the decoder params as loaded (`load_codec_params(...)["decoder"]`), laid out once
     here (`prepare_params`); pass `prepared=True` for params already laid out (shared between
     instances). `reference_chunking=False` decodes each stream as one unchunked forward.
-    `max_piece` / `call_overhead`: see `codec/pieces.py` (defaults measured on the CPU).
+    `max_piece`, `max_call_frames`, `call_overhead`: see `codec/pieces.py` (defaults measured on
+    the CPU; a GPU wants larger calls).
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class CodecSlots:
         left_context_size: int = LEFT_CONTEXT,
         prepared: bool = False,
         max_piece: int = MAX_PIECE,
+        max_call_frames: int = MAX_CALL_FRAMES,
         call_overhead: float = CALL_OVERHEAD,
     ):
         for name, value, low in (("slots", slots, 1), ("chunk_size", chunk_size, 1), ("left_context_size", left_context_size, 0)):
@@ -89,13 +91,15 @@ class CodecSlots:
                 raise ValueError(f"CodecSlots: {name} must be an integer >= {low}, got {value!r}")
         if left_context_size >= chunk_size:
             raise ValueError(f"CodecSlots: left_context_size={left_context_size} must be < chunk_size={chunk_size}")
+        if not isinstance(max_call_frames, int) or isinstance(max_call_frames, bool) or max_call_frames < 1:
+            raise ValueError(f"CodecSlots: max_call_frames must be an integer >= 1, got {max_call_frames!r}")
         if not call_overhead >= 0:
             raise ValueError(f"CodecSlots: call_overhead must be >= 0, got {call_overhead!r}")
         self.sizes = piece_sizes(max_piece)  # checks max_piece
         self.cfg, self.policy, self.slots = cfg, policy, slots
         self.reference_chunking = reference_chunking
         self.chunk_size, self.left_context_size = chunk_size, left_context_size
-        self.max_piece, self.call_overhead = max_piece, call_overhead
+        self.max_piece, self.max_call_frames, self.call_overhead = max_piece, max_call_frames, call_overhead
         self.params = params if prepared else prepare_params(params, cfg)
         self.state = init_state(cfg, slots, policy)
         q = cfg.num_quantizers
@@ -220,7 +224,7 @@ class CodecSlots:
         while work:
             size = max(self.sizes, key=lambda s: (s * sum(w.left >= s for w in work), s))
             ready = [w for w in work if w.left >= size]
-            for n, bucket in row_groups(len(ready), size, self.call_overhead):
+            for n, bucket in row_groups(len(ready), size, self.call_overhead, self.max_call_frames):
                 group, ready = ready[:n], ready[n:]
                 calls.append(self._call(group, size, bucket))
             work = [w for w in work if w.runs]
