@@ -27,7 +27,7 @@ from tests.conftest import assert_close
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.reference
 
-from tests.test_codec_decoder import Tiny  # noqa: E402  (after the torch skip)
+from tests.test_codec_decoder import Tiny
 
 TOL = 1e-4
 MAX_PIECE = 16
@@ -41,7 +41,9 @@ def tiny(tmp_path_factory):
 def reference_decode(tiny: Tiny, codes: np.ndarray) -> np.ndarray:
     """The official decode of one item's `(t, 16)` codes."""
     with torch.no_grad():
-        return tiny.model.decode(torch.from_numpy(codes[None].astype(np.int64)), return_dict=True).audio_values[0].numpy()
+        return (
+            tiny.model.decode(torch.from_numpy(codes[None].astype(np.int64)), return_dict=True).audio_values[0].numpy()
+        )
 
 
 @dataclasses.dataclass
@@ -73,7 +75,7 @@ def test_staggered_rows_match_the_reference_decode_per_row(tiny):
     D2 reusing D1's slot (final, with a padded tail). Every push has uneven k across rows."""
     cfg = tiny.dcfg
     rng = np.random.RandomState(5)
-    codes = lambda n: rng.randint(0, cfg.codebook_size, (n, cfg.num_quantizers)).astype(np.int32)  # noqa: E731
+    codes = lambda n: rng.randint(0, cfg.codebook_size, (n, cfg.num_quantizers)).astype(np.int32)
     none = np.zeros((0, cfg.num_quantizers), np.int32)
     streams = [
         Stream("A", 0, none, codes(610), [1, 3, 4, 7, 16, 2, 33, 5, 8, 13, 21, 10]),

@@ -87,7 +87,9 @@ def test_state_structure_matches_the_step(setup):
     _, new = stream_step(params, init_state(cfg, 2), jnp.asarray(_codes(cfg, 3, 0)), cfg)
     assert jax.tree.map(lambda a: (a.shape, a.dtype), new) == shapes
     np.testing.assert_array_equal(np.asarray(new.pos), [3, 3])
-    want = {p for p, w in _conv_paths(params) if w.shape[-1] > 1 and not p.startswith("upsample_") or p.endswith("/dwconv")}
+    want = {
+        p for p, w in _conv_paths(params) if w.shape[-1] > 1 and not p.startswith("upsample_") or p.endswith("/dwconv")
+    }
     assert set(state.history) == want
     assert all(h.shape[0] == 2 and h.shape[1] > 0 for h in state.history.values())
     assert state.history["decoder_1/block_4/conv1"].shape[1] == 6 * 9  # k7, dilation 9

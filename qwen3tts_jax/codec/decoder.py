@@ -7,10 +7,13 @@ batch/length handling, `Qwen3TTSTokenizerV2Model.decode` with its `chunked_decod
     → 2 × [causal transposed conv ×2, ConvNeXt] → causal conv k7 → 4 × [SnakeBeta, causal
     transposed conv ×r, 3 residual units (dilation 1, 3, 9)] → SnakeBeta → causal conv k7 → clamp
 
-Every stage is causal, so the same modules run one-shot (`state=None`) or streaming: given the
-previous frames' conv input tails and attention keys/values (`codec/streaming.py` owns that
-state), a call on the next k frames produces exactly the next k·1920 samples. Activations are
-channels-last `(b, t, c)` (see `nn/conv.py` for the measured reason).
+Every stage is causal, and the modules always run as a stream: given each row's previous conv
+input tails and attention keys/values (a `DecoderState`, `codec/state.py`; the modules produce
+it, `init_state` reads its shapes from them), a call on the next k frames produces exactly the
+next k·1920 samples; `state=None` is the zero state, i.e. the one-shot forward. The jitted
+`stream_step` is the one step every decode path runs (`chunked_decode`, `decode` through
+`codec/slots.py`, `codec/streaming.py`). Activations are channels-last `(b, t, c)` (see
+`nn/conv.py` for the measured reason).
 
 The module-tree names are the checkpoint's (`pre_transformer/layers_3/self_attn/q_proj/weight`,
 `upsample_0_1/dwconv/conv/weight`, `decoder_2/block_3/conv1/conv/weight`): params from
@@ -62,7 +65,9 @@ LEFT_CONTEXT = 25  # `chunked_decode(left_context_size=25)`
 History = Mapping[str, Float[Array, "b _h _c"]]  # a module's conv histories, keyed by path below it
 
 
-def _conv_step(conv: nn.Module, x: Float[Array, "b t c"], history: History | None, name: str, new: dict) -> Float[Array, "b t2 o"]:
+def _conv_step(
+    conv: nn.Module, x: Float[Array, "b t c"], history: History | None, name: str, new: dict
+) -> Float[Array, "b t2 o"]:
     """Run causal conv `name` continuing its history (the previous `conv.context` input frames;
     zeros when `history` is None, which is exactly the one-shot forward's left padding) and
     record its new history in `new` (none for a conv without context: k1, k = stride)."""
@@ -80,7 +85,7 @@ def _below(history: History | None, name: str) -> History | None:
     if history is None:
         return None
     p = name + "/"
-    return {k[len(p):]: v for k, v in history.items() if k.startswith(p)}
+    return {k[len(p) :]: v for k, v in history.items() if k.startswith(p)}
 
 
 def _child(name: str, sub: History, new: dict) -> None:
@@ -114,7 +119,9 @@ class LayerScale(nn.Module):
 
     @nn.compact
     def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
-        scale = existing_param(self, "scale", nn.initializers.constant(self.init_scale), (x.shape[-1],), self.param_dtype)
+        scale = existing_param(
+            self, "scale", nn.initializers.constant(self.init_scale), (x.shape[-1],), self.param_dtype
+        )
         return scale.astype(x.dtype) * x
 
 
@@ -126,10 +133,18 @@ class ConvNeXtBlock(nn.Module):
     kernel_layout: str = "OIH"
 
     @nn.compact
-    def __call__(self, x: Float[Array, "b t c"], history: History | None = None) -> tuple[Float[Array, "b t c"], History]:
+    def __call__(
+        self, x: Float[Array, "b t c"], history: History | None = None
+    ) -> tuple[Float[Array, "b t c"], History]:
         p = self.policy
         dw = CausalConv1d(
-            self.dim, 7, groups=self.dim, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=self.kernel_layout, name="dwconv"
+            self.dim,
+            7,
+            groups=self.dim,
+            dtype=p.dtype,
+            param_dtype=p.param_dtype,
+            kernel_layout=self.kernel_layout,
+            name="dwconv",
         )
         new: dict = {}
         h = _conv_step(dw, x, history, "dwconv", new)
@@ -150,12 +165,20 @@ class ResidualUnit(nn.Module):
     kernel_layout: str = "OIH"
 
     @nn.compact
-    def __call__(self, x: Float[Array, "b n c"], history: History | None = None) -> tuple[Float[Array, "b n c"], History]:
+    def __call__(
+        self, x: Float[Array, "b n c"], history: History | None = None
+    ) -> tuple[Float[Array, "b n c"], History]:
         p, kl = self.policy, self.kernel_layout
         new: dict = {}
         h = SnakeBeta(p.param_dtype, name="act1")(x)
         conv1 = CausalConv1d(
-            self.dim, 7, dilation=self.dilation, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=kl, name="conv1"
+            self.dim,
+            7,
+            dilation=self.dilation,
+            dtype=p.dtype,
+            param_dtype=p.param_dtype,
+            kernel_layout=kl,
+            name="conv1",
         )
         h = _conv_step(conv1, h, history, "conv1", new)
         h = SnakeBeta(p.param_dtype, name="act2")(h)
@@ -181,7 +204,9 @@ class DecoderBlock(nn.Module):
             *(ResidualUnit(self.out_dim, d, p, kl) for d in (1, 3, 9)),
         ]
 
-    def __call__(self, x: Float[Array, "b n c"], history: History | None = None) -> tuple[Float[Array, "b m o"], History]:
+    def __call__(
+        self, x: Float[Array, "b n c"], history: History | None = None
+    ) -> tuple[Float[Array, "b m o"], History]:
         new: dict = {}
         h = self.block[0](x)
         h = _conv_step(self.block[1], h, history, "block_1", new)
@@ -202,10 +227,18 @@ class TransformerLayer(nn.Module):
     def __call__(self, h, cos, sin, mask, kv: KVCache, write_index) -> tuple[Float[Array, "b t d"], KVCache]:
         cfg, p = self.cfg, self.policy
         attn = Attention(
-            cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, qk_norm=False,
-            use_bias=cfg.attention_bias, dtype=p.dtype, param_dtype=p.param_dtype, name="self_attn",
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            qk_norm=False,
+            use_bias=cfg.attention_bias,
+            dtype=p.dtype,
+            param_dtype=p.param_dtype,
+            name="self_attn",
         )
-        a, kv = attn(RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="input_layernorm")(h), cos, sin, mask, kv, write_index)
+        a, kv = attn(
+            RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="input_layernorm")(h), cos, sin, mask, kv, write_index
+        )
         h = h + LayerScale(cfg.layer_scale_initial_scale, p.param_dtype, name="self_attn_layer_scale")(a)
         m = SwiGLU(cfg.intermediate_size, p.dtype, p.param_dtype, name="mlp")(
             RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="post_attention_layernorm")(h)
@@ -309,7 +342,9 @@ class Qwen3TTSTokenizerV2Decoder(nn.Module):
         intermediate stages). `state=None` starts every row fresh (the one-shot forward)."""
         cfg = self.cfg
         if codes.shape[1] != cfg.num_quantizers:
-            raise ValueError(f"Qwen3TTSTokenizerV2Decoder: expected {cfg.num_quantizers} codebooks, got codes of shape {codes.shape}")
+            raise ValueError(
+                f"Qwen3TTSTokenizerV2Decoder: expected {cfg.num_quantizers} codebooks, got codes of shape {codes.shape}"
+            )
         history = None if state is None else state.history
         new: dict = {}
         seen: dict = {}
@@ -489,7 +524,9 @@ def chunked_decode(
         stop = total if i == len(plan) - 1 else run.stop
         state, at, pieces = init_state(cfg, b, policy), run.first, []
         for k in split(stop - run.first, max_piece):
-            wav, state = stream_step(params, state, jax.lax.dynamic_slice_in_dim(codes, at, k, axis=2), cfg, policy, True)
+            wav, state = stream_step(
+                params, state, jax.lax.dynamic_slice_in_dim(codes, at, k, axis=2), cfg, policy, True
+            )
             pieces.append(wav)
             at += k
         wav = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1)
@@ -497,7 +534,9 @@ def chunked_decode(
     return wavs[0] if len(wavs) == 1 else jnp.concatenate(wavs, axis=-1)
 
 
-def decode(params: dict, audio_codes, cfg: DecoderConfig, policy: Policy = Policy(), *, prepared: bool = False) -> list[np.ndarray]:
+def decode(
+    params: dict, audio_codes, cfg: DecoderConfig, policy: Policy = Policy(), *, prepared: bool = False
+) -> list[np.ndarray]:
     """`Qwen3TTSTokenizerV2Model.decode`: `audio_codes (b, t, q)` right-padded with -1 →
     one float32 waveform per item, `(codebook-0 codes > -1 count) × 1920` samples long.
 
@@ -507,9 +546,7 @@ def decode(params: dict, audio_codes, cfg: DecoderConfig, policy: Policy = Polic
 
     codes = np.asarray(audio_codes)
     if codes.ndim != 3 or codes.shape[-1] != cfg.num_quantizers:
-        raise ValueError(
-            f"decode: audio_codes must be (batch, frames, {cfg.num_quantizers}), got shape {codes.shape}"
-        )
+        raise ValueError(f"decode: audio_codes must be (batch, frames, {cfg.num_quantizers}), got shape {codes.shape}")
     lengths = (codes[..., 0] > -1).sum(1)
     codes = np.clip(codes, 0, None)
     if codes.size and codes.max() >= cfg.codebook_size:

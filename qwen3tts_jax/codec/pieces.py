@@ -22,7 +22,17 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["CALL_OVERHEAD", "MAX_CALL_FRAMES", "MAX_PIECE", "Run", "padded_length", "piece_sizes", "row_groups", "runs", "split"]
+__all__ = [
+    "CALL_OVERHEAD",
+    "MAX_CALL_FRAMES",
+    "MAX_PIECE",
+    "Run",
+    "padded_length",
+    "piece_sizes",
+    "row_groups",
+    "runs",
+    "split",
+]
 
 MAX_PIECE = 16
 MAX_CALL_FRAMES = 32

@@ -25,7 +25,15 @@ import numpy as np
 
 from qwen3tts_jax.codec.config import DecoderConfig
 from qwen3tts_jax.codec.decoder import CHUNK_SIZE, LEFT_CONTEXT, init_state, prepare_params, stream_step
-from qwen3tts_jax.codec.pieces import CALL_OVERHEAD, MAX_CALL_FRAMES, MAX_PIECE, padded_length, piece_sizes, row_groups, runs
+from qwen3tts_jax.codec.pieces import (
+    CALL_OVERHEAD,
+    MAX_CALL_FRAMES,
+    MAX_PIECE,
+    padded_length,
+    piece_sizes,
+    row_groups,
+    runs,
+)
 from qwen3tts_jax.codec.state import DecoderState
 from qwen3tts_jax.config import Policy
 from qwen3tts_jax.typing import Array, Bool, Int
@@ -86,7 +94,11 @@ class CodecSlots:
         max_call_frames: int = MAX_CALL_FRAMES,
         call_overhead: float = CALL_OVERHEAD,
     ):
-        for name, value, low in (("slots", slots, 1), ("chunk_size", chunk_size, 1), ("left_context_size", left_context_size, 0)):
+        for name, value, low in (
+            ("slots", slots, 1),
+            ("chunk_size", chunk_size, 1),
+            ("left_context_size", left_context_size, 0),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"CodecSlots: {name} must be an integer >= {low}, got {value!r}")
         if left_context_size >= chunk_size:
@@ -213,7 +225,10 @@ class CodecSlots:
             host = np.asarray(wav)
             for i, row, keep in kept:
                 out[row].append(host[i].reshape(len(keep), up)[keep].reshape(-1))
-        return {r: np.concatenate(a).astype(np.float32, copy=False) if a else np.zeros(0, np.float32) for r, a in out.items()}
+        return {
+            r: np.concatenate(a).astype(np.float32, copy=False) if a else np.zeros(0, np.float32)
+            for r, a in out.items()
+        }
 
     def _schedule(self, work: list[_Work]) -> list[tuple[Array, list[tuple[int, int, np.ndarray]]]]:
         """Decode every row's runs: repeatedly the piece size that advances the most row-frames
@@ -252,4 +267,3 @@ class CodecSlots:
         wav, sub = stream_step(self.params, sub, codes, self.cfg, self.policy, True)
         self.state = self._scatter(self.state, rows, sub)
         return wav, kept
-

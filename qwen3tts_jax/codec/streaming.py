@@ -71,8 +71,14 @@ class StreamingDecoder:
     def reset(self) -> None:
         """Start every stream again (a fresh `CodecSlots`: copies made before stay independent)."""
         self.slots = CodecSlots(
-            self.params, self.cfg, self.policy, self.batch, reference_chunking=self.reference_chunking,
-            chunk_size=self.chunk_size, left_context_size=self.left_context_size, prepared=True,
+            self.params,
+            self.cfg,
+            self.policy,
+            self.batch,
+            reference_chunking=self.reference_chunking,
+            chunk_size=self.chunk_size,
+            left_context_size=self.left_context_size,
+            prepared=True,
         )
         for row in range(self.batch):
             self.slots.start(row)
@@ -94,4 +100,3 @@ class StreamingDecoder:
             )
         out = self.slots.push({row: codes[row].T for row in range(self.batch)})
         return np.stack([out[row] for row in range(self.batch)])
-
