@@ -12,11 +12,13 @@ length. Only a stream's very last piece may be padded (`padded_length`): the dec
 so code-0 frames after the end change no earlier sample, and the state they leave is never read.
 Calls have a fixed cost besides their frames; `call_overhead` is that cost in frames of one
 row's compute, and decides when padding (frames, or rows of a batch: `row_groups`) is cheaper
-than another call. On the CPU a call's cost per row-frame depends on its rows × frames alone,
-is lowest from 8 to 32 row-frames and grows past that (2.5x at 256: the activations leave the
-caches), hence `MAX_CALL_FRAMES`. The defaults are measured on the CPU (benchmarks/RESULTS.md,
-"codec"); a GPU wants far larger calls (pass larger `max_piece` / `max_call_frames`).
-"""
+than another call. On the CPU a call's cost follows its rows × frames alone (8 rows × 1 frame
+costs what 1 row × 8 frames does); 1- and 2-frame calls cost 1.3-2x per frame (that fixed
+cost), and from 16 row-frames on the cost per row-frame is flat within the shared machine's
+noise. `MAX_PIECE` trades calls against compiled programs (one per size); `MAX_CALL_FRAMES`
+bounds a call's activations (a few MB per row-frame at full size). Measured on the CPU
+(benchmarks/RESULTS.md, "codec"); a GPU wants larger calls (pass larger `max_piece` /
+`max_call_frames`)."""
 
 from __future__ import annotations
 
@@ -34,8 +36,8 @@ __all__ = [
     "split",
 ]
 
-MAX_PIECE = 16
-MAX_CALL_FRAMES = 32
+MAX_PIECE = 64
+MAX_CALL_FRAMES = 256
 CALL_OVERHEAD = 1.0
 
 
