@@ -1,22 +1,23 @@
-"""Codec decode speed at the released size: ours (JAX, jitted) vs the official PyTorch decoder.
+"""Codec decode speed at the released size (random weights): the streaming step's cost per piece
+size, offline decode new (`codec.decoder.decode`: pieces of the streaming step through
+`CodecSlots`) vs old (the chunk padded to a power-of-two bucket, one forward: the code before
+this benchmark's commit, reproduced here), and optionally the official PyTorch decoder.
 
-Both sides get the same seeded random weights (`tests/reference/codec_models.py`); torch runs
-with 2 threads, fp32, eager attention. Each figure is the median of `--reps` runs after one
-warm-up (which includes our compile; compile time is reported separately). The reference runs
-`Qwen3TTSTokenizerV2Decoder.chunked_decode` (what `decode` calls; one chunk up to 300 frames);
-ours runs `decode_codes` at the exact shape (`chunked_decode` would pad 50 frames to the
-64-frame bucket) on params whose conv kernels were laid out once by `prepare_params` (as a
-loaded model keeps them; "ours_raw_s" re-lays them inside every call). Also: the max
-|ours - reference| waveform difference at full size, and the per-frame time of 1- and 4-frame
-streaming steps. Prints one JSON line.
+Every figure is the median of `--reps` runs after one warm-up (the first call, compiles
+included, is reported separately); the shapes, or old and new, alternate rep by rep so that the
+machine's load moves them alike. Prints one JSON line, and a markdown table of each section on
+stderr.
 
-    .venv/bin/python benchmarks/codec_decode.py [--frames 50 300] [--reps 3] [--no-stream]
+    .venv/bin/python benchmarks/codec_decode.py --pieces [--shapes 1x8 8x1 ...]   # step cost per shape
+    .venv/bin/python benchmarks/codec_decode.py --offline           # old vs new, batch 1 and 8
+    .venv/bin/python benchmarks/codec_decode.py --offline --reference   # + the official decoder
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "reference" / "stubs"))
 
 
-def _median_time(fn, reps: int) -> tuple[float, float]:
+def _timed(fn, reps: int) -> tuple[float, float]:
     """(first call seconds, median of reps)."""
     t = time.perf_counter()
     fn()
@@ -41,96 +42,192 @@ def _median_time(fn, reps: int) -> tuple[float, float]:
     return first, statistics.median(times)
 
 
+def _interleaved(fns, reps: int) -> list[tuple[float, float]]:
+    """(first call seconds, median of reps) of each function, the reps alternating between them
+    so that the machine's load moves them alike."""
+    first = []
+    for fn in fns:
+        t = time.perf_counter()
+        fn()
+        first.append(time.perf_counter() - t)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [(f, statistics.median(ts)) for f, ts in zip(first, times)]
+
+
+def _old_bucket(n: int, cap: int) -> int:
+    """The old `chunked_decode` chunk length: the next power of two >= 16, at most cap."""
+    return min(max(16, 1 << (n - 1).bit_length()), max(cap, n))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--frames", type=int, nargs="+", default=[50, 300])
+    ap.add_argument("--pieces", action="store_true", help="streaming step cost per piece size")
+    ap.add_argument(
+        "--shapes",
+        nargs="+",
+        default=["1x1", "1x2", "1x4", "1x8", "1x16", "1x32", "1x64", "1x128", "8x1", "8x2", "8x4"],
+        help="step shapes BATCHxFRAMES for --pieces",
+    )
+    ap.add_argument("--offline", action="store_true", help="offline decode, old vs new")
+    ap.add_argument("--frames", type=int, nargs="+", default=[10, 64, 130, 300])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--reference", action="store_true", help="also time the official decoder (builds it: minutes)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-stream", action="store_true", help="skip the 1-frame streaming step timing")
     args = ap.parse_args()
 
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import torch
 
     jax.config.update("jax_default_matmul_precision", "highest")
-    torch.set_num_threads(2)
-
+    from qwen3tts_jax import presets
     from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
-    from qwen3tts_jax.codec.decoder import decode_codes, prepare_params
-    from qwen3tts_jax.codec.streaming import init_state, stream_step
-    from qwen3tts_jax.codec.weights import decoder_entries
-    from tests.reference.codec_models import build_reference_tokenizer, fullsize_codec_config_dict
+    from qwen3tts_jax.codec.decoder import decode, decode_codes, init_state, prepare_params, stream_step
+    from qwen3tts_jax.config import Policy
+    from qwen3tts_jax.random_model import random_codec_params
 
-    data = fullsize_codec_config_dict()
-    cfg = Qwen3TTSTokenizerV2Config.from_dict(data).decoder
-    t = time.perf_counter()
-    model = build_reference_tokenizer(data, seed=args.seed)
-    build_s = time.perf_counter() - t
-    ref = model.decoder
-    state = ref.state_dict()
-    params: dict = {}
-    for e in decoder_entries(cfg, prefix="decoder"):
-        node = params
-        for name in e.target[1:-1]:
-            node = node.setdefault(name, {})
-        node[e.target[-1]] = jnp.asarray(state[e.key[len("decoder.") :]].numpy())
+    data = presets.tokenizer_config()
+    codec_cfg = Qwen3TTSTokenizerV2Config.from_dict(data)
+    cfg, policy = codec_cfg.decoder, Policy()
+    if args.reference:
+        import torch
 
-    t = time.perf_counter()
+        from qwen3tts_jax.codec.weights import decoder_entries
+        from tests.reference.codec_models import build_reference_tokenizer
+
+        torch.set_num_threads(2)
+        ref = build_reference_tokenizer(data, seed=args.seed).decoder
+        state = ref.state_dict()
+        params: dict = {}
+        for e in decoder_entries(cfg, prefix="decoder"):
+            node = params
+            for name in e.target[1:-1]:
+                node = node.setdefault(name, {})
+            node[e.target[-1]] = jnp.asarray(state[e.key[len("decoder.") :]].numpy())
+    else:
+        params = random_codec_params(codec_cfg, seed=args.seed)["decoder"]
     prepared = jax.block_until_ready(jax.jit(prepare_params, static_argnames=("cfg",))(params, cfg))
-    prepare_s = time.perf_counter() - t
-
+    load = os.getloadavg()[0]
     result: dict = {
-        "benchmark": "codec_decode", "machine": platform.processor() or platform.machine(),
-        "jax_backend": jax.default_backend(), "torch_threads": torch.get_num_threads(),
-        "jax": jax.__version__, "torch": torch.__version__, "reps": args.reps, "reference_build_s": round(build_s, 2),
-        "prepare_params_s": round(prepare_s, 2),
+        "benchmark": "codec_decode",
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "jax_backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "reps": args.reps,
+        "load_avg_start": round(load, 2),
+        "weights": "official classes, seeded" if args.reference else "random_model.random_codec_params",
     }
     rng = np.random.RandomState(args.seed)
-    for frames in args.frames:
-        codes = rng.randint(0, cfg.codebook_size, (1, cfg.num_quantizers, frames))
-        codes_t, codes_j = torch.from_numpy(codes), jnp.asarray(codes, jnp.int32)
+    up = cfg.total_upsample
 
-        def run_ref():
-            with torch.inference_mode():
-                return ref.chunked_decode(codes_t)
-
-        def run_ours():
-            return jax.block_until_ready(decode_codes(prepared, codes_j, cfg, prepared=True))
-
-        def run_raw():
-            return jax.block_until_ready(decode_codes(params, codes_j, cfg))
-
-        t = time.perf_counter()
-        decode_codes.lower(prepared, codes_j, cfg, prepared=True).compile()
-        compile_s = time.perf_counter() - t
-        _, ref_s = _median_time(run_ref, args.reps)
-        _, ours_s = _median_time(run_ours, args.reps)
-        _, raw_s = _median_time(run_raw, args.reps)
-        err = float(np.abs(np.asarray(run_ours()) - run_ref()[:, 0].numpy()).max())
-        audio_s = frames * cfg.total_upsample / 24000
-        result[f"T{frames}"] = {
-            "audio_s": audio_s, "reference_s": round(ref_s, 3), "ours_s": round(ours_s, 3),
-            "speedup": round(ref_s / ours_s, 2), "ours_raw_s": round(raw_s, 3), "ours_compile_s": round(compile_s, 1), "max_abs_err": err,
-        }
-        print(f"# T={frames}: reference {ref_s:.3f} s, ours {ours_s:.3f} s, err {err:.2e}", file=sys.stderr)
-    for k in () if args.no_stream else (1, 4):
-        st = init_state(cfg, 1)
-        frames = jnp.asarray(rng.randint(0, cfg.codebook_size, (1, cfg.num_quantizers, k)), jnp.int32)
-        t = time.perf_counter()
-        wav, st = stream_step(prepared, st, frames, cfg, prepared=True)
-        jax.block_until_ready(wav)
-        first = time.perf_counter() - t
-        times = []
-        for _ in range(max(5, args.reps)):
+    if args.pieces:
+        # Every shape compiled first, then timed round-robin (`--reps` rounds), so a change in
+        # the machine's load moves all shapes alike.
+        shapes = [tuple(int(v) for v in spec.split("x")) for spec in args.shapes]
+        runs, compile_s = {}, {}
+        for b, k in shapes:
+            codes = jnp.asarray(rng.randint(0, cfg.codebook_size, (b, cfg.num_quantizers, k)), jnp.int32)
+            st = init_state(cfg, b, policy)
+            runs[b, k] = lambda st=st, codes=codes: stream_step(prepared, st, codes, cfg, policy, True)[
+                0
+            ].block_until_ready()
             t = time.perf_counter()
-            wav, st = stream_step(prepared, st, frames, cfg, prepared=True)
-            jax.block_until_ready(wav)
-            times.append(time.perf_counter() - t)
-        step = statistics.median(times)
-        result[f"stream_k{k}"] = {"audio_ms": 80.0 * k, "step_ms": round(1e3 * step, 1),
-                                  "ms_per_frame": round(1e3 * step / k, 1), "first_call_s": round(first, 1)}
+            runs[b, k]()
+            compile_s[b, k] = time.perf_counter() - t
+        times: dict = {shape: [] for shape in shapes}
+        for _ in range(args.reps):
+            for shape in shapes:
+                t = time.perf_counter()
+                runs[shape]()
+                times[shape].append(time.perf_counter() - t)
+        rows = []
+        for (b, k), ts in times.items():
+            s = statistics.median(ts)
+            rows.append(
+                {
+                    "batch": b,
+                    "frames": k,
+                    "step_ms": round(1e3 * s, 1),
+                    "ms_per_row_frame": round(1e3 * s / (b * k), 1),
+                    "first_call_s": round(compile_s[b, k], 1),
+                }
+            )
+        result["pieces"] = rows
+        print(
+            "\n| batch | frames | step (ms) | ms per row-frame | first call (s) |\n|---|---|---|---|---|",
+            file=sys.stderr,
+        )
+        for r in rows:
+            print(
+                f"| {r['batch']} | {r['frames']} | {r['step_ms']} | {r['ms_per_row_frame']} | {r['first_call_s']} |",
+                file=sys.stderr,
+            )
+
+    if args.offline:
+        rows = []
+        for b in args.batches:
+            for frames in args.frames:
+                codes = rng.randint(0, cfg.codebook_size, (b, frames, cfg.num_quantizers))
+                bucket = _old_bucket(frames, 325)
+                padded = jnp.asarray(
+                    np.pad(codes.transpose(0, 2, 1), ((0, 0), (0, 0), (0, bucket - frames))), jnp.int32
+                )
+
+                def old():
+                    return np.asarray(decode_codes(prepared, padded, cfg, policy, True))[:, : frames * up]
+
+                def new():
+                    return decode(prepared, codes, cfg, policy, prepared=True)
+
+                (old_first, old_s), (new_first, new_s) = _interleaved([old, new], args.reps)
+                err = float(np.abs(np.stack(new()) - old()).max())
+                row = {
+                    "batch": b,
+                    "frames": frames,
+                    "old_bucket": bucket,
+                    "old_s": round(old_s, 3),
+                    "new_s": round(new_s, 3),
+                    "speedup": round(old_s / new_s, 2),
+                    "old_first_s": round(old_first, 1),
+                    "new_first_s": round(new_first, 1),
+                    "max_abs_new_vs_old": err,
+                }
+                if args.reference:
+                    ct = torch.from_numpy(codes.transpose(0, 2, 1).copy())
+
+                    def official():
+                        with torch.inference_mode():
+                            return ref.chunked_decode(ct)[:, 0].numpy()
+
+                    _, ref_s = _timed(official, args.reps)
+                    row.update(
+                        official_s=round(ref_s, 3),
+                        max_abs_new_vs_official=float(np.abs(np.stack(new()) - official()).max()),
+                    )
+                rows.append(row)
+                print(
+                    f"# offline b={b} T={frames}: old {old_s:.3f} s (bucket {bucket}), new {new_s:.3f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        result["offline"] = rows
+        head = "| batch | frames | old bucket | old (s) | new (s) | old/new |" + (
+            " official (s) |" if args.reference else ""
+        )
+        print("\n" + head + "\n" + "|---" * (head.count("|") - 1) + "|", file=sys.stderr)
+        for r in rows:
+            line = (
+                f"| {r['batch']} | {r['frames']} | {r['old_bucket']} | {r['old_s']} | {r['new_s']} | {r['speedup']} |"
+            )
+            print(line + (f" {r['official_s']} |" if args.reference else ""), file=sys.stderr)
+    result["load_avg_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
 
 

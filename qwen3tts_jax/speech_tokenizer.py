@@ -10,8 +10,9 @@ model uses the 25 Hz one) with the same method names and return shapes:
   takes them (paths, base64, arrays with `sr`, `(array, sr)` tuples, lists of these).
 * `decode(encoded)` → `(list of float32 waveforms, 24000)`; `encoded` is an `encode` output, a
   dict `{"audio_codes": ...}`, a list of such dicts, a list of code arrays, or one array
-  `(T, 16)` / a `-1`-padded batch `(B, T, 16)`. Items are padded with -1 into one batch and run
-  through the decoder's reference-exact chunked decode, as the reference does.
+  `(T, 16)` / a `-1`-padded batch `(B, T, 16)`. Each item is decoded to its own length with the
+  reference's 300-frame chunking (`codec.decoder.decode`: rows of a `CodecSlots`, batched where
+  they share a piece size), equal to the reference's padded batch decode.
 
 Batch semantics are the reference's: `encode` pads a batch to its longest item and encodes it as
 one padded batch (see `codec/encoder.py` for the consequence on a shorter item's last frame).
@@ -178,6 +179,7 @@ class Qwen3TTSTokenizer:
         self.path = path
         # The feature extractor's rate: what `encode` resamples to (24000 as released).
         self.feature_sampling_rate = int(input_sampling_rate or config.input_sample_rate)
+        self._prepared: tuple[dict, dict] | None = None  # (decoder params, their laid-out copy)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype: Any = None, **kwargs) -> "Qwen3TTSTokenizer":
@@ -224,8 +226,8 @@ class Qwen3TTSTokenizer:
 
     def decode(self, encoded: Any) -> tuple[list[np.ndarray], int]:
         """Codes → `(list of float32 mono waveforms, output sample rate)`, `frames × 1920`
-        samples each. Items are batched with -1 padding and decoded with the reference's
-        300-frame chunking (25 frames of left context)."""
+        samples each, decoded with the reference's 300-frame chunking (25 frames of left
+        context); the laid-out decoder params are computed on the first call and kept."""
         dec = self.config.decoder
         items, names = _code_items(encoded)
         codes = [_check_codes(x, n, dec.num_quantizers, dec.codebook_size) for x, n in zip(items, names)]
@@ -235,8 +237,17 @@ class Qwen3TTSTokenizer:
             batch[i, : c.shape[0]] = c
         if t == 0:
             return [np.zeros(0, np.float32) for _ in codes], self.get_output_sample_rate()
-        wavs = codec_decoder.decode(self.params["decoder"], batch, dec, self.policy)
+        wavs = codec_decoder.decode(self.prepared_decoder_params(), batch, dec, self.policy, prepared=True)
         return [np.asarray(w, dtype=np.float32) for w in wavs], self.get_output_sample_rate()
+
+    def prepared_decoder_params(self) -> dict:
+        """The decoder params with their conv kernels laid out for the streaming step
+        (`codec.decoder.prepare_params`), computed once and kept until `params` is replaced;
+        what `CodecSlots(..., prepared=True)` takes, so decoders of one model can share them."""
+        raw = self.params["decoder"]
+        if self._prepared is None or self._prepared[0] is not raw:
+            self._prepared = (raw, codec_decoder.prepare_params(raw, self.config.decoder))
+        return self._prepared[1]
 
     # ---------------------------------------------------------------------------------------- #
 

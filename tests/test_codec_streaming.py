@@ -1,4 +1,5 @@
-"""Streaming decode (`qwen3tts_jax.codec.streaming`) == one-shot decode of the same frames.
+"""Streaming decode (`qwen3tts_jax.codec.streaming`, the state of `codec/state.py`) == one-shot
+decode of the same frames.
 
 No torch needed: random params come straight from the key table. Tolerance: waveform outputs
 ≤ 1e-4 (stricter than the 1e-3 waveform policy: both sides are our own code, so only the
@@ -14,6 +15,7 @@ import pytest
 
 from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
 from qwen3tts_jax.codec.decoder import chunked_decode, decode_codes
+from qwen3tts_jax.codec.state import DecoderState
 from qwen3tts_jax.codec.streaming import StreamingDecoder, init_state, stream_step
 from qwen3tts_jax.codec.weights import decoder_entries
 from tests.conftest import assert_close
@@ -63,13 +65,52 @@ def _codes(cfg, t: int, seed: int, batch: int = 2) -> np.ndarray:
     return np.random.RandomState(seed).randint(0, cfg.codebook_size, (batch, cfg.num_quantizers, t)).astype(np.int32)
 
 
+def _conv_paths(tree: dict, path: str = ""):
+    """(param path, weight) of every conv module (`.../conv/weight`) in a decoder param tree."""
+    for name, sub in tree.items():
+        here = f"{path}/{name}" if path else name
+        if name == "conv" and "weight" in sub:
+            yield path, sub["weight"]
+        elif isinstance(sub, dict):
+            yield from _conv_paths(sub, here)
+
+
 def test_state_structure_matches_the_step(setup):
+    """The state the step returns has init_state's tree, shapes and dtypes; positions advance per
+    row; its histories are keyed by the param paths of exactly the convs that see the past
+    (kernel > 1, except the ConvNeXt upsamplers' transposed convs with kernel = stride), and the
+    attention window is sliding_window - 1 frames."""
     cfg, params = setup
     state = init_state(cfg, 2)
+    assert isinstance(state, DecoderState)
     shapes = jax.tree.map(lambda a: (a.shape, a.dtype), state)
-    _, new = stream_step(params, init_state(cfg, 2), jnp.asarray(_codes(cfg, 1, 0)), cfg)
+    _, new = stream_step(params, init_state(cfg, 2), jnp.asarray(_codes(cfg, 3, 0)), cfg)
     assert jax.tree.map(lambda a: (a.shape, a.dtype), new) == shapes
-    assert int(new["pre_transformer"]["pos"]) == 1
+    np.testing.assert_array_equal(np.asarray(new.pos), [3, 3])
+    want = {
+        p for p, w in _conv_paths(params) if w.shape[-1] > 1 and not p.startswith("upsample_") or p.endswith("/dwconv")
+    }
+    assert set(state.history) == want
+    assert all(h.shape[0] == 2 and h.shape[1] > 0 for h in state.history.values())
+    assert state.history["decoder_1/block_4/conv1"].shape[1] == 6 * 9  # k7, dilation 9
+    assert len(state.kv) == cfg.num_hidden_layers
+    assert state.kv[0].k.shape == (2, cfg.sliding_window - 1, cfg.num_key_value_heads, cfg.head_dim)
+
+
+def test_state_rows_gather_reset_and_scatter(setup):
+    cfg, _ = setup
+    state = jax.tree.map(lambda a: jnp.arange(a.size, dtype=a.dtype).reshape(a.shape) + 1, init_state(cfg, 3))
+    sub = state.take(jnp.array([2, 0, 3]))  # 3: a bucket's padding row, reads as zeros
+    assert sub.batch == 3
+    for a, b in zip(jax.tree.leaves(sub), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(a[:2], b[jnp.array([2, 0])])
+        assert not np.asarray(a[2]).any()
+    fresh = sub.reset(jnp.array([True, False, False]))
+    for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(sub)):
+        assert not np.asarray(a[0]).any() and np.array_equal(a[1:], b[1:])
+    back = state.put(jnp.array([2, 0, 3]), fresh)  # row 3 out of range: dropped
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(state)):
+        assert not np.asarray(a[2]).any() and np.array_equal(a[:2], b[:2])
 
 
 def test_stream_equals_one_shot_within_window_and_beyond(setup):

@@ -1,14 +1,20 @@
 """The 12 Hz speech tokenizer (`Qwen3TTSTokenizerV2Model`): config, key table, quantizer,
-decoder, streaming decoder (and the Mimi encoder)."""
+decoder and its streaming state, per-slot streams, streaming decoder (and the Mimi encoder)."""
 
 from qwen3tts_jax.codec.config import DecoderConfig, MimiEncoderConfig, Qwen3TTSTokenizerV2Config
-from qwen3tts_jax.codec.decoder import Qwen3TTSTokenizerV2Decoder, chunked_decode, decode, decode_codes, prepare_params
+from qwen3tts_jax.codec.decoder import (
+    Qwen3TTSTokenizerV2Decoder, chunked_decode, decode, decode_codes, init_state, prepare_params, stream_step,
+)
 from qwen3tts_jax.codec.quantizer import codebook_embedding, dequantize, nearest_code, residual_quantize
-from qwen3tts_jax.codec.streaming import StreamingDecoder, init_state, stream_step
+from qwen3tts_jax.codec.slots import CodecSlots
+from qwen3tts_jax.codec.state import DecoderState
+from qwen3tts_jax.codec.streaming import StreamingDecoder
 from qwen3tts_jax.codec.weights import codec_entries, load_codec_params
 
 __all__ = [
+    "CodecSlots",
     "DecoderConfig",
+    "DecoderState",
     "MimiEncoderConfig",
     "Qwen3TTSTokenizerV2Config",
     "Qwen3TTSTokenizerV2Decoder",

@@ -7,10 +7,13 @@ batch/length handling, `Qwen3TTSTokenizerV2Model.decode` with its `chunked_decod
     → 2 × [causal transposed conv ×2, ConvNeXt] → causal conv k7 → 4 × [SnakeBeta, causal
     transposed conv ×r, 3 residual units (dilation 1, 3, 9)] → SnakeBeta → causal conv k7 → clamp
 
-Every stage is causal, so the same modules run one-shot (`state=None`) or streaming: given the
-previous frames' conv input tails and attention keys/values (`codec/streaming.py` owns that
-state), a call on the next k frames produces exactly the next k·1920 samples. Activations are
-channels-last `(b, t, c)` (see `nn/conv.py` for the measured reason).
+Every stage is causal, and the modules always run as a stream: given each row's previous conv
+input tails and attention keys/values (a `DecoderState`, `codec/state.py`; the modules produce
+it, `init_state` reads its shapes from them), a call on the next k frames produces exactly the
+next k·1920 samples; `state=None` is the zero state, i.e. the one-shot forward. The jitted
+`stream_step` is the one step every decode path runs (`chunked_decode`, `decode` through
+`codec/slots.py`, `codec/streaming.py`). Activations are channels-last `(b, t, c)` (see
+`nn/conv.py` for the measured reason).
 
 The module-tree names are the checkpoint's (`pre_transformer/layers_3/self_attn/q_proj/weight`,
 `upsample_0_1/dwconv/conv/weight`, `decoder_2/block_3/conv1/conv/weight`): params from
@@ -20,7 +23,7 @@ The module-tree names are the checkpoint's (`pre_transformer/layers_3/self_attn/
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -28,7 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwen3tts_jax.codec.config import DecoderConfig
+from qwen3tts_jax.codec.pieces import CALL_OVERHEAD, MAX_PIECE, padded_length, runs, split
 from qwen3tts_jax.codec.quantizer import SplitResidualVectorQuantizer
+from qwen3tts_jax.codec.state import DecoderState
 from qwen3tts_jax.config import Policy
 from qwen3tts_jax.nn.activations import SnakeBeta
 from qwen3tts_jax.nn.attention import Attention, KVCache
@@ -44,26 +49,48 @@ from qwen3tts_jax.typing import Array, Bool, Float, Int
 __all__ = [
     "CHUNK_SIZE",
     "LEFT_CONTEXT",
+    "DecoderState",
     "Qwen3TTSTokenizerV2Decoder",
     "chunked_decode",
     "decode",
     "decode_codes",
+    "init_state",
     "prepare_params",
+    "stream_step",
 ]
 
 CHUNK_SIZE = 300  # `chunked_decode(chunk_size=300)`: frames per independent forward
 LEFT_CONTEXT = 25  # `chunked_decode(left_context_size=25)`
 
-State = dict  # a nested dict of arrays; see `codec/streaming.py: init_state`
+History = Mapping[str, Float[Array, "b _h _c"]]  # a module's conv histories, keyed by path below it
 
 
-def _conv_step(conv: nn.Module, x, history):
-    """Run a causal conv one-shot (history None) or streaming; return (y, new history)."""
+def _conv_step(
+    conv: nn.Module, x: Float[Array, "b t c"], history: History | None, name: str, new: dict
+) -> Float[Array, "b t2 o"]:
+    """Run causal conv `name` continuing its history (the previous `conv.context` input frames;
+    zeros when `history` is None, which is exactly the one-shot forward's left padding) and
+    record its new history in `new` (none for a conv without context: k1, k = stride)."""
+    b, t, c = x.shape
+    ctx = conv.context
+    past = jnp.zeros((b, ctx, c), x.dtype) if history is None or ctx == 0 else history[name].astype(x.dtype)
+    y = conv(x, past)
+    if ctx:
+        new[name] = jnp.concatenate([past, x], axis=1)[:, t:]
+    return y
+
+
+def _below(history: History | None, name: str) -> History | None:
+    """The entries of child module `name`, keyed relative to it."""
     if history is None:
-        return conv(x), None
-    y = conv(x, history)
-    ctx = history.shape[1]
-    return y, jnp.concatenate([history.astype(x.dtype), x], axis=1)[:, x.shape[1] + history.shape[1] - ctx :]
+        return None
+    p = name + "/"
+    return {k[len(p) :]: v for k, v in history.items() if k.startswith(p)}
+
+
+def _child(name: str, sub: History, new: dict) -> None:
+    """Record a child module's new histories under its name."""
+    new.update({f"{name}/{k}": v for k, v in sub.items()})
 
 
 class LayerNorm(nn.Module):
@@ -92,7 +119,9 @@ class LayerScale(nn.Module):
 
     @nn.compact
     def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
-        scale = existing_param(self, "scale", nn.initializers.constant(self.init_scale), (x.shape[-1],), self.param_dtype)
+        scale = existing_param(
+            self, "scale", nn.initializers.constant(self.init_scale), (x.shape[-1],), self.param_dtype
+        )
         return scale.astype(x.dtype) * x
 
 
@@ -104,18 +133,27 @@ class ConvNeXtBlock(nn.Module):
     kernel_layout: str = "OIH"
 
     @nn.compact
-    def __call__(self, x: Float[Array, "b t c"], state: State | None = None) -> tuple[Float[Array, "b t c"], State | None]:
+    def __call__(
+        self, x: Float[Array, "b t c"], history: History | None = None
+    ) -> tuple[Float[Array, "b t c"], History]:
         p = self.policy
         dw = CausalConv1d(
-            self.dim, 7, groups=self.dim, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=self.kernel_layout, name="dwconv"
+            self.dim,
+            7,
+            groups=self.dim,
+            dtype=p.dtype,
+            param_dtype=p.param_dtype,
+            kernel_layout=self.kernel_layout,
+            name="dwconv",
         )
-        h, dw_state = _conv_step(dw, x, None if state is None else state["dwconv"])
+        new: dict = {}
+        h = _conv_step(dw, x, history, "dwconv", new)
         h = LayerNorm(1e-6, p.param_dtype, name="norm")(h)
         h = Linear(4 * self.dim, True, p.dtype, p.param_dtype, name="pwconv1")(h)
         h = jax.nn.gelu(h, approximate=False)  # torch nn.GELU(): exact erf form
         h = Linear(self.dim, True, p.dtype, p.param_dtype, name="pwconv2")(h)
         gamma = existing_param(self, "gamma", nn.initializers.constant(1e-6), (self.dim,), p.param_dtype)
-        return x + gamma.astype(h.dtype) * h, None if state is None else {"dwconv": dw_state}
+        return x + gamma.astype(h.dtype) * h, new
 
 
 class ResidualUnit(nn.Module):
@@ -127,17 +165,26 @@ class ResidualUnit(nn.Module):
     kernel_layout: str = "OIH"
 
     @nn.compact
-    def __call__(self, x: Float[Array, "b n c"], state: State | None = None) -> tuple[Float[Array, "b n c"], State | None]:
+    def __call__(
+        self, x: Float[Array, "b n c"], history: History | None = None
+    ) -> tuple[Float[Array, "b n c"], History]:
         p, kl = self.policy, self.kernel_layout
+        new: dict = {}
         h = SnakeBeta(p.param_dtype, name="act1")(x)
         conv1 = CausalConv1d(
-            self.dim, 7, dilation=self.dilation, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=kl, name="conv1"
+            self.dim,
+            7,
+            dilation=self.dilation,
+            dtype=p.dtype,
+            param_dtype=p.param_dtype,
+            kernel_layout=kl,
+            name="conv1",
         )
-        h, s1 = _conv_step(conv1, h, None if state is None else state["conv1"])
+        h = _conv_step(conv1, h, history, "conv1", new)
         h = SnakeBeta(p.param_dtype, name="act2")(h)
         conv2 = CausalConv1d(self.dim, 1, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=kl, name="conv2")
-        h = conv2(h)  # k1: stateless
-        return h + x, None if state is None else {"conv1": s1}
+        h = _conv_step(conv2, h, history, "conv2", new)  # k1: no context, no history
+        return h + x, new
 
 
 class DecoderBlock(nn.Module):
@@ -157,13 +204,16 @@ class DecoderBlock(nn.Module):
             *(ResidualUnit(self.out_dim, d, p, kl) for d in (1, 3, 9)),
         ]
 
-    def __call__(self, x: Float[Array, "b n c"], state: State | None = None) -> tuple[Float[Array, "b m o"], State | None]:
+    def __call__(
+        self, x: Float[Array, "b n c"], history: History | None = None
+    ) -> tuple[Float[Array, "b m o"], History]:
+        new: dict = {}
         h = self.block[0](x)
-        h, s1 = _conv_step(self.block[1], h, None if state is None else state["block_1"])
-        new = {"block_1": s1}
+        h = _conv_step(self.block[1], h, history, "block_1", new)
         for i in (2, 3, 4):
-            h, new[f"block_{i}"] = self.block[i](h, None if state is None else state[f"block_{i}"])
-        return h, None if state is None else new
+            h, sub = self.block[i](h, _below(history, f"block_{i}"))
+            _child(f"block_{i}", sub, new)
+        return h, new
 
 
 class TransformerLayer(nn.Module):
@@ -177,10 +227,18 @@ class TransformerLayer(nn.Module):
     def __call__(self, h, cos, sin, mask, kv: KVCache, write_index) -> tuple[Float[Array, "b t d"], KVCache]:
         cfg, p = self.cfg, self.policy
         attn = Attention(
-            cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, qk_norm=False,
-            use_bias=cfg.attention_bias, dtype=p.dtype, param_dtype=p.param_dtype, name="self_attn",
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            qk_norm=False,
+            use_bias=cfg.attention_bias,
+            dtype=p.dtype,
+            param_dtype=p.param_dtype,
+            name="self_attn",
         )
-        a, kv = attn(RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="input_layernorm")(h), cos, sin, mask, kv, write_index)
+        a, kv = attn(
+            RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="input_layernorm")(h), cos, sin, mask, kv, write_index
+        )
         h = h + LayerScale(cfg.layer_scale_initial_scale, p.param_dtype, name="self_attn_layer_scale")(a)
         m = SwiGLU(cfg.intermediate_size, p.dtype, p.param_dtype, name="mlp")(
             RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="post_attention_layernorm")(h)
@@ -189,19 +247,20 @@ class TransformerLayer(nn.Module):
         return h, kv
 
 
-def window_mask(query_pos: Int[Array, "t"], key_pos: Int[Array, "s"], window: int) -> Bool[Array, "t s"]:
+def window_mask(query_pos: Int[Array, "b t"], key_pos: Int[Array, "b s"], window: int) -> Bool[Array, "b t s"]:
     """Sliding-window causal mask: query q sees keys (q - window, q] at non-negative positions."""
-    q, k = query_pos[:, None], key_pos[None, :]
+    q, k = query_pos[:, :, None], key_pos[:, None, :]
     return (k >= 0) & (k <= q) & (k > q - window)
 
 
 class PreTransformer(nn.Module):
     """`Qwen3TTSTokenizerV2DecoderTransformerModel`: input_proj, layers, norm, output_proj.
 
-    One-shot (`state=None`): positions 0..t-1 and a sliding-window mask over the t frames.
-    Streaming: `state = {"pos": first position, "layers_i": KVCache of the previous window-1
-    frames}`; the new frames' keys are appended, attention sees (q - window, q], and the last
-    window-1 keys/values are carried on (a shifting window of exactly what the mask can reach).
+    Always run as a stream: each row continues from its position `pos` with, per layer, the
+    keys/values of its previous `window - 1` frames (None: position 0 and zero keys, which the
+    mask drops — the one-shot forward). The new frames' keys are appended, query q sees keys
+    (q - window, q], and the last `window - 1` keys/values are carried on: a shifting window of
+    exactly what the mask can reach, whatever the row's position.
     """
 
     cfg: DecoderConfig
@@ -214,37 +273,39 @@ class PreTransformer(nn.Module):
         self.norm = RMSNorm(cfg.rms_norm_eps, p.param_dtype)
         self.output_proj = Linear(cfg.latent_dim, True, p.dtype, p.param_dtype)
 
-    def __call__(self, x: Float[Array, "b t l"], state: State | None = None) -> tuple[Float[Array, "b t l"], State | None]:
-        cfg, p = self.cfg, self.policy
+    @property
+    def past(self) -> int:
+        """Frames of keys/values a stream carries: all the inclusive window can reach."""
+        return self.cfg.sliding_window - 1
+
+    def __call__(
+        self, x: Float[Array, "b t l"], pos: Int[Array, "b"] | None = None, kv: tuple[KVCache, ...] | None = None
+    ) -> tuple[Float[Array, "b t l"], Int[Array, "b"], tuple[KVCache, ...]]:
+        cfg, p, past = self.cfg, self.policy, self.past
         b, t, _ = x.shape
         h = self.input_proj(x.astype(p.dtype))
-        if state is None:
-            pos0, past = jnp.zeros((), jnp.int32), 0
-        else:
-            pos0, past = state["pos"], cfg.sliding_window - 1
-        query_pos = pos0 + jnp.arange(t, dtype=jnp.int32)
-        key_pos = pos0 - past + jnp.arange(past + t, dtype=jnp.int32)
-        mask = jnp.broadcast_to(window_mask(query_pos, key_pos, cfg.sliding_window), (b, t, past + t))
-        cos, sin = rope_tables(jnp.broadcast_to(query_pos, (b, t)), cfg.head_dim, cfg.rope_theta, p.dtype)
-        new_state = None if state is None else {"pos": pos0 + t}
-        for i, layer in enumerate(self.layers):
-            if state is None:
-                kv = KVCache.zeros(b, t, cfg.num_key_value_heads, cfg.head_dim, p.dtype)
-            else:
-                old = state[f"layers_{i}"]
-                fresh = jnp.zeros((b, t, cfg.num_key_value_heads, cfg.head_dim), old.k.dtype)
-                kv = KVCache(jnp.concatenate([old.k, fresh], 1), jnp.concatenate([old.v, fresh], 1))
-            h, kv = apply_layer(self, layer, h, cos, sin, mask, kv, jnp.asarray(past, jnp.int32))
-            if state is not None:
-                new_state[f"layers_{i}"] = KVCache(kv.k[:, t:], kv.v[:, t:])
-        return self.output_proj(self.norm(h)), new_state
+        if pos is None:
+            pos = jnp.zeros((b,), jnp.int32)
+        if kv is None:
+            kv = tuple(KVCache.zeros(b, past, cfg.num_key_value_heads, cfg.head_dim, p.dtype) for _ in self.layers)
+        query_pos = pos[:, None] + jnp.arange(t, dtype=jnp.int32)  # b t
+        key_pos = pos[:, None] - past + jnp.arange(past + t, dtype=jnp.int32)  # b s: the window, then the new frames
+        mask = window_mask(query_pos, key_pos, cfg.sliding_window)  # b t s
+        cos, sin = rope_tables(query_pos, cfg.head_dim, cfg.rope_theta, p.dtype)
+        new_kv = []
+        for layer, old in zip(self.layers, kv, strict=True):
+            fresh = jnp.zeros((b, t, cfg.num_key_value_heads, cfg.head_dim), old.k.dtype)
+            cache = KVCache(jnp.concatenate([old.k, fresh], 1), jnp.concatenate([old.v, fresh], 1))
+            h, cache = apply_layer(self, layer, h, cos, sin, mask, cache, jnp.asarray(past, jnp.int32))
+            new_kv.append(KVCache(cache.k[:, t:], cache.v[:, t:]))
+        return self.output_proj(self.norm(h)), pos + t, tuple(new_kv)
 
 
 class Qwen3TTSTokenizerV2Decoder(nn.Module):
     """`Qwen3TTSTokenizerV2Decoder.forward`: codes (b, q, t) → waveform (b, t·total_upsample),
-    clamped to [-1, 1]. With `state` (see `codec/streaming.py`) it continues a stream and also
-    returns the new state; with `stages=True` it also returns the intermediate activations
-    (channels-last) for parity tests.
+    clamped to [-1, 1]. With a `DecoderState` (`codec/state.py`) it continues one stream per row
+    and also returns the new state; with `stages=True` it also returns the intermediate
+    activations (channels-last) for parity tests.
 
     `kernel_layout="HIO"` takes params converted once by `prepare_params` (conv kernels in the
     layout XLA:CPU wants; see `nn/conv.py`), "OIH" the checkpoint's tensors as loaded."""
@@ -274,31 +335,45 @@ class Qwen3TTSTokenizerV2Decoder(nn.Module):
         ]
         assert len(self.decoder) == n + 3
 
-    def __call__(self, codes: Int[Array, "b q t"], state: State | None = None, stages: bool = False):
+    def step(
+        self, codes: Int[Array, "b q t"], state: DecoderState | None = None
+    ) -> tuple[Float[Array, "b n"], DecoderState, dict[str, Float[Array, "b _t _c"]]]:
+        """Decode the next t frames of each row's stream: (waveform, the new state, the
+        intermediate stages). `state=None` starts every row fresh (the one-shot forward)."""
         cfg = self.cfg
         if codes.shape[1] != cfg.num_quantizers:
-            raise ValueError(f"Qwen3TTSTokenizerV2Decoder: expected {cfg.num_quantizers} codebooks, got codes of shape {codes.shape}")
-        get = (lambda name: None) if state is None else (lambda name: state[name])  # noqa: E731
+            raise ValueError(
+                f"Qwen3TTSTokenizerV2Decoder: expected {cfg.num_quantizers} codebooks, got codes of shape {codes.shape}"
+            )
+        history = None if state is None else state.history
         new: dict = {}
         seen: dict = {}
         h = self.quantizer(codes)  # b t codebook_dim
         seen["quantizer"] = h
-        h, new["pre_conv"] = _conv_step(self.pre_conv, h, get("pre_conv"))
+        h = _conv_step(self.pre_conv, h, history, "pre_conv", new)
         seen["pre_conv"] = h
-        h, new["pre_transformer"] = self.pre_transformer(h, get("pre_transformer"))
+        h, pos, kv = self.pre_transformer(h, None if state is None else state.pos, None if state is None else state.kv)
         seen["pre_transformer"] = h
         for i, (trans, convnext) in enumerate(self.upsample):
-            h, new[f"upsample_{i}_0"] = _conv_step(trans, h, get(f"upsample_{i}_0"))
-            h, new[f"upsample_{i}_1"] = convnext(h, get(f"upsample_{i}_1"))
+            h = _conv_step(trans, h, history, f"upsample_{i}_0", new)
+            h, sub = convnext(h, _below(history, f"upsample_{i}_1"))
+            _child(f"upsample_{i}_1", sub, new)
             seen[f"upsample_{i}"] = h
         n = len(cfg.upsample_rates)
-        w, new["decoder_0"] = _conv_step(self.decoder[0], h, get("decoder_0"))
+        w = _conv_step(self.decoder[0], h, history, "decoder_0", new)
         for i in range(1, n + 1):
-            w, new[f"decoder_{i}"] = self.decoder[i](w, get(f"decoder_{i}"))
+            w, sub = self.decoder[i](w, _below(history, f"decoder_{i}"))
+            _child(f"decoder_{i}", sub, new)
             seen[f"decoder_{i}"] = w
         w = self.decoder[n + 1](w)
-        w, new[f"decoder_{n + 2}"] = _conv_step(self.decoder[n + 2], w, get(f"decoder_{n + 2}"))
+        w = _conv_step(self.decoder[n + 2], w, history, f"decoder_{n + 2}", new)
         wav = jnp.clip(w[..., 0], -1.0, 1.0)  # b n
+        return wav, DecoderState(pos, kv, new), seen
+
+    def __call__(self, codes: Int[Array, "b q t"], state: DecoderState | None = None, stages: bool = False):
+        """`wav`, or `(wav, new_state)` when continuing a `state`; `stages=True` appends the
+        intermediate activations (channels-last) for parity tests."""
+        wav, new, seen = self.step(codes, state)
         out = (wav,) if state is None else (wav, new)
         if stages:
             out = (*out, seen)
@@ -310,10 +385,12 @@ class Qwen3TTSTokenizerV2Decoder(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
+@functools.partial(jax.jit, static_argnames=("cfg",))
 def prepare_params(params: dict, cfg: DecoderConfig) -> dict:
     """Decoder params with every conv kernel in "HIO" layout (transposed convs in polyphase
     form), for `Qwen3TTSTokenizerV2Decoder(kernel_layout="HIO")`. Same tree, same names; only
-    the conv `weight` leaves change shape. Pure and jit-able; do it once per loaded model."""
+    the conv `weight` leaves change shape. Jitted (one program per config, placed like
+    `params`); do it once per loaded model."""
     out = jax.tree.map(lambda a: a, params)  # a fresh dict tree (leaves shared)
 
     def conv(node: dict) -> None:
@@ -337,6 +414,64 @@ def prepare_params(params: dict, cfg: DecoderConfig) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _row_state(cfg: DecoderConfig, policy: Policy) -> DecoderState:
+    """The shapes and dtypes of one row's state, as the decoder's modules produce it (abstract:
+    `eval_shape` of a 1-frame forward, params included, computes nothing)."""
+    module = Qwen3TTSTokenizerV2Decoder(cfg, policy, "HIO")
+    codes = jax.ShapeDtypeStruct((1, cfg.num_quantizers, 1), jnp.int32)
+
+    def run(c):
+        (_, state, _), _ = module.init_with_output(jax.random.key(0), c, method="step")
+        return state
+
+    return jax.eval_shape(run, codes)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def init_state(cfg: DecoderConfig, batch: int, policy: Policy = Policy()) -> DecoderState:
+    """The state before every row's first frame: zero histories (= the one-shot zero padding),
+    zero keys at negative positions, position 0. One compiled program, and its result is
+    uncommitted, so a step on params placed elsewhere (a mesh) takes it where they are."""
+    return jax.tree.map(lambda a: jnp.zeros((batch, *a.shape[1:]), a.dtype), _row_state(cfg, policy))
+
+
+def _step(
+    params: dict,
+    state: DecoderState,
+    codes: Int[Array, "b q k"],
+    cfg: DecoderConfig,
+    policy: Policy = Policy(),
+    prepared: bool = False,
+) -> tuple[Float[Array, "b n"], DecoderState]:
+    if not prepared:
+        params = prepare_params(params, cfg)
+    return Qwen3TTSTokenizerV2Decoder(cfg, policy, "HIO").apply({"params": params}, codes, state)
+
+
+_STATIC = ("cfg", "policy", "prepared")
+_step_donating = jax.jit(_step, static_argnames=_STATIC, donate_argnames=("state",))
+_step_copying = jax.jit(_step, static_argnames=_STATIC)
+
+
+def stream_step(
+    params: dict,
+    state: DecoderState,
+    codes: Int[Array, "b q k"],
+    cfg: DecoderConfig,
+    policy: Policy = Policy(),
+    prepared: bool = False,
+) -> tuple[Float[Array, "b n"], DecoderState]:
+    """Decode the next k frames of every row: their k·total_upsample samples and the new state.
+
+    The one streaming step, jitted once per (rows, k). Pass `prepare_params(params, cfg)` with
+    `prepared=True`: with the checkpoint's kernel layout every step re-lays every conv kernel
+    out. `policy.donate_codec_state` donates the state (GPU/TPU; on XLA:CPU donating it made a
+    full-size 1-frame step 2x slower) — treat the passed state as consumed either way."""
+    fn = _step_donating if policy.donate_codec_state else _step_copying
+    return fn(params, state, codes, cfg, policy, prepared)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "policy", "prepared"))
 def decode_codes(
     params: dict, codes: Int[Array, "b q t"], cfg: DecoderConfig, policy: Policy = Policy(), prepared: bool = False
@@ -351,73 +486,75 @@ def decode_codes(
     return Qwen3TTSTokenizerV2Decoder(cfg, policy, "HIO").apply({"params": params}, codes)
 
 
-_prepare_jit = jax.jit(prepare_params, static_argnames=("cfg",))
-
-
-def _bucket(n: int, cap: int) -> int:
-    """The padded frame count for a chunk of n frames: the next power of two ≥ 16, at most cap."""
-    return min(max(16, 1 << (n - 1).bit_length()), max(cap, n))
-
-
 def chunked_decode(
     params: dict,
-    codes: Int[Array, "b q t"],
+    codes: Int[Array | np.ndarray, "b q t"],
     cfg: DecoderConfig,
     policy: Policy = Policy(),
     chunk_size: int = CHUNK_SIZE,
     left_context_size: int = LEFT_CONTEXT,
+    *,
+    prepared: bool = False,
+    max_piece: int = MAX_PIECE,
+    call_overhead: float = CALL_OVERHEAD,
 ) -> Float[Array, "b n"]:
-    """`Qwen3TTSTokenizerV2Decoder.chunked_decode` (`params` as loaded): independent forwards over 300-frame chunks,
+    """`Qwen3TTSTokenizerV2Decoder.chunked_decode`: independent forwards over 300-frame chunks,
     each with up to 25 frames of left context whose samples are dropped (positions and conv
     state restart in every chunk, exactly as the reference; a single forward differs after
-    frame 300).
+    frame 300). Every row has the same length; `decode` handles a ragged batch.
 
-    Each chunk is padded at the END with code-0 frames to a bucketed length (powers of two from
-    16, capped at chunk_size + left_context_size), so all lengths share at most ~6 compiled
-    shapes. Exact, not approximate: every stage is causal (convs left-padded, transposed convs
-    keep their first t·r samples, attention masks the future), so frames appended after a chunk
-    cannot change its first samples — `tests/test_codec_decoder.py` checks this against the
-    reference at lengths that are not bucket sizes."""
-    codes = jnp.asarray(codes)
+    Each chunk is a fresh stream of the streaming step (`codec/pieces.py`: pieces of fixed
+    sizes, only the last one padded with code-0 frames), so all lengths share a few compiled
+    programs and nothing is decoded twice. Exact, not approximate: the decoder is causal end
+    to end, and the stream equals the one-shot forward of the same frames. The result stays on
+    the device, placed like `codes` and `params` (a mesh: `sharding.decode_audio`)."""
+    codes = jnp.asarray(codes, jnp.int32)
     b, _, t = codes.shape
     up = cfg.total_upsample
-    if t > chunk_size:  # several forwards: lay the kernels out once
-        params, prepared = _prepare_jit(params, cfg), True
-    else:
-        prepared = False
-    cap = chunk_size + left_context_size
-    wavs = []
-    start = 0
-    while start < t:
-        end = min(start + chunk_size, t)
-        ctx = left_context_size if start - left_context_size > 0 else start
-        chunk = codes[..., start - ctx : end]
-        n = chunk.shape[-1]
-        padded = _bucket(n, cap)
-        if padded > n:
-            chunk = jnp.pad(chunk, ((0, 0), (0, 0), (0, padded - n)))
-        wav = decode_codes(params, chunk, cfg, policy, prepared)
-        wavs.append(wav[:, ctx * up : n * up])
-        start = end
-    if not wavs:
+    if t == 0:
         return jnp.zeros((b, 0), policy.dtype)
-    return jnp.concatenate(wavs, axis=-1)
+    if not prepared:
+        params = prepare_params(params, cfg)
+    plan = runs(0, t, chunk_size, left_context_size)
+    total = plan[-1].first + padded_length(t - plan[-1].first, max_piece, call_overhead)
+    if total > t:  # the last piece's code-0 padding
+        codes = jnp.pad(codes, ((0, 0), (0, 0), (0, total - t)))
+    wavs = []
+    for i, run in enumerate(plan):
+        stop = total if i == len(plan) - 1 else run.stop
+        state, at, pieces = init_state(cfg, b, policy), run.first, []
+        for k in split(stop - run.first, max_piece):
+            wav, state = stream_step(
+                params, state, jax.lax.dynamic_slice_in_dim(codes, at, k, axis=2), cfg, policy, True
+            )
+            pieces.append(wav)
+            at += k
+        wav = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1)
+        wavs.append(wav[:, (run.emit - run.first) * up : (run.stop - run.first) * up])
+    return wavs[0] if len(wavs) == 1 else jnp.concatenate(wavs, axis=-1)
 
 
-def decode(params: dict, audio_codes, cfg: DecoderConfig, policy: Policy = Policy()) -> list[np.ndarray]:
+def decode(
+    params: dict, audio_codes, cfg: DecoderConfig, policy: Policy = Policy(), *, prepared: bool = False
+) -> list[np.ndarray]:
     """`Qwen3TTSTokenizerV2Model.decode`: `audio_codes (b, t, q)` right-padded with -1 →
     one float32 waveform per item, `(codebook-0 codes > -1 count) × 1920` samples long.
 
-    Padding frames are clamped to code 0 and decoded with the batch, then cut away per item (the
-    decoder is causal, so they never touch the kept samples)."""
+    Each item is decoded to its own length only (no padding frames but a tail piece's): the
+    items are the rows of a `CodecSlots`, which batches whichever rows share a piece size."""
+    from qwen3tts_jax.codec.slots import CodecSlots  # slots builds on this module
+
     codes = np.asarray(audio_codes)
     if codes.ndim != 3 or codes.shape[-1] != cfg.num_quantizers:
-        raise ValueError(
-            f"decode: audio_codes must be (batch, frames, {cfg.num_quantizers}), got shape {codes.shape}"
-        )
-    lengths = (codes[..., 0] > -1).sum(1) * cfg.total_upsample
-    codes = np.clip(codes, 0, None).astype(np.int32).transpose(0, 2, 1)  # b q t
+        raise ValueError(f"decode: audio_codes must be (batch, frames, {cfg.num_quantizers}), got shape {codes.shape}")
+    lengths = (codes[..., 0] > -1).sum(1)
+    codes = np.clip(codes, 0, None)
     if codes.size and codes.max() >= cfg.codebook_size:
         raise ValueError(f"decode: code {int(codes.max())} out of range for codebook_size={cfg.codebook_size}")
-    wav = np.asarray(chunked_decode(params, codes, cfg, policy), dtype=np.float32)
-    return [wav[i, : int(n)] for i, n in enumerate(lengths)]
+    if codes.shape[0] == 0:
+        return []
+    slots = CodecSlots(params, cfg, policy, codes.shape[0], prepared=prepared)
+    for row in range(codes.shape[0]):
+        slots.start(row)
+    out = slots.push({row: codes[row, : int(n)] for row, n in enumerate(lengths)}, final=range(codes.shape[0]))
+    return [out[row] for row in range(codes.shape[0])]

@@ -77,7 +77,7 @@ def _cast(w, dtype):
 
 def conv1d(
     x: Float[Array, "b t i"],
-    weight: Float[Array, "o i/g k"],
+    weight: Float[Array, "_ _ _"],  # (o, i/groups, k), or "HIO" (k, i/groups, o)
     bias: Float[Array, "o"] | None = None,
     *,
     stride: int = 1,
@@ -126,7 +126,7 @@ def polyphase_kernel(weight: Float[Array, "i o k"], stride: int) -> Float[Array,
 
 def conv_transpose1d(
     x: Float[Array, "b t i"],
-    weight: Float[Array, "i o k"],
+    weight: Float[Array, "_ _ _"],  # (i, o, k), or "HIO" (ceil(k/stride), i, stride·o)
     bias: Float[Array, "o"] | None = None,
     *,
     stride: int,
