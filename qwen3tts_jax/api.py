@@ -77,7 +77,6 @@ class Qwen3TTSModel:
         self.tts_model_type, self.tts_model_size = config.tts_model_type, config.tts_model_size
         self.last_stream_stats = StreamStats()
         self.last_long_form: list[list[long_form.SegmentReport]] | None = None  # per text, after long_form=True
-        self._codec_template = None
 
     @property
     def mesh(self):
@@ -329,23 +328,18 @@ class Qwen3TTSModel:
         for p, r in zip(prompts, self.run(self.requests(prompts, **kwargs))):
             wav = r.audio
             if p.ref_code is not None and len(r.codes):
-                # The reference decodes reference + new codes and cuts proportionally,
-                # `int(ref / total · samples)`, which can fall one sample before ref·1920.
+                # The reference decodes reference + new codes and cuts proportionally at
+                # `int(ref / total · samples)`, which can fall a sample before ref·1920, where
+                # the engine's stream starts: prepend what the reference keeps of the reference's
+                # own audio (the codec is causal, so that is the reference codes' own decode).
+                up = self.speech_tokenizer.config.decoder.total_upsample
                 ref, total = len(p.ref_code), len(p.ref_code) + len(r.codes)
-                lead = ref * (len(wav) // len(r.codes)) - int(ref / total * total * (len(wav) // len(r.codes)))
+                lead = ref * up - int(ref / total * total * up)
                 if lead > 0:
-                    wav = np.concatenate([r.context_tail[len(r.context_tail) - lead:], wav])
+                    own = self.speech_tokenizer.decode([{"audio_codes": np.asarray(p.ref_code)}])[0][0]
+                    wav = np.concatenate([own[len(own) - lead :], wav])
             out.append(wav)
         return out, sr
-
-    def codec_template(self):
-        """The prepared (re-laid-out) codec params for streaming decode, built once per model."""
-        if self._codec_template is None:
-            from qwen3tts_jax.codec.streaming import StreamingDecoder
-
-            tok = self.speech_tokenizer
-            self._codec_template = StreamingDecoder(tok.params["decoder"], tok.config.decoder, tok.policy)
-        return self._codec_template
 
     # ------------------------------------------------------------------ public generation
 

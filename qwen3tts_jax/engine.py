@@ -37,6 +37,7 @@ import jax
 import numpy as np
 
 from qwen3tts_jax import generate as gen
+from qwen3tts_jax.codec.slots import CodecSlots
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
 from qwen3tts_jax.prompt import PromptRequest, PromptTracks, bucket, collate_tracks, prompt_tracks
 from qwen3tts_jax.sampling import SamplingConfig, SamplingProgram, SamplingValues
@@ -90,9 +91,6 @@ class Result:
     time_to_first_audio: float | None  # seconds from submit to the first chunk with frames
     total_time: float
     error: str | None = None
-    # ICL: the last samples of the voice-clone reference's own decoded audio (the codec's
-    # context), for callers that cut the way the reference does (`Qwen3TTSModel.generate_voice_clone`).
-    context_tail: np.ndarray | None = None
 
     @property
     def frames(self) -> int:
@@ -154,7 +152,6 @@ class _Slot:
     pending: list = dataclasses.field(default_factory=list)  # (k, 16) pieces not yet handed out
     codes: list = dataclasses.field(default_factory=list)  # pieces handed out
     audio: list = dataclasses.field(default_factory=list)
-    context_tail: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,21 +329,21 @@ class Engine:
             put(keys, "input/keys"), put(values, "input/values"), put(limits, "input/limits"))
         for h, t, row in group:
             first = h.request.first_chunk_frames or self.first_chunk_frames or h.request.chunk_frames or self.chunk_frames
-            slot = self._slots[row] = _Slot(h, t.length, next_emit=max(1, int(first)))
+            self._slots[row] = _Slot(h, t.length, next_emit=max(1, int(first)))
             if h.request.audio:
+                # The voice-clone reference codes (ICL) are the stream's context: decoded, not heard.
                 ref = h.request.prompt.ref_code
-                context = self.codec.start(row, None if ref is None else np.asarray(ref))
-                slot.context_tail = None if ref is None else context[-self.cfg_upsample:]
+                self.codec.start(row, None if ref is None else np.asarray(ref))
 
     @property
     def codec(self):
+        """Each slot's streaming codec state (`codec.slots.CodecSlots`, sharing the model's laid-out
+        codec params)."""
         if self._codec is None:
-            self._codec = _RowCodecs(self.model.codec_template(), self.shape.slots)
+            tok = self.model.speech_tokenizer
+            self._codec = CodecSlots(tok.prepared_decoder_params(), tok.config.decoder, tok.policy, self.shape.slots,
+                                     prepared=True)
         return self._codec
-
-    @property
-    def cfg_upsample(self) -> int:
-        return self.model.speech_tokenizer.config.decoder.total_upsample
 
     def _steps_to_next_emission(self) -> int:
         due = [s.next_emit - s.total for s in self._slots if s is not None]
@@ -409,8 +406,7 @@ class Engine:
         mask = np.zeros(self.shape.slots, bool)
         mask[row] = True
         self._state = self._compiled.release(self._state, self.placement.put(mask, "input/rows"))
-        h._finish(Result(h.id, codes, audio, reason, slot.prompt_tokens, h.first_audio, time.perf_counter() - h.submitted,
-                         context_tail=slot.context_tail))
+        h._finish(Result(h.id, codes, audio, reason, slot.prompt_tokens, h.first_audio, time.perf_counter() - h.submitted))
 
     def _fail_all(self, message: str) -> None:
         """End every request in a slot with an error and start from empty slots."""
@@ -492,61 +488,6 @@ class EngineLoop:
             except Exception as err:  # noqa: BLE001 - reported to every request it touched
                 self.last_error = f"{type(err).__name__}: {err}"
                 self.engine._fail_all(self.last_error)
-
-
-class _RowCodecs:
-    """Per-slot streaming codec states over `codec.streaming.StreamingDecoder` (one per slot,
-    sharing the model's prepared codec params)."""
-
-    def __init__(self, template, slots: int):
-        self.template = template
-        self.rows: list = [None] * slots
-        self.piece = 4
-
-    def start(self, row: int, context: np.ndarray | None = None) -> np.ndarray:
-        """A fresh stream in `row`; `context` frames are decoded first and their audio returned."""
-        import copy
-
-        codec = copy.copy(self.template)
-        codec.reset()
-        self.rows[row] = codec
-        if context is not None and len(context):
-            return _push_fixed(codec, np.asarray(context, np.int32), self.piece, final=False)
-        return np.zeros(0, np.float32)
-
-    def push(self, frames: dict[int, np.ndarray], final=()) -> dict[int, np.ndarray]:
-        """{row: (k, 16) codes} → {row: (k·1920,) float32 audio}."""
-        return {row: _push_fixed(self.rows[row], np.asarray(f, np.int32), self.piece, final=row in final).astype(np.float32)
-                for row, f in frames.items()}
-
-    def stop(self, row: int) -> None:
-        self.rows[row] = None
-
-
-def _push_fixed(codec, frames: np.ndarray, chunk: int, final: bool) -> np.ndarray:
-    """Push `(k, q)` code frames into a `StreamingDecoder` using only pushes of `chunk` or 1
-    frames (bounded compiles); a final short tail is padded (the decoder is causal)."""
-    if codec.reference_chunking and chunk > codec.chunk_size:
-        return codec.push(frames.T[None])[0]
-    per_frame = codec.cfg.total_upsample
-    out, i, k = [], 0, len(frames)
-
-    def straddles() -> bool:
-        return codec.reference_chunking and codec.frames % codec.chunk_size + chunk > codec.chunk_size
-
-    while i < k:
-        left = k - i
-        if left >= chunk and not straddles():
-            out.append(codec.push(frames[i : i + chunk].T[None])[0])
-            i += chunk
-        elif left < chunk and final and not straddles():
-            padded = np.concatenate([frames[i:], np.zeros((chunk - left, frames.shape[1]), frames.dtype)])
-            out.append(codec.push(padded.T[None])[0][: left * per_frame])
-            i = k
-        else:
-            out.append(codec.push(frames[i : i + 1].T[None])[0])
-            i += 1
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def request_keys(key: jax.Array, n: int) -> list[np.ndarray]:
