@@ -4,9 +4,11 @@ One process with `--devices` virtual CPU devices (default 8); each configuration
 the first data×model of them ("none" = the plain one-device path). Data-parallel rows grow the
 batch with the data axis (`--rows-per-replica` each), so the figure is aggregate throughput;
 tensor-parallel rows keep the batch and split the weights. `none:8` is the one-device path at
-batch 8 (compare it with data=4: same batch, split or not). Per configuration: load + first call
-(compile included), then the median of `--reps` timed calls of greedy generation (fixed
-`--max-new-tokens`; frames counted) and of generation + codec decode. Prints one JSON line per
+batch 8 (compare it with data=4: same batch, split or not). Per configuration: load + first calls
+(compile included), then the median of `--reps` timed `model.run` calls of greedy generation
+(fixed `--max-new-tokens`; frames counted; `audio=False`: codes only) and of the same requests
+with audio (each slot's streaming codec decode, as `generate_*` runs them): `audio_s_per_s` is
+audio seconds per second of the latter. Public API only. Prints one JSON line per
 configuration and a table.
 
     .venv/bin/python benchmarks/sharding.py [--model random:tiny] [--configs "none;data=1;data=2;..."]
@@ -66,14 +68,15 @@ def run_config(spec: str, args) -> dict:
     speaker = (model.get_supported_speakers() or [None])[0]
     reqs = model.custom_voice_prompts(texts, speaker, None, None, True)
     kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=args.max_new_tokens, seed=0)
-    gen_first, gen_s, codes = _timed(lambda: model.generate_codes(reqs, **kw), args.reps)
-    frames = int(sum(len(c) for c in codes))
-    dec_first, dec_s, wavs = _timed(lambda: model._decode(codes)[0], args.reps)
+    # Codes only, then codes + audio (each slot's streaming codec) through the same engine path.
+    gen_first, gen_s, results = _timed(lambda: model.run(model.requests(reqs, audio=False, **kw)), args.reps)
+    syn_first, syn_s, wavs = _timed(lambda: [r.audio for r in model.run(model.requests(reqs, **kw))], args.reps)
+    frames = int(sum(r.frames for r in results))
     audio_s = float(sum(len(w) for w in wavs)) / 24000
     return {
         "config": spec + (f":{batch}" if batch else ""), "devices": devices, "batch": rows, "frames": frames, "load_s": round(load_s, 2),
-        "first_call_s": round(gen_first + dec_first, 2), "generate_s": round(gen_s, 4), "decode_s": round(dec_s, 4),
-        "frames_per_s": round(frames / gen_s, 2), "audio_s_per_s": round(audio_s / (gen_s + dec_s), 3),
+        "first_call_s": round(gen_first + syn_first, 2), "generate_s": round(gen_s, 4), "synthesize_s": round(syn_s, 4),
+        "frames_per_s": round(frames / gen_s, 2), "audio_s_per_s": round(audio_s / syn_s, 3),
         "ms_per_frame_step": round(1000 * gen_s / max(1, frames // rows), 2),
     }
 
