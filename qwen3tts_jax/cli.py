@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="compute dtype: float32 (default) or bfloat16")
     _add_device_args(p)
     p.set_defaults(run=_batch)
+    from qwen3tts_jax.server.cli import add_parser as add_serve_parser  # the speech server (qwen3tts_jax/server)
+
+    add_serve_parser(sub)
     return parser
 
 
