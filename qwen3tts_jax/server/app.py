@@ -178,6 +178,12 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
     @app.post("/v1/audio/speech", response_class=Response,
               responses={200: {"content": {"audio/wav": {}, "audio/pcm": {}, "audio/flac": {}, "text/event-stream": {}}}})
     async def speech(body: SpeechRequest, request: Request):
+        service.check_ready()
+        try:
+            service.check(body)
+        except ApiError:
+            service.metrics.rejected.labels("invalid").inc()
+            raise
         ticket = service.admit()
         try:
             job = await run_in_threadpool(service.prepare, body)

@@ -203,9 +203,9 @@ class SpeechService:
 
     # ------------------------------------------------------------------ requests
 
-    def prepare(self, body: SpeechRequest) -> Job:
-        """Validate `body` against the served model and build its engine request (blocking: a
-        one-off reference voice is encoded here). Raises ApiError naming the field."""
+    def check(self, body: SpeechRequest) -> tuple[bool, str | None]:
+        """The checks that need no work (before admission, so a bad request is a 400 even when
+        the server is full): returns `(stream, stream_format)`. Raises ApiError naming the field."""
         m, cfg = self.model, self.config
         if body.model is not None and body.model not in cfg.model_ids:
             raise ApiError(400, f"model {body.model!r} is not served here; this server serves {cfg.model!r}", "model")
@@ -233,6 +233,34 @@ class SpeechService:
         if body.max_new_tokens is not None and body.max_new_tokens > cfg.max_new_tokens:
             raise ApiError(400, f"max_new_tokens {body.max_new_tokens} exceeds this server's limit {cfg.max_new_tokens} "
                                 f"(serve --max-new-tokens)", "max_new_tokens")
+        if body.language.lower() not in m.get_supported_languages():
+            raise ApiError(400, f"language {body.language!r} is not supported; supported: {m.get_supported_languages()}",
+                           "language")
+        if kind == "custom_voice":
+            if body.voice is not None and body.voice.lower() not in m.get_supported_speakers():
+                raise ApiError(400, f"voice {body.voice!r} is not a preset speaker of this model; voices: "
+                                    f"{m.get_supported_speakers()}", "voice")
+        elif kind == "voice_design":
+            if not body.instructions or not body.instructions.strip():
+                raise ApiError(400, "instructions: a VoiceDesign model needs the voice described in `instructions`",
+                               "instructions")
+        else:
+            if body.instructions is not None:
+                raise ApiError(400, "instructions: a Base (voice clone) model takes no instructions", "instructions")
+            uploaded = None if body.voice is None else self.voices.get(body.voice)
+            if body.ref_audio is not None:
+                # OpenAI's SDK always sends a voice: with ref_audio it is ignored unless it names an
+                # uploaded voice, which would make the request ambiguous.
+                if uploaded is not None:
+                    raise ApiError(400, "give either voice (an uploaded voice) or ref_audio, not both", "ref_audio")
+            elif body.voice is None:
+                raise ApiError(400, "voice: a Base model needs `voice` (an uploaded voice, POST /v1/audio/voices) or "
+                                    "`ref_audio`", "voice")
+            elif uploaded is None:
+                raise ApiError(400, f"voice {body.voice!r} is not an uploaded voice; uploaded: {self.voices.names()}", "voice")
+            elif body.ref_text is not None or body.x_vector_only_mode:
+                raise ApiError(400, "ref_text and x_vector_only_mode go with ref_audio; an uploaded voice carries its own",
+                               "ref_text" if body.ref_text is not None else "x_vector_only_mode")
         if kind != "base":
             for name in ("ref_audio", "ref_text"):
                 if getattr(body, name) is not None:
@@ -240,8 +268,15 @@ class SpeechService:
             if body.x_vector_only_mode:
                 raise ApiError(400, f"x_vector_only_mode applies to a Base model; this server's model is {TASK_NAMES[kind]}",
                                "x_vector_only_mode")
+        return stream, stream_format
+
+    def prepare(self, body: SpeechRequest) -> Job:
+        """`check`, then build the engine request (blocking: a one-off reference voice is encoded
+        here). Raises ApiError naming the field."""
+        m, cfg = self.model, self.config
+        stream, stream_format = self.check(body)
         try:
-            prompts, voice = self._prompts(body, kind)
+            prompts, voice = self._prompts(body, m.tts_model_type)
         except (ValueError, TypeError, FileNotFoundError) as err:
             raise from_value_error(err, "input") from None
         self._check_lengths(prompts[0], body)
@@ -252,41 +287,24 @@ class SpeechService:
         except (ValueError, TypeError) as err:
             raise from_value_error(err) from None
         request = dataclasses.replace(request, id=f"speech-{uuid.uuid4().hex[:16]}")
-        return Job(request, fmt, stream, stream_format, voice)
+        return Job(request, body.response_format, stream, stream_format, voice)
 
     def _prompts(self, body: SpeechRequest, kind: str):
+        """The Python API's prompt builder for the request (after `check`), and the voice's name."""
         m = self.model
         if kind == "custom_voice":
             voice = body.voice if body.voice is not None else m.get_supported_speakers()[0]
-            if voice.lower() not in (m.get_supported_speakers() or []):
-                raise ApiError(400, f"voice {voice!r} is not a preset speaker of this model; voices: "
-                                    f"{m.get_supported_speakers()}", "voice")
             return m.custom_voice_prompts(body.input, voice, body.language, body.instructions), voice
         if kind == "voice_design":
-            if not body.instructions or not body.instructions.strip():
-                raise ApiError(400, "instructions: a VoiceDesign model needs the voice described in `instructions`",
-                               "instructions")
             return m.voice_design_prompts(body.input, body.instructions, body.language), "(designed)"
-        if body.instructions is not None:
-            raise ApiError(400, "instructions: a Base (voice clone) model takes no instructions", "instructions")
         if body.ref_audio is not None:
-            # OpenAI's SDK always sends a voice: with ref_audio it is ignored unless it names an
-            # uploaded voice, which would make the request ambiguous.
-            if body.voice is not None and self.voices.get(body.voice) is not None:
-                raise ApiError(400, "give either voice (an uploaded voice) or ref_audio, not both", "ref_audio")
             wav, sr = self.decode_data_url(body.ref_audio, "ref_audio")
             self._check_ref_seconds(len(wav) / sr, "ref_audio")
             return m.voice_clone_prompts(body.input, body.language, ref_audio=(wav, sr), ref_text=body.ref_text,
                                          x_vector_only_mode=body.x_vector_only_mode), "(ref_audio)"
-        if body.voice is None:
-            raise ApiError(400, "voice: a Base model needs `voice` (an uploaded voice, POST /v1/audio/voices) or `ref_audio`",
-                           "voice")
         v = self.voices.get(body.voice)
-        if v is None:
+        if v is None:  # deleted since `check`
             raise ApiError(400, f"voice {body.voice!r} is not an uploaded voice; uploaded: {self.voices.names()}", "voice")
-        if body.ref_text is not None or body.x_vector_only_mode:
-            raise ApiError(400, "ref_text and x_vector_only_mode go with ref_audio; an uploaded voice carries its own",
-                           "ref_text" if body.ref_text is not None else "x_vector_only_mode")
         return m.voice_clone_prompts(body.input, body.language, voice_clone_prompt=[v.item]), v.name
 
     def _check_lengths(self, prompt, body: SpeechRequest) -> None:
