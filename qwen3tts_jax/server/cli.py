@@ -3,6 +3,8 @@
 No reference class. uvicorn owns the signals: on SIGINT/SIGTERM it stops accepting, lets open
 responses finish for up to `--graceful-seconds`, then the app's lifespan stops the service
 (queued and running requests are cancelled, the engine thread ends) and the process exits 0.
+(uvicorn re-raises the signal to the handlers it found; ours only note it, so a clean shutdown
+is exit status 0, not death by the signal or a KeyboardInterrupt traceback.)
 A model that fails to load stops the server with exit status 2 and the reason in the log.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 
@@ -70,7 +73,12 @@ def run(args) -> int:
     app = create_app(SpeechService(config), on_failure=on_failure)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            timeout_graceful_shutdown=args.graceful_seconds, access_log=False))
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda number, frame: received.append(number))
     server.run()
+    if received:
+        logging.getLogger("qwen3tts_jax.server").info("stopped by %s", signal.Signals(received[0]).name)
     if failed:
         print(f"error: the server could not start: {failed[0]}", file=sys.stderr)
         return 2
