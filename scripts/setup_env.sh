@@ -13,7 +13,7 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 pip install -q --upgrade pip
 pip install -q torch==2.13.0
-pip install -q -e '.[test,notebooks,orbax]'
+pip install -q -e '.[test,notebooks,orbax,serve]'
 pip install -q "transformers==4.57.3" "accelerate==1.12.0" librosa einops sox onnxruntime
 pip install -q --no-deps qwen-tts==0.1.1
 if [ -f scripts/fetch_test_data.sh ]; then bash scripts/fetch_test_data.sh; fi

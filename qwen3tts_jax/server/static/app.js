@@ -90,6 +90,10 @@ async function speak() {
   const body = { input: text, language: $("language").value, stream: true, stream_format: "audio", response_format: "pcm" };
   if (modelInfo.task_type !== "VoiceDesign" && $("voice").value) body.voice = $("voice").value;
   if ($("instructions").value.trim()) body.instructions = $("instructions").value;
+  // Numbers go as JSON numbers; a bad one comes back as the server's 422 naming the field.
+  if ($("seed").value.trim()) body.seed = Number($("seed").value);
+  if ($("max-new-tokens").value.trim()) body.max_new_tokens = Number($("max-new-tokens").value);
+  if ($("greedy").checked) { body.do_sample = false; body.subtalker_dosample = false; }
   $("speak").disabled = true;
   $("stop").disabled = false;
   $("result").hidden = true;
