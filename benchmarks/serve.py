@@ -53,9 +53,12 @@ def _free_port() -> int:
 
 def _git() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return rev + (" (+ uncommitted changes)" if dirty else "")
     except OSError:
         return "unknown"
@@ -97,8 +100,15 @@ def _stream(url: str, body: dict, t0: float, out: dict) -> None:
     received = np.cumsum([0] + sizes[:-1]) / BYTES_PER_SECOND  # audio seconds received before each chunk
     played = np.asarray(arrivals) - arrivals[0]  # a player started at the first chunk needs this much by then
     late = np.maximum(played - received, 0.0)
-    out.update(sent=sent - t0, ttfa=arrivals[0] - sent, end=end - t0, audio_s=sum(sizes) / BYTES_PER_SECOND,
-               underran=bool((late[1:] > 1e-3).any()), worst_gap_s=float(late.max()), chunks=len(sizes))
+    out.update(
+        sent=sent - t0,
+        ttfa=arrivals[0] - sent,
+        end=end - t0,
+        audio_s=sum(sizes) / BYTES_PER_SECOND,
+        underran=bool((late[1:] > 1e-3).any()),
+        worst_gap_s=float(late.max()),
+        chunks=len(sizes),
+    )
 
 
 def run_pass(url: str, c: int, stagger: float, frames: int, seed0: int) -> dict:
@@ -107,8 +117,14 @@ def run_pass(url: str, c: int, stagger: float, frames: int, seed0: int) -> dict:
 
     def client(i: int) -> None:
         time.sleep(i * stagger)
-        body = {"input": TEXT, "stream": True, "stream_format": "audio", "response_format": "pcm",
-                "seed": seed0 + i, "max_new_tokens": frames + 1}
+        body = {
+            "input": TEXT,
+            "stream": True,
+            "stream_format": "audio",
+            "response_format": "pcm",
+            "seed": seed0 + i,
+            "max_new_tokens": frames + 1,
+        }
         _stream(url, body, t0, outs[i])
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(c)]
@@ -123,11 +139,19 @@ def run_pass(url: str, c: int, stagger: float, frames: int, seed0: int) -> dict:
     ttfa = np.array([o["ttfa"] for o in ok])
     wall = max(o["end"] for o in ok) - min(o["sent"] for o in ok)
     audio = sum(o["audio_s"] for o in ok)
-    return {"c": c, "streams": len(ok), "errors": errors, "ttfa_p50_s": float(np.percentile(ttfa, 50)),
-            "ttfa_p95_s": float(np.percentile(ttfa, 95)), "audio_s_per_s": audio / wall, "wall_s": wall,
-            "audio_s": audio, "underrun_fraction": sum(o["underran"] for o in ok) / len(ok),
-            "per_stream_rt": float(np.median([o["audio_s"] / (o["end"] - o["sent"]) for o in ok])),
-            "worst_gap_p50_s": float(np.median([o["worst_gap_s"] for o in ok]))}
+    return {
+        "c": c,
+        "streams": len(ok),
+        "errors": errors,
+        "ttfa_p50_s": float(np.percentile(ttfa, 50)),
+        "ttfa_p95_s": float(np.percentile(ttfa, 95)),
+        "audio_s_per_s": audio / wall,
+        "wall_s": wall,
+        "audio_s": audio,
+        "underrun_fraction": sum(o["underran"] for o in ok) / len(ok),
+        "per_stream_rt": float(np.median([o["audio_s"] / (o["end"] - o["sent"]) for o in ok])),
+        "worst_gap_p50_s": float(np.median([o["worst_gap_s"] for o in ok])),
+    }
 
 
 def _metrics(url: str) -> dict:
@@ -136,8 +160,13 @@ def _metrics(url: str) -> dict:
     out = {}
     for fam in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
         for s in fam.samples:
-            if s.name in ("qwen3tts_frames_total", "qwen3tts_audio_seconds_total", "qwen3tts_requests_total",
-                          "qwen3tts_time_to_first_audio_seconds_sum", "qwen3tts_time_to_first_audio_seconds_count"):
+            if s.name in (
+                "qwen3tts_frames_total",
+                "qwen3tts_audio_seconds_total",
+                "qwen3tts_requests_total",
+                "qwen3tts_time_to_first_audio_seconds_sum",
+                "qwen3tts_time_to_first_audio_seconds_count",
+            ):
                 key = s.name + ("{" + ",".join(f"{k}={v}" for k, v in s.labels.items()) + "}" if s.labels else "")
                 out[key] = s.value
     return out
@@ -159,14 +188,40 @@ def main(argv=None) -> int:
     if url is None:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "qwen3tts_jax.cli", "serve", "--model", args.model, "--port", str(port),
-               "--max-batch", str(args.max_batch), "--max-queue", str(max(levels)), "--max-input-tokens", "128",
-               "--max-new-tokens", str(args.frames + 1), "--max-ref-seconds", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "qwen3tts_jax.cli",
+            "serve",
+            "--model",
+            args.model,
+            "--port",
+            str(port),
+            "--max-batch",
+            str(args.max_batch),
+            "--max-queue",
+            str(max(levels)),
+            "--max-input-tokens",
+            "128",
+            "--max-new-tokens",
+            str(args.frames + 1),
+            "--max-ref-seconds",
+            "1",
+        ]
         log = open(Path(args.out).with_suffix(".server.log"), "w")
         proc = subprocess.Popen(cmd, cwd=ROOT, stderr=log, stdout=log, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    result = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": _git(), "machine": _machine(), "model": args.model,
-              "max_batch": args.max_batch, "frames": args.frames, "stagger_s": args.stagger, "text": TEXT,
-              "loadavg_start": os.getloadavg(), "levels": []}
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "commit": _git(),
+        "machine": _machine(),
+        "model": args.model,
+        "max_batch": args.max_batch,
+        "frames": args.frames,
+        "stagger_s": args.stagger,
+        "text": TEXT,
+        "loadavg_start": os.getloadavg(),
+        "levels": [],
+    }
     try:
         while True:
             try:
@@ -207,17 +262,23 @@ def main(argv=None) -> int:
 
 def table(r: dict) -> str:
     m = r["machine"]
-    lines = [f"{r['model']}, {r['max_batch']} slots, {r['frames']} frames per stream, arrivals every {r['stagger_s']} s; "
-             f"{m['cpu']}, {m['cores']} cores, load average {r['loadavg_start'][0]:.1f}→{r['loadavg_end'][0]:.1f}; "
-             f"{r['date']}, commit {r['commit']}; server ready after {r.get('server_ready_s', 0):.0f} s.", "",
-             "| c | streams | TTFA p50 (s) | TTFA p95 (s) | audio-s/s (aggregate) | per-stream ×RT (median) | underrun fraction "
-             "| warm-up pass wall (s) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{r['model']}, {r['max_batch']} slots, {r['frames']} frames per stream, arrivals every {r['stagger_s']} s; "
+        f"{m['cpu']}, {m['cores']} cores, load average {r['loadavg_start'][0]:.1f}→{r['loadavg_end'][0]:.1f}; "
+        f"{r['date']}, commit {r['commit']}; server ready after {r.get('server_ready_s', 0):.0f} s.",
+        "",
+        "| c | streams | TTFA p50 (s) | TTFA p95 (s) | audio-s/s (aggregate) | per-stream ×RT (median) | underrun fraction "
+        "| warm-up pass wall (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for e in r["levels"]:
         if "ttfa_p50_s" not in e:
             lines.append(f"| {e['c']} | 0 | – | – | – | – | – | errors: {e.get('errors')} |")
             continue
-        lines.append(f"| {e['c']} | {e['streams']} | {e['ttfa_p50_s']:.2f} | {e['ttfa_p95_s']:.2f} | {e['audio_s_per_s']:.3f} "
-                     f"| {e['per_stream_rt']:.3f} | {e['underrun_fraction']:.2f} | {e.get('warmup_pass_wall_s', 0):.0f} |")
+        lines.append(
+            f"| {e['c']} | {e['streams']} | {e['ttfa_p50_s']:.2f} | {e['ttfa_p95_s']:.2f} | {e['audio_s_per_s']:.3f} "
+            f"| {e['per_stream_rt']:.3f} | {e['underrun_fraction']:.2f} | {e.get('warmup_pass_wall_s', 0):.0f} |"
+        )
     return "\n".join(lines)
 
 

@@ -109,7 +109,7 @@ def read_flac(data: bytes) -> np.ndarray:
 
 def read_sse(lines: list[str]) -> tuple[np.ndarray, dict]:
     """SSE lines → (int16 samples of the deltas, the final event)."""
-    events = [json.loads(line[len("data: "):]) for line in lines if line.startswith("data: ")]
+    events = [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
     assert events and all(e["type"] == "speech.audio.delta" for e in events[:-1]), [e["type"] for e in events]
     pcm = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
     return np.frombuffer(pcm, "<i2"), events[-1]

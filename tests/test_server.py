@@ -24,7 +24,20 @@ import httpx
 import numpy as np
 import pytest
 
-from server_harness import GREEDY, SETTINGS, decode, free_port, metric, model, read_wav, reference_voice, running_server, s16, speak, wait_healthy
+from server_harness import (
+    GREEDY,
+    SETTINGS,
+    decode,
+    free_port,
+    metric,
+    model,
+    read_wav,
+    reference_voice,
+    running_server,
+    s16,
+    speak,
+    wait_healthy,
+)
 
 CUSTOM, BASE = "random:tiny", "random:tiny-base"
 MAX_NEW = 24
@@ -64,13 +77,17 @@ def _stream_api(m, method: str, *args, **kw) -> np.ndarray:
 def test_health_models_and_preset_voices(custom_server):
     url, service = custom_server
     health = httpx.get(f"{url}/health").json()
-    assert health["status"] == "ok" and health["slots"] == SETTINGS["max_batch"] and health["task_type"] == "CustomVoice"
+    assert (
+        health["status"] == "ok" and health["slots"] == SETTINGS["max_batch"] and health["task_type"] == "CustomVoice"
+    )
     (entry,) = httpx.get(f"{url}/v1/models").json()["data"]
     assert entry["id"] == CUSTOM and entry["task_type"] == "CustomVoice" and "english" in entry["languages"]
     voices = httpx.get(f"{url}/v1/audio/voices").json()
     assert voices == {"voices": model(CUSTOM).get_supported_speakers(), "uploaded_voices": []}
     page = httpx.get(f"{url}/")
-    assert page.status_code == 200 and 'id="speak"' in page.text and httpx.get(f"{url}/static/app.js").status_code == 200
+    assert (
+        page.status_code == 200 and 'id="speak"' in page.text and httpx.get(f"{url}/static/app.js").status_code == 200
+    )
 
 
 # ---------------------------------------------------------------------- same audio as the Python API
@@ -85,17 +102,38 @@ CASES = [
     ("Sixth, streamed as raw samples.", "dylan", "auto", "pcm", "audio"),
 ]
 # Sent between them: each must fail alone, before any work, and leave the batch as it was.
-INTRUDERS = [({"input": "x", "voice": "nobody"}, 400), ({"input": "x", "temperature": -1.0}, 422),
-             ({"input": "x", "ref_audio": "data:audio/wav;base64,AAAA"}, 400)]
+INTRUDERS = [
+    ({"input": "x", "voice": "nobody"}, 400),
+    ({"input": "x", "temperature": -1.0}, 422),
+    ({"input": "x", "ref_audio": "data:audio/wav;base64,AAAA"}, 400),
+]
 
 
 def test_staggered_concurrent_requests_equal_the_python_api(custom_server):
     url, service = custom_server
     m = model(CUSTOM)
-    bodies = [{"input": t, "voice": v, "language": lang, "response_format": f, "max_new_tokens": MAX_NEW, **GREEDY,
-               **({"stream": True, "stream_format": s} if s else {})} for t, v, lang, f, s in CASES]
-    sampled = {"input": "A sampled companion.", "voice": "sohee", "seed": 11, "temperature": 0.8, "top_k": 30,
-               "subtalker_temperature": 0.7, "max_new_tokens": MAX_NEW, "response_format": "pcm"}
+    bodies = [
+        {
+            "input": t,
+            "voice": v,
+            "language": lang,
+            "response_format": f,
+            "max_new_tokens": MAX_NEW,
+            **GREEDY,
+            **({"stream": True, "stream_format": s} if s else {}),
+        }
+        for t, v, lang, f, s in CASES
+    ]
+    sampled = {
+        "input": "A sampled companion.",
+        "voice": "sohee",
+        "seed": 11,
+        "temperature": 0.8,
+        "top_k": 30,
+        "subtalker_temperature": 0.7,
+        "max_new_tokens": MAX_NEW,
+        "response_format": "pcm",
+    }
     jobs = bodies + [sampled, sampled]
     results: dict[int, object] = {}
     refused: list[tuple[int, dict]] = []
@@ -113,7 +151,9 @@ def test_staggered_concurrent_requests_equal_the_python_api(custom_server):
             r = httpx.post(f"{url}/v1/audio/speech", json=body, timeout=60)
             refused.append((r.status_code, r.json()))
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(jobs))] + [threading.Thread(target=intruder)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(jobs))] + [
+        threading.Thread(target=intruder)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -127,7 +167,9 @@ def test_staggered_concurrent_requests_equal_the_python_api(custom_server):
         want = _stream_api(m, "stream_custom_voice", text, voice, **kw)
         np.testing.assert_array_equal(pcm, want, err_msg=f"case {i} ({fmt}, {stream}) vs stream_custom_voice")
         offline = s16(m.generate_custom_voice(text, voice, **kw)[0][0])
-        assert len(offline) == len(pcm) and np.abs(offline.astype(int) - pcm).max() <= 1, f"case {i} vs generate_custom_voice"
+        assert len(offline) == len(pcm) and np.abs(offline.astype(int) - pcm).max() <= 1, (
+            f"case {i} vs generate_custom_voice"
+        )
         if meta:
             assert meta["frames"] * 1920 == len(pcm) and meta["finish_reason"] in ("stop", "length"), meta
     a, b = results[len(CASES)], results[len(CASES) + 1]
@@ -144,8 +186,9 @@ def test_openai_sdk_speech_create(custom_server):
     whole = client.audio.speech.create(model=CUSTOM, voice=voice, input=text, response_format="wav", extra_body=extra)
     want = _stream_api(model(CUSTOM), "stream_custom_voice", text, voice, **extra)
     np.testing.assert_array_equal(read_wav(whole.content), want)
-    with client.audio.speech.with_streaming_response.create(model=CUSTOM, voice=voice, input=text, response_format="pcm",
-                                                           stream_format="audio", extra_body=extra) as r:
+    with client.audio.speech.with_streaming_response.create(
+        model=CUSTOM, voice=voice, input=text, response_format="pcm", stream_format="audio", extra_body=extra
+    ) as r:
         streamed = np.frombuffer(b"".join(r.iter_bytes()), "<i2")
     np.testing.assert_array_equal(streamed, want)
 
@@ -219,8 +262,15 @@ def test_unknown_route_and_method_are_json_errors(custom_server):
 
 def _open_stream(url: str, text: str) -> tuple[httpx.Client, httpx.Response]:
     client = httpx.Client(timeout=120)
-    body = {"input": text, "voice": "ryan", "stream": True, "stream_format": "audio", "response_format": "pcm",
-            "max_new_tokens": SETTINGS["max_new_tokens"], **GREEDY}
+    body = {
+        "input": text,
+        "voice": "ryan",
+        "stream": True,
+        "stream_format": "audio",
+        "response_format": "pcm",
+        "max_new_tokens": SETTINGS["max_new_tokens"],
+        **GREEDY,
+    }
     return client, client.send(client.build_request("POST", f"{url}/v1/audio/speech", json=body), stream=True)
 
 
@@ -254,15 +304,18 @@ def test_full_server_503_and_a_disconnect_frees_the_slot(custom_server):
         third = streams[SETTINGS["max_batch"]][1]
         assert len(next(third.iter_raw())) > 0
         assert metric(url, "qwen3tts_requests_total", {"finish_reason": "cancelled"}) == cancelled0 + 1
-        assert sum(metric(url, "qwen3tts_requests_total", {"finish_reason": r}) for r in ("stop", "length")) == finished0
+        assert (
+            sum(metric(url, "qwen3tts_requests_total", {"finish_reason": r}) for r in ("stop", "length")) == finished0
+        )
     finally:
         for client, r in streams:
             r.close()
             client.close()
     _wait(lambda: service.in_flight == 0 and service.engine.idle, "every cancelled request to end")
     assert metric(url, "qwen3tts_requests_total", {"finish_reason": "cancelled"}) == cancelled0 + capacity
-    pcm, meta = speak(url, {"input": CASES[1][0], "voice": CASES[1][1], "response_format": "pcm", "max_new_tokens": MAX_NEW,
-                            **GREEDY})
+    pcm, meta = speak(
+        url, {"input": CASES[1][0], "voice": CASES[1][1], "response_format": "pcm", "max_new_tokens": MAX_NEW, **GREEDY}
+    )
     want = _stream_api(model(CUSTOM), "stream_custom_voice", CASES[1][0], CASES[1][1], max_new_tokens=MAX_NEW, **GREEDY)
     np.testing.assert_array_equal(pcm, want)  # the next request runs, unaffected
 
@@ -270,14 +323,21 @@ def test_full_server_503_and_a_disconnect_frees_the_slot(custom_server):
 def test_metrics_are_prometheus_text(custom_server):
     url, _ = custom_server
     speak(url, {"input": "Count me.", "voice": "ryan", "max_new_tokens": 6, **GREEDY})
-    assert metric(url, "qwen3tts_requests_total", {"finish_reason": "length"}) + \
-        metric(url, "qwen3tts_requests_total", {"finish_reason": "stop"}) >= 1
+    assert (
+        metric(url, "qwen3tts_requests_total", {"finish_reason": "length"})
+        + metric(url, "qwen3tts_requests_total", {"finish_reason": "stop"})
+        >= 1
+    )
     assert metric(url, "qwen3tts_frames_total") >= 5
     assert metric(url, "qwen3tts_time_to_first_audio_seconds_count") >= 1
     assert metric(url, "qwen3tts_rejected_requests_total", {"cause": "invalid"}) >= 1
     text = httpx.get(f"{url}/metrics").text
-    for name in ("qwen3tts_queue_depth", "qwen3tts_active_slots", "qwen3tts_frames_per_second",
-                 "qwen3tts_time_to_first_audio_seconds_bucket"):
+    for name in (
+        "qwen3tts_queue_depth",
+        "qwen3tts_active_slots",
+        "qwen3tts_frames_per_second",
+        "qwen3tts_time_to_first_audio_seconds_bucket",
+    ):
         assert f"\n{name}" in text, name
 
 
@@ -286,8 +346,12 @@ def test_metrics_are_prometheus_text(custom_server):
 
 def _upload(url: str, path: Path, name: str, ref_text: str | None = None, **extra) -> httpx.Response:
     data = {"name": name, **({"ref_text": ref_text} if ref_text is not None else {}), **extra}
-    return httpx.post(f"{url}/v1/audio/voices", files={"audio_sample": (path.name, path.read_bytes(), "audio/wav")},
-                      data=data, timeout=600)
+    return httpx.post(
+        f"{url}/v1/audio/voices",
+        files={"audio_sample": (path.name, path.read_bytes(), "audio/wav")},
+        data=data,
+        timeout=600,
+    )
 
 
 REF_TEXT = "These are the words of the reference."
@@ -306,7 +370,10 @@ def test_voices_upload_list_speak_delete_and_survive_a_restart(base_server, voic
     by_name = {v["name"]: v for v in listed["uploaded_voices"]}
     assert sorted(by_name) == ["alice", "bob"] and by_name["alice"]["ref_text"] == REF_TEXT
     assert by_name["bob"]["x_vector_only"] and by_name["bob"]["ref_text"] is None and by_name["alice"]["created_at"] > 0
-    assert sorted(p.name for p in voices_dir.iterdir()) == ["alice.safetensors", "bob.safetensors"]  # no temp files left
+    assert sorted(p.name for p in voices_dir.iterdir()) == [
+        "alice.safetensors",
+        "bob.safetensors",
+    ]  # no temp files left
 
     kw = dict(max_new_tokens=MAX_NEW, **GREEDY)
     alice, meta = speak(url, {"input": CLONE_TEXT, "voice": "alice", "response_format": "wav", **kw})
@@ -315,16 +382,30 @@ def test_voices_upload_list_speak_delete_and_survive_a_restart(base_server, voic
     assert meta["frames"] * 1920 == len(alice)
     bob, _ = speak(url, {"input": CLONE_TEXT, "voice": "bob", "response_format": "pcm", "stream": True, **kw})
     want = _stream_api(m, "stream_voice_clone", CLONE_TEXT, ref_audio=str(ref_wav), x_vector_only_mode=True, **kw)
-    np.testing.assert_array_equal(bob, want, err_msg="uploaded x-vector voice vs stream_voice_clone(x_vector_only_mode)")
+    np.testing.assert_array_equal(
+        bob, want, err_msg="uploaded x-vector voice vs stream_voice_clone(x_vector_only_mode)"
+    )
     # One-off cloning from a data URL of the same file: the same voice as the upload.
     url_audio = "data:audio/wav;base64," + base64.b64encode(ref_wav.read_bytes()).decode()
-    oneoff, _ = speak(url, {"input": CLONE_TEXT, "voice": "anything", "ref_audio": url_audio, "ref_text": REF_TEXT,
-                            "response_format": "pcm", **kw})
+    oneoff, _ = speak(
+        url,
+        {
+            "input": CLONE_TEXT,
+            "voice": "anything",
+            "ref_audio": url_audio,
+            "ref_text": REF_TEXT,
+            "response_format": "pcm",
+            **kw,
+        },
+    )
     np.testing.assert_array_equal(oneoff, alice)
 
     # A restart over the same folder reloads both voices; deleting removes the file.
     with running_server(BASE, voices_dir=str(voices_dir)) as (url2, _):
-        assert sorted(v["name"] for v in httpx.get(f"{url2}/v1/audio/voices").json()["uploaded_voices"]) == ["alice", "bob"]
+        assert sorted(v["name"] for v in httpx.get(f"{url2}/v1/audio/voices").json()["uploaded_voices"]) == [
+            "alice",
+            "bob",
+        ]
         again, _ = speak(url2, {"input": CLONE_TEXT, "voice": "alice", "response_format": "pcm", **kw})
         np.testing.assert_array_equal(again, alice)
         assert httpx.delete(f"{url2}/v1/audio/voices/bob").status_code == 200
@@ -359,16 +440,19 @@ def test_bad_voice_uploads(base_server, ref_wav, tmp_path, case):
     assert r.json()["error"]["param"] == param and "Traceback" not in r.text
 
 
-@pytest.mark.parametrize("body,param", [
-    ({"input": "hi"}, "voice"),
-    ({"input": "hi", "voice": "nobody"}, "voice"),
-    ({"input": "hi", "ref_audio": "/etc/passwd"}, "ref_audio"),
-    ({"input": "hi", "ref_audio": "http://127.0.0.1:1/a.wav"}, "ref_audio"),
-    ({"input": "hi", "ref_audio": "data:audio/wav;base64,bm90IGF1ZGlv"}, "ref_audio"),
-    ({"input": "hi", "ref_audio": "data:audio/wav;base64,@@@"}, "ref_audio"),
-    ({"input": "hi", "instructions": "calm"}, "instructions"),
-    ({"input": "hi", "task_type": "CustomVoice"}, "task_type"),
-])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"input": "hi"}, "voice"),
+        ({"input": "hi", "voice": "nobody"}, "voice"),
+        ({"input": "hi", "ref_audio": "/etc/passwd"}, "ref_audio"),
+        ({"input": "hi", "ref_audio": "http://127.0.0.1:1/a.wav"}, "ref_audio"),
+        ({"input": "hi", "ref_audio": "data:audio/wav;base64,bm90IGF1ZGlv"}, "ref_audio"),
+        ({"input": "hi", "ref_audio": "data:audio/wav;base64,@@@"}, "ref_audio"),
+        ({"input": "hi", "instructions": "calm"}, "instructions"),
+        ({"input": "hi", "task_type": "CustomVoice"}, "task_type"),
+    ],
+)
 def test_bad_base_requests(base_server, ref_wav, body, param):
     url, _ = base_server
     r = httpx.post(f"{url}/v1/audio/speech", json=body, timeout=120)
@@ -399,8 +483,24 @@ def test_serve_command_reloads_voices_answers_and_stops_on_sigterm(base_server, 
     port = free_port()
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "qwen3tts_jax.cli", "serve", "--model", BASE, "--port", str(port),
-                             "--voices-dir", str(folder), *flags], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qwen3tts_jax.cli",
+            "serve",
+            "--model",
+            BASE,
+            "--port",
+            str(port),
+            "--voices-dir",
+            str(folder),
+            *flags,
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         seen = wait_healthy(f"http://127.0.0.1:{port}")
         assert seen and all(s["status"] == "loading" and s["reason"] for s in seen), seen
@@ -417,15 +517,38 @@ def test_serve_command_reloads_voices_answers_and_stops_on_sigterm(base_server, 
     assert proc.returncode == 0, err
     lines = [line for line in err.splitlines() if " request speech-" in line]
     assert len(lines) == 1 and "voice=carol" in lines[0] and f"frames={len(want) // 1920}" in lines[0], err
-    assert "ttfa=" in lines[0] and "rt=" in lines[0] and ("finish=length" in lines[0] or "finish=stop" in lines[0]), lines
+    assert "ttfa=" in lines[0] and "rt=" in lines[0] and ("finish=length" in lines[0] or "finish=stop" in lines[0]), (
+        lines
+    )
     assert "Traceback" not in err, err
 
 
 def test_serve_command_that_cannot_load_exits_2():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
-    proc = subprocess.run([sys.executable, "-m", "qwen3tts_jax.cli", "serve", "--model", "random:no-such-model",
-                           "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "random:no-such-model" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "qwen3tts_jax.cli", "serve", "--model", CUSTOM, "--max-batch", "0"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qwen3tts_jax.cli",
+            "serve",
+            "--model",
+            "random:no-such-model",
+            "--port",
+            str(free_port()),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "random:no-such-model" in proc.stderr and "Traceback" not in proc.stderr, (
+        proc.stderr
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "qwen3tts_jax.cli", "serve", "--model", CUSTOM, "--max-batch", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "--max-batch must be an integer >= 1, got 0" in proc.stderr, proc.stderr

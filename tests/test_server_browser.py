@@ -20,8 +20,18 @@ from server_harness import GREEDY, model, reference_voice, running_server, s16
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 BASE = "random:tiny-base"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required", "--window-size=1000,1100"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    "--window-size=1000,1100",
+]
 SCREENSHOT = Path(__file__).parent.parent / "out" / "server_page.png"
 
 
@@ -80,13 +90,22 @@ def test_page_uploads_a_voice_streams_and_reports_done(browser, tmp_path):
         stats = browser.execute_script("return window.qwen3tts")
         received = browser.execute_script(
             "return fetch(document.getElementById('result').src).then(r => r.arrayBuffer())"
-            ".then(b => Array.from(new Int16Array(b.slice(44))))")
+            ".then(b => Array.from(new Int16Array(b.slice(44))))"
+        )
     assert status.startswith("done"), status
     assert "first audio after" in status and "×RT" in status, status
     assert stats["done"] and stats["error"] is None and stats["ttfa"] is not None and stats["rt"] > 0, stats
     assert stats["samples"] > 0 and stats["samples"] % 1920 == 0 and stats["bytes"] == 2 * stats["samples"], stats
     assert len(received) == stats["samples"]
-    want = s16(np.concatenate([c for c, _ in model(BASE).stream_voice_clone(
-        text, ref_audio=str(ref), ref_text=ref_text, max_new_tokens=frames, **GREEDY)]))
+    want = s16(
+        np.concatenate(
+            [
+                c
+                for c, _ in model(BASE).stream_voice_clone(
+                    text, ref_audio=str(ref), ref_text=ref_text, max_new_tokens=frames, **GREEDY
+                )
+            ]
+        )
+    )
     np.testing.assert_array_equal(np.asarray(received, np.int16), want)  # what the page played is the API's audio
     assert SCREENSHOT.stat().st_size > 10_000

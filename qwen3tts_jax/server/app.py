@@ -166,7 +166,9 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return _error(ApiError(exc.status_code, str(exc.detail), None, "not_found" if exc.status_code == 404 else "http_error"))
+        return _error(
+            ApiError(exc.status_code, str(exc.detail), None, "not_found" if exc.status_code == 404 else "http_error")
+        )
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
@@ -175,8 +177,11 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
 
     # ------------------------------------------------------------------ speech
 
-    @app.post("/v1/audio/speech", response_class=Response,
-              responses={200: {"content": {"audio/wav": {}, "audio/pcm": {}, "audio/flac": {}, "text/event-stream": {}}}})
+    @app.post(
+        "/v1/audio/speech",
+        response_class=Response,
+        responses={200: {"content": {"audio/wav": {}, "audio/pcm": {}, "audio/flac": {}, "text/event-stream": {}}}},
+    )
     async def speech(body: SpeechRequest, request: Request):
         service.check_ready()
         try:
@@ -214,18 +219,28 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
             log.error("request %s failed in the engine: %s", result.request_id, result.error)
             raise ApiError(500, "generation failed (details are in the server log)", None, "server_error")
         if result.finish_reason == "cancelled":
-            raise ApiError(503, "the request was cancelled (the client went away or the server is shutting down)", None,
-                           "cancelled")
+            raise ApiError(
+                503,
+                "the request was cancelled (the client went away or the server is shutting down)",
+                None,
+                "cancelled",
+            )
         fmt = flight.job.response_format
         data = await run_in_threadpool(audio_formats.encode, result.audio, fmt)
-        headers.update({"X-Finish-Reason": result.finish_reason, "X-Frames": str(result.frames),
-                        "X-Input-Tokens": str(result.prompt_tokens),
-                        "X-Audio-Seconds": f"{len(result.audio) / audio_formats.SAMPLE_RATE:.3f}"})
+        headers.update(
+            {
+                "X-Finish-Reason": result.finish_reason,
+                "X-Frames": str(result.frames),
+                "X-Input-Tokens": str(result.prompt_tokens),
+                "X-Audio-Seconds": f"{len(result.audio) / audio_formats.SAMPLE_RATE:.3f}",
+            }
+        )
         return Response(data, media_type=audio_formats.MEDIA_TYPES[fmt], headers=headers)
 
     def _stream(flight: _Flight, headers: dict) -> StreamingResponse:
         job = flight.job
         if job.stream_format == "sse":
+
             async def sse():
                 async for event in flight.events():
                     if isinstance(event, Chunk):
@@ -233,18 +248,36 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
                         yield _sse({"type": "speech.audio.delta", "audio": audio})
                     elif event.finish_reason in ("stop", "length"):
                         seconds = len(event.audio) / audio_formats.SAMPLE_RATE
-                        yield _sse({"type": "speech.audio.done", "usage": {
-                            "input_tokens": event.prompt_tokens, "output_tokens": event.frames,
-                            "total_tokens": event.prompt_tokens + event.frames, "frames": event.frames,
-                            "audio_seconds": round(seconds, 6), "finish_reason": event.finish_reason}})
+                        yield _sse(
+                            {
+                                "type": "speech.audio.done",
+                                "usage": {
+                                    "input_tokens": event.prompt_tokens,
+                                    "output_tokens": event.frames,
+                                    "total_tokens": event.prompt_tokens + event.frames,
+                                    "frames": event.frames,
+                                    "audio_seconds": round(seconds, 6),
+                                    "finish_reason": event.finish_reason,
+                                },
+                            }
+                        )
                     else:
                         reason = event.finish_reason
-                        message = "generation failed (details are in the server log)" if reason == "error" else \
-                            f"the request ended early: {reason}"
-                        yield _sse({"type": "speech.audio.error", "error": {"message": message, "finish_reason": reason}})
+                        message = (
+                            "generation failed (details are in the server log)"
+                            if reason == "error"
+                            else f"the request ended early: {reason}"
+                        )
+                        yield _sse(
+                            {"type": "speech.audio.error", "error": {"message": message, "finish_reason": reason}}
+                        )
 
-            return _ClosingStream(sse(), flight, media_type="text/event-stream",
-                                  headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return _ClosingStream(
+                sse(),
+                flight,
+                media_type="text/event-stream",
+                headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
 
         async def raw():
             if job.response_format == "wav":
@@ -269,7 +302,9 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
         try:
             form = await request.form(max_part_size=1 << 20)
         except Exception as err:  # noqa: BLE001 - a malformed multipart body is the client's
-            raise ApiError(400, f"the body must be multipart/form-data with audio_sample and name: {err}", None) from None
+            raise ApiError(
+                400, f"the body must be multipart/form-data with audio_sample and name: {err}", None
+            ) from None
         unknown = sorted(set(form.keys()) - set(UPLOAD_FIELDS))
         if unknown:
             raise ApiError(422, f"unknown field(s) {unknown}; fields: {list(UPLOAD_FIELDS)}", unknown[0])
@@ -299,18 +334,37 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
     async def models():
         service.check_ready()
         m = service.model
-        return {"object": "list", "data": [{
-            "id": service.config.model, "object": "model", "created": service.started_at, "owned_by": "qwen3tts-jax",
-            "task_type": service.task_type, "size": m.tts_model_size, "languages": m.get_supported_languages(),
-            "voices": m.get_supported_speakers() or [], "sample_rate": audio_formats.SAMPLE_RATE,
-            "max_new_tokens": service.config.max_new_tokens, "max_input_tokens": service.config.max_input_tokens}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": service.config.model,
+                    "object": "model",
+                    "created": service.started_at,
+                    "owned_by": "qwen3tts-jax",
+                    "task_type": service.task_type,
+                    "size": m.tts_model_size,
+                    "languages": m.get_supported_languages(),
+                    "voices": m.get_supported_speakers() or [],
+                    "sample_rate": audio_formats.SAMPLE_RATE,
+                    "max_new_tokens": service.config.max_new_tokens,
+                    "max_input_tokens": service.config.max_input_tokens,
+                }
+            ],
+        }
 
     @app.get("/health")
     async def health():
         if not service.ready:
             return JSONResponse({"status": service.state, "reason": service.reason}, status_code=503)
-        return {"status": "ok", "model": service.config.model, "task_type": service.task_type,
-                "slots": service.engine.shape.slots, "active": service.engine.active, "waiting": service.engine.waiting}
+        return {
+            "status": "ok",
+            "model": service.config.model,
+            "task_type": service.task_type,
+            "slots": service.engine.shape.slots,
+            "active": service.engine.active,
+            "waiting": service.engine.waiting,
+        }
 
     @app.get("/metrics")
     async def metrics():

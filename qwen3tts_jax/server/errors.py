@@ -12,13 +12,40 @@ from __future__ import annotations
 import re
 
 # The API's argument names → the request fields that carry them.
-_ALIASES = {"text": "input", "speaker": "voice", "instruct": "instructions", "voice_clone_prompt": "voice",
-            "ref_audio": "ref_audio", "x_vector_only_mode": "x_vector_only_mode"}
+_ALIASES = {
+    "text": "input",
+    "speaker": "voice",
+    "instruct": "instructions",
+    "voice_clone_prompt": "voice",
+    "ref_audio": "ref_audio",
+    "x_vector_only_mode": "x_vector_only_mode",
+}
 # Fields whose names the API's messages begin with (longest first: `subtalker_top_p` before `top_p`).
-_FIELDS = sorted(["do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "subtalker_dosample",
-                  "subtalker_temperature", "subtalker_top_k", "subtalker_top_p", "max_new_tokens", "min_new_tokens",
-                  "language", "ref_text", "ref_audio", "text", "speaker", "instruct", "voice_clone_prompt",
-                  "x_vector_only_mode"], key=len, reverse=True)
+_FIELDS = sorted(
+    [
+        "do_sample",
+        "temperature",
+        "top_k",
+        "top_p",
+        "repetition_penalty",
+        "subtalker_dosample",
+        "subtalker_temperature",
+        "subtalker_top_k",
+        "subtalker_top_p",
+        "max_new_tokens",
+        "min_new_tokens",
+        "language",
+        "ref_text",
+        "ref_audio",
+        "text",
+        "speaker",
+        "instruct",
+        "voice_clone_prompt",
+        "x_vector_only_mode",
+    ],
+    key=len,
+    reverse=True,
+)
 _LEAD = re.compile(r"^(?:unsupported\s+)?([a-z_]+)(?:\(s\))?(?:\[\d+\])?\b", re.IGNORECASE)
 
 

@@ -24,17 +24,25 @@ class ServerMetrics:
 
     def __init__(self, active: Callable[[], int], waiting: Callable[[], int], in_flight: Callable[[], int]):
         self.registry = r = CollectorRegistry()
-        self.requests = Counter("qwen3tts_requests", "Finished speech requests by finish reason", ["finish_reason"], registry=r)
-        self.rejected = Counter("qwen3tts_rejected_requests", "Requests refused before generation, by cause", ["cause"], registry=r)
-        self.frames = Counter("qwen3tts_frames", "Codec frames generated (12.5 per audio second)", registry=r)
+        self.requests = Counter(
+            "qwen3tts_requests", "Finished speech requests by finish reason", ["finish_reason"], registry=r
+        )
+        self.rejected = Counter(
+            "qwen3tts_rejected_requests", "Requests refused before generation, by cause", ["cause"], registry=r
+        )
+        self.frames = Counter("qwen3tts_frames", "Codec frames handed to requests (12.5 per audio second)", registry=r)
         self.audio_seconds = Counter("qwen3tts_audio_seconds", "Seconds of audio sent", registry=r)
-        self.ttfa = Histogram("qwen3tts_time_to_first_audio_seconds", "Submit to first audio chunk", buckets=TTFA_BUCKETS, registry=r)
+        self.ttfa = Histogram(
+            "qwen3tts_time_to_first_audio_seconds", "Submit to first audio chunk", buckets=TTFA_BUCKETS, registry=r
+        )
         Gauge("qwen3tts_active_slots", "Engine slots generating now", registry=r).set_function(active)
         Gauge("qwen3tts_queue_depth", "Requests waiting for a slot", registry=r).set_function(waiting)
-        Gauge("qwen3tts_in_flight", "Requests admitted and not yet ended (running + waiting + preparing)",
-              registry=r).set_function(in_flight)
-        Gauge("qwen3tts_frames_per_second", f"Frames generated per second over the last {WINDOW_S:g} s",
-              registry=r).set_function(self.frames_per_second)
+        Gauge(
+            "qwen3tts_in_flight", "Requests admitted and not yet ended (running + waiting + preparing)", registry=r
+        ).set_function(in_flight)
+        Gauge(
+            "qwen3tts_frames_per_second", f"Frames generated per second over the last {WINDOW_S:g} s", registry=r
+        ).set_function(self.frames_per_second)
         self._recent: collections.deque[tuple[float, int]] = collections.deque()
         self._lock = threading.Lock()
 

@@ -25,7 +25,9 @@ class SpeechRequest(BaseModel):
     voice: Optional[str] = Field(None, description="CustomVoice: a preset speaker; Base: an uploaded voice's name")
     response_format: str = Field("wav", description="wav | pcm (raw s16le 24 kHz mono) | flac")
     speed: float = Field(1.0, description="only 1.0 (the model has no rate control)")
-    instructions: Optional[str] = Field(None, description="style (CustomVoice 1.7B) or the voice description (VoiceDesign)")
+    instructions: Optional[str] = Field(
+        None, description="style (CustomVoice 1.7B) or the voice description (VoiceDesign)"
+    )
     language: str = Field("auto", description="auto or a language of GET /v1/models")
     task_type: Optional[str] = Field(None, description="CustomVoice | VoiceDesign | Base (default: the model's)")
     ref_audio: Optional[str] = Field(None, description="Base: one-off reference, a data:audio/...;base64, URL")
@@ -55,8 +57,19 @@ class SpeechRequest(BaseModel):
     def sampling_kwargs(self) -> dict:
         """The Python API's generation kwargs that the request sets (unset ones keep the model's
         generation_config defaults, as `generate_*` does)."""
-        names = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "subtalker_dosample",
-                 "subtalker_temperature", "subtalker_top_k", "subtalker_top_p", "max_new_tokens", "seed")
+        names = (
+            "do_sample",
+            "temperature",
+            "top_k",
+            "top_p",
+            "repetition_penalty",
+            "subtalker_dosample",
+            "subtalker_temperature",
+            "subtalker_top_k",
+            "subtalker_top_p",
+            "max_new_tokens",
+            "seed",
+        )
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
 

@@ -83,8 +83,11 @@ class SpeechService:
         # Threads that wait on engine events for the async handlers: one per admitted request at
         # most, so a full server never starves the handlers of threads.
         self.waiters = ThreadPoolExecutor(config.capacity + 4, thread_name_prefix="qwen3tts-wait")
-        self.metrics = ServerMetrics(lambda: self.engine.active if self.loop else 0,
-                                     lambda: self.engine.waiting if self.loop else 0, lambda: self._in_flight)
+        self.metrics = ServerMetrics(
+            lambda: self.engine.active if self.loop else 0,
+            lambda: self.engine.waiting if self.loop else 0,
+            lambda: self._in_flight,
+        )
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ life cycle
@@ -129,18 +132,27 @@ class SpeechService:
             from qwen3tts_jax.api import Qwen3TTSModel
 
             self.model = Qwen3TTSModel.from_pretrained(cfg.model, dtype=cfg.dtype, seed=cfg.seed, mesh=cfg.mesh)
-            log.info("loaded %s (%s, %s) in %.1f s", cfg.model, self.task_type, self.model.tts_model_size,
-                     time.perf_counter() - t0)
+            log.info(
+                "loaded %s (%s, %s) in %.1f s",
+                cfg.model,
+                self.task_type,
+                self.model.tts_model_size,
+                time.perf_counter() - t0,
+            )
         m = self.model
         self.reason = "building the engine"
         shape = cfg.engine_shape(m.placement.rows)
         # Sampling compiled in on both pipelines: greedy rows run as argmax of the same scores.
         model_program = SamplingConfig.from_configs(m.generation_config, m.config.talker).program()
         program = SamplingProgram(model_program.eos_token_id, model_program.suppress, True, True)
-        engine = m.engine(shape, program=program, chunk_frames=cfg.chunk_frames, first_chunk_frames=cfg.first_chunk_frames)
+        engine = m.engine(
+            shape, program=program, chunk_frames=cfg.chunk_frames, first_chunk_frames=cfg.first_chunk_frames
+        )
         self.loop = EngineLoop(engine).start()
         if m.tts_model_type == "base":
-            self.voices = VoiceStore(cfg.voices_dir, m.config.talker.transformer.hidden_size, m.config.talker.num_code_groups)
+            self.voices = VoiceStore(
+                cfg.voices_dir, m.config.talker.transformer.hidden_size, m.config.talker.num_code_groups
+            )
         if cfg.warmup:
             self.reason = "compiling (warm-up request)"
             t1 = time.perf_counter()
@@ -148,8 +160,13 @@ class SpeechService:
                 res = self.loop.submit(r).result()
                 if res.finish_reason == "error":
                     raise RuntimeError(f"warm-up request failed: {res.error}")
-            log.info("warm-up: compiled and ran in %.1f s (engine: %d slots, %d KV positions, text track %d)",
-                     time.perf_counter() - t1, shape.slots, shape.cache_slots, shape.text_track)
+            log.info(
+                "warm-up: compiled and ran in %.1f s (engine: %d slots, %d KV positions, text track %d)",
+                time.perf_counter() - t1,
+                shape.slots,
+                shape.cache_slots,
+                shape.text_track,
+            )
         self.state, self.reason = "ready", "ready"
 
     def _warmup_requests(self) -> list[Request]:
@@ -188,8 +205,11 @@ class SpeechService:
         with self._lock:
             if self._in_flight >= self.config.capacity:
                 self.metrics.rejected.labels("queue_full").inc()
-                raise unavailable(f"the server is at capacity ({self.config.max_batch} generating + "
-                                  f"{self.config.max_queue} queued); retry later", "server_overloaded")
+                raise unavailable(
+                    f"the server is at capacity ({self.config.max_batch} generating + "
+                    f"{self.config.max_queue} queued); retry later",
+                    "server_overloaded",
+                )
             self._in_flight += 1
         return Ticket(self)
 
@@ -211,39 +231,64 @@ class SpeechService:
             raise ApiError(400, f"model {body.model!r} is not served here; this server serves {cfg.model!r}", "model")
         fmt = body.response_format
         if fmt not in audio_formats.FORMATS:
-            raise ApiError(400, f"response_format {fmt!r} is not supported; supported: {', '.join(audio_formats.FORMATS)}",
-                           "response_format")
+            raise ApiError(
+                400,
+                f"response_format {fmt!r} is not supported; supported: {', '.join(audio_formats.FORMATS)}",
+                "response_format",
+            )
         if body.speed != 1.0:
-            raise ApiError(400, f"speed {body.speed!r} is not supported: the model has no rate control; only 1.0", "speed")
+            raise ApiError(
+                400, f"speed {body.speed!r} is not supported: the model has no rate control; only 1.0", "speed"
+            )
         # OpenAI's SDK asks for SSE with stream_format alone (OpenAI has no `stream` field).
         stream = body.stream or body.stream_format is not None
         stream_format = (body.stream_format or "sse") if stream else None
         if stream_format is not None and stream_format not in STREAM_FORMATS:
-            raise ApiError(400, f"stream_format {stream_format!r} is not supported; supported: sse, audio", "stream_format")
+            raise ApiError(
+                400, f"stream_format {stream_format!r} is not supported; supported: sse, audio", "stream_format"
+            )
         if stream and fmt not in audio_formats.STREAMABLE:
-            raise ApiError(400, f"response_format {fmt!r} cannot be streamed; stream pcm or wav, or ask for {fmt} "
-                                f"without streaming", "response_format")
+            raise ApiError(
+                400,
+                f"response_format {fmt!r} cannot be streamed; stream pcm or wav, or ask for {fmt} without streaming",
+                "response_format",
+            )
         kind = m.tts_model_type
         if body.task_type is not None:
             if body.task_type not in TASK_TYPES:
                 raise ApiError(400, f"task_type {body.task_type!r} is not one of {list(TASK_TYPES)}", "task_type")
             if TASK_TYPES[body.task_type] != kind:
-                raise ApiError(400, f"task_type {body.task_type!r} needs a {body.task_type} model; this server's model is "
-                                    f"{TASK_NAMES[kind]}", "task_type")
+                raise ApiError(
+                    400,
+                    f"task_type {body.task_type!r} needs a {body.task_type} model; this server's model is "
+                    f"{TASK_NAMES[kind]}",
+                    "task_type",
+                )
         if body.max_new_tokens is not None and body.max_new_tokens > cfg.max_new_tokens:
-            raise ApiError(400, f"max_new_tokens {body.max_new_tokens} exceeds this server's limit {cfg.max_new_tokens} "
-                                f"(serve --max-new-tokens)", "max_new_tokens")
+            raise ApiError(
+                400,
+                f"max_new_tokens {body.max_new_tokens} exceeds this server's limit {cfg.max_new_tokens} "
+                f"(serve --max-new-tokens)",
+                "max_new_tokens",
+            )
         if body.language.lower() not in m.get_supported_languages():
-            raise ApiError(400, f"language {body.language!r} is not supported; supported: {m.get_supported_languages()}",
-                           "language")
+            raise ApiError(
+                400,
+                f"language {body.language!r} is not supported; supported: {m.get_supported_languages()}",
+                "language",
+            )
         if kind == "custom_voice":
             if body.voice is not None and body.voice.lower() not in m.get_supported_speakers():
-                raise ApiError(400, f"voice {body.voice!r} is not a preset speaker of this model; voices: "
-                                    f"{m.get_supported_speakers()}", "voice")
+                raise ApiError(
+                    400,
+                    f"voice {body.voice!r} is not a preset speaker of this model; voices: {m.get_supported_speakers()}",
+                    "voice",
+                )
         elif kind == "voice_design":
             if not body.instructions or not body.instructions.strip():
-                raise ApiError(400, "instructions: a VoiceDesign model needs the voice described in `instructions`",
-                               "instructions")
+                raise ApiError(
+                    400, "instructions: a VoiceDesign model needs the voice described in `instructions`", "instructions"
+                )
         else:
             if body.instructions is not None:
                 raise ApiError(400, "instructions: a Base (voice clone) model takes no instructions", "instructions")
@@ -254,20 +299,33 @@ class SpeechService:
                 if uploaded is not None:
                     raise ApiError(400, "give either voice (an uploaded voice) or ref_audio, not both", "ref_audio")
             elif body.voice is None:
-                raise ApiError(400, "voice: a Base model needs `voice` (an uploaded voice, POST /v1/audio/voices) or "
-                                    "`ref_audio`", "voice")
+                raise ApiError(
+                    400,
+                    "voice: a Base model needs `voice` (an uploaded voice, POST /v1/audio/voices) or `ref_audio`",
+                    "voice",
+                )
             elif uploaded is None:
-                raise ApiError(400, f"voice {body.voice!r} is not an uploaded voice; uploaded: {self.voices.names()}", "voice")
+                raise ApiError(
+                    400, f"voice {body.voice!r} is not an uploaded voice; uploaded: {self.voices.names()}", "voice"
+                )
             elif body.ref_text is not None or body.x_vector_only_mode:
-                raise ApiError(400, "ref_text and x_vector_only_mode go with ref_audio; an uploaded voice carries its own",
-                               "ref_text" if body.ref_text is not None else "x_vector_only_mode")
+                raise ApiError(
+                    400,
+                    "ref_text and x_vector_only_mode go with ref_audio; an uploaded voice carries its own",
+                    "ref_text" if body.ref_text is not None else "x_vector_only_mode",
+                )
         if kind != "base":
             for name in ("ref_audio", "ref_text"):
                 if getattr(body, name) is not None:
-                    raise ApiError(400, f"{name} applies to a Base model; this server's model is {TASK_NAMES[kind]}", name)
+                    raise ApiError(
+                        400, f"{name} applies to a Base model; this server's model is {TASK_NAMES[kind]}", name
+                    )
             if body.x_vector_only_mode:
-                raise ApiError(400, f"x_vector_only_mode applies to a Base model; this server's model is {TASK_NAMES[kind]}",
-                               "x_vector_only_mode")
+                raise ApiError(
+                    400,
+                    f"x_vector_only_mode applies to a Base model; this server's model is {TASK_NAMES[kind]}",
+                    "x_vector_only_mode",
+                )
         return stream, stream_format
 
     def prepare(self, body: SpeechRequest) -> Job:
@@ -300,27 +358,41 @@ class SpeechService:
         if body.ref_audio is not None:
             wav, sr = self.decode_data_url(body.ref_audio, "ref_audio")
             self._check_ref_seconds(len(wav) / sr, "ref_audio")
-            return m.voice_clone_prompts(body.input, body.language, ref_audio=(wav, sr), ref_text=body.ref_text,
-                                         x_vector_only_mode=body.x_vector_only_mode), "(ref_audio)"
+            return m.voice_clone_prompts(
+                body.input,
+                body.language,
+                ref_audio=(wav, sr),
+                ref_text=body.ref_text,
+                x_vector_only_mode=body.x_vector_only_mode,
+            ), "(ref_audio)"
         v = self.voices.get(body.voice)
         if v is None:  # deleted since `check`
-            raise ApiError(400, f"voice {body.voice!r} is not an uploaded voice; uploaded: {self.voices.names()}", "voice")
+            raise ApiError(
+                400, f"voice {body.voice!r} is not an uploaded voice; uploaded: {self.voices.names()}", "voice"
+            )
         return m.voice_clone_prompts(body.input, body.language, voice_clone_prompt=[v.item]), v.name
 
     def _check_lengths(self, prompt, body: SpeechRequest) -> None:
         limit = self.config.max_input_tokens
         n = len(prompt.text_ids) - TEMPLATE_TOKENS
         if n > limit:
-            raise ApiError(400, f"input is {n} tokens; this server's limit is {limit} (serve --max-input-tokens)", "input")
+            raise ApiError(
+                400, f"input is {n} tokens; this server's limit is {limit} (serve --max-input-tokens)", "input"
+            )
         for name, ids in (("instructions", prompt.instruct_ids), ("ref_text", prompt.ref_text_ids)):
             if ids is not None and len(ids) > limit:
-                raise ApiError(400, f"{name} is {len(ids)} tokens; this server's limit is {limit} (serve --max-input-tokens)",
-                               name)
+                raise ApiError(
+                    400, f"{name} is {len(ids)} tokens; this server's limit is {limit} (serve --max-input-tokens)", name
+                )
 
     def _check_ref_seconds(self, seconds: float, name: str) -> None:
         if seconds > self.config.max_ref_seconds:
-            raise ApiError(400, f"{name} is {seconds:.1f} s long; this server takes up to {self.config.max_ref_seconds:g} s "
-                                f"(serve --max-ref-seconds)", name)
+            raise ApiError(
+                400,
+                f"{name} is {seconds:.1f} s long; this server takes up to {self.config.max_ref_seconds:g} s "
+                f"(serve --max-ref-seconds)",
+                name,
+            )
 
     @staticmethod
     def decode_data_url(url: str, name: str) -> tuple[np.ndarray, int]:
@@ -328,10 +400,13 @@ class SpeechService:
         its own files or fetch URLs on a client's behalf."""
         m = _DATA_URL.match(url)
         if m is None:
-            raise ApiError(400, f"{name} must be a data:audio/...;base64, URL, got {url[:40]!r}"
-                                f"{'...' if len(url) > 40 else ''}", name)
+            raise ApiError(
+                400,
+                f"{name} must be a data:audio/...;base64, URL, got {url[:40]!r}{'...' if len(url) > 40 else ''}",
+                name,
+            )
         try:
-            data = base64.b64decode(url[m.end():], validate=True)
+            data = base64.b64decode(url[m.end() :], validate=True)
         except (binascii.Error, ValueError) as err:
             raise ApiError(400, f"{name}: the base64 data does not decode: {err}", name) from None
         try:
@@ -355,8 +430,16 @@ class SpeechService:
             m.ttfa.observe(result.time_to_first_audio)
         rt = seconds / result.total_time if result.total_time else 0.0
         ttfa = "-" if result.time_to_first_audio is None else f"{result.time_to_first_audio:.3f}s"
-        log.info("request %s voice=%s frames=%d ttfa=%s rt=%.2fx finish=%s%s", result.request_id, job.voice, result.frames,
-                 ttfa, rt, result.finish_reason, f" error={result.error}" if result.error else "")
+        log.info(
+            "request %s voice=%s frames=%d ttfa=%s rt=%.2fx finish=%s%s",
+            result.request_id,
+            job.voice,
+            result.frames,
+            ttfa,
+            rt,
+            result.finish_reason,
+            f" error={result.error}" if result.error else "",
+        )
 
     # ------------------------------------------------------------------ voices
 
@@ -364,7 +447,9 @@ class SpeechService:
         """Build an uploaded voice's clone prompt once and store it (blocking)."""
         self.check_ready()
         if self.voices is None:
-            raise ApiError(400, f"uploaded voices need a Base model; this server's model is {self.task_type}", "audio_sample")
+            raise ApiError(
+                400, f"uploaded voices need a Base model; this server's model is {self.task_type}", "audio_sample"
+            )
         try:
             check_name(name)
         except ValueError as err:
@@ -372,7 +457,9 @@ class SpeechService:
         if self.voices.get(name) is not None:
             raise ApiError(409, f"name: a voice named {name!r} exists already (DELETE it first)", "name")
         if len(data) > self.config.max_upload_bytes:
-            raise ApiError(413, f"audio_sample is {len(data)} bytes; the limit is {self.config.max_upload_bytes}", "audio_sample")
+            raise ApiError(
+                413, f"audio_sample is {len(data)} bytes; the limit is {self.config.max_upload_bytes}", "audio_sample"
+            )
         if ref_text is not None and not ref_text.strip():
             ref_text = None
         try:

@@ -39,15 +39,24 @@ class ServerConfig:
     warmup: bool = True
 
     def __post_init__(self):
-        for name in ("max_batch", "max_input_tokens", "max_new_tokens", "max_upload_bytes", "chunk_frames",
-                     "first_chunk_frames"):
+        for name in (
+            "max_batch",
+            "max_input_tokens",
+            "max_new_tokens",
+            "max_upload_bytes",
+            "chunk_frames",
+            "first_chunk_frames",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
         if isinstance(self.max_queue, bool) or not isinstance(self.max_queue, int) or self.max_queue < 0:
             raise ValueError(f"--max-queue must be an integer >= 0, got {self.max_queue!r}")
-        if not (isinstance(self.max_ref_seconds, (int, float)) and math.isfinite(self.max_ref_seconds)
-                and self.max_ref_seconds > 0):
+        if not (
+            isinstance(self.max_ref_seconds, (int, float))
+            and math.isfinite(self.max_ref_seconds)
+            and self.max_ref_seconds > 0
+        ):
             raise ValueError(f"--max-ref-seconds must be a number > 0, got {self.max_ref_seconds!r}")
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"--model must name a model folder, hub id or random:NAME, got {self.model!r}")
@@ -75,5 +84,6 @@ class ServerConfig:
         `rows` rounds the slots to the mesh's data axis (`Placement.rows`)."""
         tokens = self.max_input_tokens + TEMPLATE_TOKENS
         prompt = bucket(3 * tokens + self.max_ref_frames + CONTROL_POSITIONS, PROMPT_BUCKET)
-        return EngineShape(rows(self.max_batch), cache_slots(prompt, self.max_new_tokens),
-                           bucket(2 * tokens + 1, TEXT_TRACK_BUCKET))
+        return EngineShape(
+            rows(self.max_batch), cache_slots(prompt, self.max_new_tokens), bucket(2 * tokens + 1, TEXT_TRACK_BUCKET)
+        )

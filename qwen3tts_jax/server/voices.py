@@ -32,8 +32,10 @@ SUFFIX = ".safetensors"
 
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME.fullmatch(name) or name.endswith(".") or ".." in name:
-        raise ValueError(f"name: {name!r} is not a valid voice name (1-64 characters: letters, digits, '_', '-', '.'; "
-                         f"starting with a letter or digit)")
+        raise ValueError(
+            f"name: {name!r} is not a valid voice name (1-64 characters: letters, digits, '_', '-', '.'; "
+            f"starting with a letter or digit)"
+        )
     return name
 
 
@@ -47,9 +49,15 @@ class Voice:
 
     def info(self) -> dict:
         it = self.item
-        return {"name": self.name, "ref_text": it.ref_text, "created_at": self.created_at, "x_vector_only": it.x_vector_only_mode,
-                "mime_type": self.mime_type, "file_size": self.file_size,
-                "ref_frames": 0 if it.ref_code is None else int(len(it.ref_code))}
+        return {
+            "name": self.name,
+            "ref_text": it.ref_text,
+            "created_at": self.created_at,
+            "x_vector_only": it.x_vector_only_mode,
+            "mime_type": self.mime_type,
+            "file_size": self.file_size,
+            "ref_frames": 0 if it.ref_code is None else int(len(it.ref_code)),
+        }
 
 
 class VoiceStore:
@@ -107,9 +115,15 @@ class VoiceStore:
         tensors = {"ref_spk_embedding": np.ascontiguousarray(it.ref_spk_embedding, np.float32)}
         if it.ref_code is not None:
             tensors["ref_code"] = np.ascontiguousarray(it.ref_code, np.int32)
-        meta = {"name": voice.name, "ref_text": it.ref_text or "", "created_at": str(voice.created_at),
-                "x_vector_only": "true" if it.x_vector_only_mode else "false", "mime_type": voice.mime_type,
-                "file_size": str(voice.file_size), "embedding_dim": str(len(it.ref_spk_embedding))}
+        meta = {
+            "name": voice.name,
+            "ref_text": it.ref_text or "",
+            "created_at": str(voice.created_at),
+            "x_vector_only": "true" if it.x_vector_only_mode else "false",
+            "mime_type": voice.mime_type,
+            "file_size": str(voice.file_size),
+            "embedding_dim": str(len(it.ref_spk_embedding)),
+        }
         data = save(tensors, metadata=meta)
         fd, tmp = tempfile.mkstemp(prefix=f".{voice.name}.", suffix=".part", dir=self.folder)
         try:
@@ -143,7 +157,9 @@ class VoiceStore:
             emb = np.asarray(f.get_tensor("ref_spk_embedding"), np.float32)
             code = np.asarray(f.get_tensor("ref_code"), np.int32) if "ref_code" in keys else None
         if emb.shape != (self.embedding_dim,):
-            raise ValueError(f"ref_spk_embedding has shape {emb.shape}; this model's speaker embedding is ({self.embedding_dim},)")
+            raise ValueError(
+                f"ref_spk_embedding has shape {emb.shape}; this model's speaker embedding is ({self.embedding_dim},)"
+            )
         xvec = meta.get("x_vector_only") == "true"
         if code is None and not xvec:
             raise ValueError("an ICL voice (x_vector_only=false) without ref_code")
@@ -151,5 +167,10 @@ class VoiceStore:
             raise ValueError(f"ref_code has shape {code.shape}, expected (frames, {self.code_groups})")
         ref_text = meta.get("ref_text") or None
         item = VoiceClonePromptItem(None if xvec else code, emb, xvec, not xvec, ref_text)
-        return Voice(name, item, int(meta.get("created_at", int(time.time()))), meta.get("mime_type", ""),
-                     int(meta.get("file_size", 0)))
+        return Voice(
+            name,
+            item,
+            int(meta.get("created_at", int(time.time()))),
+            meta.get("mime_type", ""),
+            int(meta.get("file_size", 0)),
+        )
