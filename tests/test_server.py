@@ -10,8 +10,7 @@ bit for bit with `stream_*` (the same engine chunking: first chunk 1 frame, then
 from __future__ import annotations
 
 import base64
-import contextlib
-import json
+import logging
 import os
 import signal
 import subprocess
@@ -27,7 +26,6 @@ import pytest
 from server_harness import (
     GREEDY,
     SETTINGS,
-    decode,
     free_port,
     metric,
     model,
@@ -281,7 +279,8 @@ def _wait(predicate, what: str, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def test_full_server_503_and_a_disconnect_frees_the_slot(custom_server):
+def test_full_server_503_and_a_disconnect_frees_the_slot(custom_server, caplog):
+    caplog.set_level(logging.INFO, logger="qwen3tts_jax.server")
     url, service = custom_server
     capacity = SETTINGS["max_batch"] + SETTINGS["max_queue"]
     cancelled0 = metric(url, "qwen3tts_requests_total", {"finish_reason": "cancelled"})
@@ -313,6 +312,12 @@ def test_full_server_503_and_a_disconnect_frees_the_slot(custom_server):
             client.close()
     _wait(lambda: service.in_flight == 0 and service.engine.idle, "every cancelled request to end")
     assert metric(url, "qwen3tts_requests_total", {"finish_reason": "cancelled"}) == cancelled0 + capacity
+    # The engine stops a cancelled row at its next step: at most one advance (`chunk_frames`) late.
+    cancelled = [r.getMessage() for r in caplog.records if "finish=cancelled" in r.getMessage()]
+    lags = [int(m.split("after_cancel=+")[1].split()[0]) for m in cancelled if "after_cancel=" in m]
+    assert len(cancelled) == capacity and len(lags) >= SETTINGS["max_batch"] + 1, cancelled  # 2 ran, 1 took a slot
+    assert max(lags) <= service.config.chunk_frames, lags
+    print(f"[server] frames made after a cancel: {lags}")
     pcm, meta = speak(
         url, {"input": CASES[1][0], "voice": CASES[1][1], "response_format": "pcm", "max_new_tokens": MAX_NEW, **GREEDY}
     )

@@ -4,7 +4,8 @@ the voices CRUD, `/v1/models`, `/health`, `/metrics`, and the page at `/`).
 No reference class. The routes and bodies follow OpenAI's speech API and vllm-omni's extensions
 (`docs/serving/speech_api.md` there); see the README's Server section for the contract.
 
-Handlers never block the event loop: preparing a request (a one-off reference voice is encoded)
+A prepared request goes to the engine through the service's pacer (one per engine step); a
+stream's headers go out at once and its audio follows admission. Handlers never block the event loop: preparing a request (a one-off reference voice is encoded)
 runs on a worker thread, and engine events are awaited through the service's waiter threads. A
 request's engine handle is closed exactly once (`_Flight.close`), however the response ends:
 finished, the client gone (Starlette cancels a streaming response when the client disconnects;
@@ -22,6 +23,7 @@ import json
 import logging
 import queue
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -34,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qwen3tts_jax.engine import Chunk, RequestHandle, Result
 from qwen3tts_jax.server import audio_formats
-from qwen3tts_jax.server.errors import ApiError
+from qwen3tts_jax.server.errors import ApiError, from_value_error
 from qwen3tts_jax.server.schema import SpeechRequest
 from qwen3tts_jax.server.service import Job, SpeechService, Ticket
 
@@ -46,25 +48,50 @@ UPLOAD_FIELDS = ("audio_sample", "name", "ref_text", "consent")  # consent: vllm
 
 
 class _Flight:
-    """One admitted request from submit to its end (see the module docstring)."""
+    """One admitted request from submission (to the pacer) to its end (see the module docstring)."""
 
-    def __init__(self, service: SpeechService, job: Job, handle: RequestHandle, ticket: Ticket):
-        self.service, self.job, self.handle, self.ticket = service, job, handle, ticket
+    def __init__(self, service: SpeechService, job: Job, pending: Future, ticket: Ticket):
+        self.service, self.job, self.pending, self.ticket = service, job, pending, ticket
+        self.handle: RequestHandle | None = None
         self.frames_sent = 0
         self._closed = False
         self._lock = threading.Lock()
 
+    async def admitted(self, request: Request | None = None) -> RequestHandle | None:
+        """Wait until the pacer has handed the request to the engine; None if the client went
+        away first (with `request`: polled). Raises the engine's ValueError, or CancelledError
+        when the server stops."""
+        waiting = asyncio.wrap_future(self.pending)
+        while self.handle is None:
+            done, _ = await asyncio.wait({waiting}, timeout=POLL_S)
+            if done:
+                if waiting.cancelled():
+                    self.close()
+                    raise ApiError(503, "the server is shutting down", None, "cancelled")
+                if waiting.exception() is not None:  # the engine's fit check: a request beyond its shape
+                    self.close()
+                    raise from_value_error(waiting.exception(), "input")
+                self.handle = waiting.result()
+            elif request is not None and await request.is_disconnected():
+                self.close()
+                if self.handle is None:
+                    return None
+        return self.handle
+
     async def events(self, request: Request | None = None) -> AsyncIterator[Chunk | Result]:
         """The handle's chunks, then its result. With `request`, a client that went away cancels
         the request (non-streaming responses: nothing is sent until the end)."""
+        handle = await self.admitted(request)
+        if handle is None:
+            return
         loop = asyncio.get_running_loop()
         while True:
             try:
-                event = await loop.run_in_executor(self.service.waiters, self.handle.events.get, True, POLL_S)
+                event = await loop.run_in_executor(self.service.waiters, handle.events.get, True, POLL_S)
             except queue.Empty:
                 event = None
-            if request is not None and not self.handle.done and await request.is_disconnected():
-                self.handle.cancel()
+            if request is not None and not handle.done and await request.is_disconnected():
+                handle.cancel()
             if event is None:
                 continue
             if isinstance(event, Chunk):
@@ -76,21 +103,37 @@ class _Flight:
                 return
 
     def close(self) -> None:
-        """Idempotent: cancel if still running; account and give the ticket back once ended."""
+        """Idempotent: withdraw or cancel if still going; account and give the ticket back once
+        the engine has ended it."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        if not self.handle.done:
-            self.handle.cancel()
+        if self.handle is None:
+            if self.service.pacer.withdraw(self.pending) or self.pending.cancelled():
+                self.service.withdrawn(self.job)
+                self.ticket.release()
+                return
+            try:  # handed to the engine meanwhile (or being handed: the pacer sets it at once)
+                self.handle = self.pending.result(timeout=60)
+            except BaseException:  # noqa: BLE001 - the engine refused it: nothing runs
+                self.ticket.release()
+                return
+        handle = self.handle
+        at_cancel = None
+        if not handle.done:
+            # Frames produced so far (read by the handler, or still queued for it): the log
+            # reports how many more the engine made before the cancel took effect.
+            at_cancel = self.frames_sent + sum(len(e.codes) for e in list(handle.events.queue) if isinstance(e, Chunk))
+            handle.cancel()
 
         def settle():
             try:
-                self.service.finished(self.job, self.handle.result(), self.frames_sent)
+                self.service.finished(self.job, handle.result(), at_cancel)
             finally:
                 self.ticket.release()
 
-        if self.handle.done:
+        if handle.done:
             settle()
         else:
             try:
@@ -192,7 +235,7 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
         ticket = service.admit()
         try:
             job = await run_in_threadpool(service.prepare, body)
-            handle = service.submit(job)
+            pending = service.submit(job)
         except ApiError as err:
             ticket.release()
             if err.status == 400:
@@ -201,7 +244,7 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
         except BaseException:
             ticket.release()
             raise
-        flight = _Flight(service, job, handle, ticket)
+        flight = _Flight(service, job, pending, ticket)
         headers = {"X-Request-Id": job.request.id}
         if job.stream:
             return _stream(flight, headers)
@@ -215,16 +258,16 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
                     result = event
         finally:
             flight.close()
-        if result.finish_reason == "error":
-            log.error("request %s failed in the engine: %s", result.request_id, result.error)
-            raise ApiError(500, "generation failed (details are in the server log)", None, "server_error")
-        if result.finish_reason == "cancelled":
+        if result is None or result.finish_reason == "cancelled":
             raise ApiError(
                 503,
                 "the request was cancelled (the client went away or the server is shutting down)",
                 None,
                 "cancelled",
             )
+        if result.finish_reason == "error":
+            log.error("request %s failed in the engine: %s", result.request_id, result.error)
+            raise ApiError(500, "generation failed (details are in the server log)", None, "server_error")
         fmt = flight.job.response_format
         data = await run_in_threadpool(audio_formats.encode, result.audio, fmt)
         headers.update(
@@ -242,6 +285,13 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
         if job.stream_format == "sse":
 
             async def sse():
+                try:
+                    async for event in sse_events(flight):
+                        yield event
+                except ApiError as err:
+                    yield _sse({"type": "speech.audio.error", "error": err.body()["error"]})
+
+            async def sse_events(flight: _Flight):
                 async for event in flight.events():
                     if isinstance(event, Chunk):
                         audio = base64.b64encode(audio_formats.pcm_bytes(event.audio)).decode("ascii")
@@ -282,9 +332,12 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
         async def raw():
             if job.response_format == "wav":
                 yield audio_formats.wav_header(None)
-            async for event in flight.events():
-                if isinstance(event, Chunk):
-                    yield audio_formats.pcm_bytes(event.audio)
+            try:
+                async for event in flight.events():
+                    if isinstance(event, Chunk):
+                        yield audio_formats.pcm_bytes(event.audio)
+            except ApiError as err:  # raw audio has no error channel: the stream ends short
+                log.error("request %s: %s", job.request.id, err.message)
 
         return _ClosingStream(raw(), flight, media_type=audio_formats.MEDIA_TYPES[job.response_format], headers=headers)
 

@@ -11,7 +11,8 @@ shape with sampling compiled in (greedy and sampled requests share one program),
 warm-up request through it (compiling what the requests will run), and only then reports ready.
 Admission: a request takes a `Ticket` before any work; at most `max_batch + max_queue` are held
 (running, waiting, or being prepared), beyond that 503. A ticket is given back when the engine
-has ended its request, so a cancelled request's slot is free before its ticket is.
+has ended its request, so a cancelled request's slot is free before its ticket is. Admitted
+requests reach the engine through the `AdmissionPacer` (one per engine step: see pacer.py).
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ import re
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from qwen3tts_jax.engine import Engine, EngineLoop, Request, RequestHandle, Result
+from qwen3tts_jax.engine import Engine, EngineLoop, Request, Result
 from qwen3tts_jax.sampling import SamplingConfig, SamplingProgram
 from qwen3tts_jax.server import audio_formats
 from qwen3tts_jax.server.errors import ApiError, from_value_error, unavailable
 from qwen3tts_jax.server.metrics import ServerMetrics
+from qwen3tts_jax.server.pacer import AdmissionPacer
 from qwen3tts_jax.server.schema import SpeechRequest
 from qwen3tts_jax.server.settings import TEMPLATE_TOKENS, ServerConfig
 from qwen3tts_jax.server.voices import Voice, VoiceStore, check_name
@@ -75,6 +77,7 @@ class SpeechService:
         self.model = model
         self.state, self.reason = "loading", "loading the model"
         self.loop: EngineLoop | None = None
+        self.pacer: AdmissionPacer | None = None
         self.voices: VoiceStore | None = None
         self.started_at = int(time.time())
         self._lock = threading.Lock()
@@ -85,7 +88,7 @@ class SpeechService:
         self.waiters = ThreadPoolExecutor(config.capacity + 4, thread_name_prefix="qwen3tts-wait")
         self.metrics = ServerMetrics(
             lambda: self.engine.active if self.loop else 0,
-            lambda: self.engine.waiting if self.loop else 0,
+            lambda: self.engine.waiting + len(self.pacer) if self.loop else 0,
             lambda: self._in_flight,
         )
         self._thread: threading.Thread | None = None
@@ -149,6 +152,7 @@ class SpeechService:
             shape, program=program, chunk_frames=cfg.chunk_frames, first_chunk_frames=cfg.first_chunk_frames
         )
         self.loop = EngineLoop(engine).start()
+        self.pacer = AdmissionPacer(self.loop)
         if m.tts_model_type == "base":
             self.voices = VoiceStore(
                 cfg.voices_dir, m.config.talker.transformer.hidden_size, m.config.talker.num_code_groups
@@ -189,6 +193,8 @@ class SpeechService:
 
     def stop(self) -> None:
         """Cancel what is queued or running and end the engine thread."""
+        if self.pacer is not None:
+            self.pacer.stop()
         if self.loop is not None:
             self.loop.stop()
         self.state, self.reason = "stopped", "shutting down"
@@ -414,14 +420,23 @@ class SpeechService:
         except ValueError as err:
             raise ApiError(400, str(err), name) from None
 
-    def submit(self, job: Job) -> RequestHandle:
-        try:
-            return self.loop.submit(job.request)
-        except ValueError as err:  # the engine's fit check (a request beyond the compiled shape)
-            raise from_value_error(err, "input") from None
+    def submit(self, job: Job) -> Future:
+        """Queue a prepared request for the engine (through the pacer): a future of its handle."""
+        return self.pacer.submit(job.request)
 
-    def finished(self, job: Job, result: Result, frames_sent: int) -> None:
-        """Account for an ended request and log its one line."""
+    def withdrawn(self, job: Job) -> None:
+        """A request whose client went away before it reached the engine."""
+        self.metrics.requests.labels("cancelled").inc()
+        log.info(
+            "request %s voice=%s frames=0 ttfa=- rt=0.00x finish=cancelled (before admission)",
+            job.request.id,
+            job.voice,
+        )
+
+    def finished(self, job: Job, result: Result, frames_at_cancel: int | None = None) -> None:
+        """Account for an ended request and log its one line (for a request cancelled when its
+        client went away, also how many frames the engine made after the cancel: at most the
+        frames of the advance that was running, `chunk_frames`)."""
         m = self.metrics
         m.requests.labels(result.finish_reason).inc()
         seconds = 0.0 if result.audio is None else len(result.audio) / audio_formats.SAMPLE_RATE
@@ -430,14 +445,16 @@ class SpeechService:
             m.ttfa.observe(result.time_to_first_audio)
         rt = seconds / result.total_time if result.total_time else 0.0
         ttfa = "-" if result.time_to_first_audio is None else f"{result.time_to_first_audio:.3f}s"
+        late = "" if frames_at_cancel is None else f" after_cancel=+{max(0, result.frames - frames_at_cancel)}"
         log.info(
-            "request %s voice=%s frames=%d ttfa=%s rt=%.2fx finish=%s%s",
+            "request %s voice=%s frames=%d ttfa=%s rt=%.2fx finish=%s%s%s",
             result.request_id,
             job.voice,
             result.frames,
             ttfa,
             rt,
             result.finish_reason,
+            late,
             f" error={result.error}" if result.error else "",
         )
 
