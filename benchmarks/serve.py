@@ -33,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -208,7 +209,7 @@ def main(argv=None) -> int:
             "--max-ref-seconds",
             "1",
         ]
-        log = open(Path(args.out).with_suffix(".server.log"), "w")
+        log = open(Path(tempfile.gettempdir()) / "qwen3tts-serve-bench.server.log", "w")  # the server's own log
         proc = subprocess.Popen(cmd, cwd=ROOT, stderr=log, stdout=log, env={**os.environ, "PYTHONPATH": str(ROOT)})
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
