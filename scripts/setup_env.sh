@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create (or refresh) .venv with what synthesis needs: the library and its dependencies (jax,
-# flax, safetensors, tokenizers, soundfile, soxr, ...). Idempotent.
+# Create (or refresh) .venv with what synthesis and the server need: the library and its
+# dependencies (jax, flax, safetensors, tokenizers, soundfile, soxr, fastapi, uvicorn, ...). Idempotent.
 #
 #   bash scripts/setup_env.sh          # the main job: synthesis only
 #   bash scripts/setup_env.sh --test   # + the test tools, notebooks, orbax, the official reference
@@ -29,14 +29,14 @@ if [ "$TEST" = 1 ]; then
   step "torch (CPU wheel), for the reference implementation"
   pip install -q torch==2.13.0
   step "the library with its test, notebook and orbax extras"
-  pip install -q -e '.[test,notebooks,orbax]'
+  pip install -q -e '.[test,notebooks,orbax,serve]'
   step "the reference's dependencies and qwen-tts 0.1.1 (--no-deps)"
   pip install -q "transformers==4.57.3" "accelerate==1.12.0" librosa einops sox onnxruntime
   pip install -q --no-deps qwen-tts==0.1.1
   if [ -f scripts/fetch_test_data.sh ]; then step "test data"; bash scripts/fetch_test_data.sh; fi
   python -c "import jax, torch, qwen3tts_jax; print('test env ready: jax', jax.__version__, 'torch', torch.__version__)"
 else
-  step "the library and what synthesis needs"
-  pip install -q -e .
+  step "the library, what synthesis and the server need"
+  pip install -q -e '.[serve]'
   python -c "import jax, qwen3tts_jax; print('env ready: jax', jax.__version__)"
 fi

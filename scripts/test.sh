@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh --test
+bash scripts/install_browser.sh
 exec .venv/bin/python -m pytest -q tests "$@"

@@ -1,0 +1,435 @@
+"""The HTTP layer: a FastAPI app over one `SpeechService` (OpenAI-compatible `/v1/audio/speech`,
+the voices CRUD, `/v1/models`, `/health`, `/metrics`, and the page at `/`).
+
+No reference class. The routes and bodies follow OpenAI's speech API and vllm-omni's extensions
+(`docs/serving/speech_api.md` there); see the README's Server section for the contract.
+
+A prepared request goes to the engine through the service's pacer (one per engine step); a
+stream's headers go out at once and its audio follows admission. Handlers never block the event loop: preparing a request (a one-off reference voice is encoded)
+runs on a worker thread, and engine events are awaited through the service's waiter threads. A
+request's engine handle is closed exactly once (`_Flight.close`), however the response ends:
+finished, the client gone (Starlette cancels a streaming response when the client disconnects;
+a non-streaming one polls `is_disconnected`), or an error. Closing cancels a request still
+running, so its slot frees at the engine's next step, and the ticket is given back when the
+engine has ended it. Every error reaches the client as a JSON body; tracebacks go to the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from qwen3tts_jax.engine import Chunk, RequestHandle, Result
+from qwen3tts_jax.server import audio_formats
+from qwen3tts_jax.server.errors import ApiError, from_value_error
+from qwen3tts_jax.server.schema import SpeechRequest
+from qwen3tts_jax.server.service import Job, SpeechService, Ticket
+
+log = logging.getLogger("qwen3tts_jax.server")
+
+STATIC = Path(__file__).parent / "static"
+POLL_S = 0.25  # how often a waiting non-streaming handler looks for a client disconnect
+UPLOAD_FIELDS = ("audio_sample", "name", "ref_text", "consent")  # consent: vllm-omni's clients send it
+
+
+class _Flight:
+    """One admitted request from submission (to the pacer) to its end (see the module docstring)."""
+
+    def __init__(self, service: SpeechService, job: Job, pending: Future, ticket: Ticket):
+        self.service, self.job, self.pending, self.ticket = service, job, pending, ticket
+        self.handle: RequestHandle | None = None
+        self.frames_sent = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    async def admitted(self, request: Request | None = None) -> RequestHandle | None:
+        """Wait until the pacer has handed the request to the engine; None if the client went
+        away first (with `request`: polled). Raises the engine's ValueError, or CancelledError
+        when the server stops."""
+        waiting = asyncio.wrap_future(self.pending)
+        while self.handle is None:
+            done, _ = await asyncio.wait({waiting}, timeout=POLL_S)
+            if done:
+                if waiting.cancelled():
+                    self.close()
+                    raise ApiError(503, "the server is shutting down", None, "cancelled")
+                if waiting.exception() is not None:  # the engine's fit check: a request beyond its shape
+                    self.close()
+                    raise from_value_error(waiting.exception(), "input")
+                self.handle = waiting.result()
+            elif request is not None and await request.is_disconnected():
+                self.close()
+                if self.handle is None:
+                    return None
+        return self.handle
+
+    async def events(self, request: Request | None = None) -> AsyncIterator[Chunk | Result]:
+        """The handle's chunks, then its result. With `request`, a client that went away cancels
+        the request (non-streaming responses: nothing is sent until the end)."""
+        handle = await self.admitted(request)
+        if handle is None:
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                event = await loop.run_in_executor(self.service.waiters, handle.events.get, True, POLL_S)
+            except queue.Empty:
+                event = None
+            if request is not None and not handle.done and await request.is_disconnected():
+                handle.cancel()
+            if event is None:
+                continue
+            if isinstance(event, Chunk):
+                self.frames_sent += len(event.codes)
+                self.service.metrics.add_frames(len(event.codes))
+            yield event
+            if isinstance(event, Result):
+                self.close()
+                return
+
+    def close(self) -> None:
+        """Idempotent: withdraw or cancel if still going; account and give the ticket back once
+        the engine has ended it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self.handle is None:
+            if self.service.pacer.withdraw(self.pending) or self.pending.cancelled():
+                self.service.withdrawn(self.job)
+                self.ticket.release()
+                return
+            try:  # handed to the engine meanwhile (or being handed: the pacer sets it at once)
+                self.handle = self.pending.result(timeout=60)
+            except BaseException:  # noqa: BLE001 - the engine refused it: nothing runs
+                self.ticket.release()
+                return
+        handle = self.handle
+        at_cancel = None
+        if not handle.done:
+            # Frames produced so far (read by the handler, or still queued for it): the log
+            # reports how many more the engine made before the cancel took effect.
+            at_cancel = self.frames_sent + sum(len(e.codes) for e in list(handle.events.queue) if isinstance(e, Chunk))
+            handle.cancel()
+
+        def settle():
+            try:
+                self.service.finished(self.job, handle.result(), at_cancel)
+            finally:
+                self.ticket.release()
+
+        if handle.done:
+            settle()
+        else:
+            try:
+                self.service.waiters.submit(settle)
+            except RuntimeError:  # shutting down: the engine loop has cancelled everything
+                self.ticket.release()
+
+
+class _ClosingStream(StreamingResponse):
+    """A StreamingResponse that closes its flight however the response ends (a disconnect
+    cancels the body iterator between two chunks, where its own `finally` would not run)."""
+
+    def __init__(self, content, flight: _Flight, **kwargs):
+        super().__init__(content, **kwargs)
+        self.flight = flight
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.flight.close()
+
+
+def _error(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    errors = exc.errors()
+    first = errors[0] if errors else {"msg": "invalid request", "loc": (), "type": ""}
+    loc = [p for p in first.get("loc", ()) if p != "body"]
+    param = str(loc[0]) if loc else None
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        message = f"malformed JSON body: {first.get('ctx', {}).get('error', first.get('msg'))}"
+        param = None
+    elif kind == "extra_forbidden":
+        unknown = sorted({str(e["loc"][-1]) for e in errors if e.get("type") == "extra_forbidden"})
+        message = f"unknown field(s) {unknown}; see the request schema (GET /docs)"
+        param = unknown[0]
+    elif kind == "missing":
+        message = f"{param}: field required"
+    elif kind == "model_attributes_type":
+        message = "the request body must be a JSON object"
+    else:
+        msg = str(first.get("msg", "")).removeprefix("Value error, ")
+        message = f"{param}: {msg}" if param else msg
+    return ApiError(422, message, param)
+
+
+def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
+    """The app; its lifespan starts the service (load, compile, warm up) and stops it."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start(on_failure=on_failure)
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(title="qwen3tts-jax", summary="Qwen3-TTS in JAX, OpenAI-compatible speech API", lifespan=lifespan)
+    app.state.service = service
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return _error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        service.metrics.rejected.labels("invalid").inc()
+        return _error(_validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return _error(
+            ApiError(exc.status_code, str(exc.detail), None, "not_found" if exc.status_code == 404 else "http_error")
+        )
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(ApiError(500, "internal server error (details are in the server log)", None, "server_error"))
+
+    # ------------------------------------------------------------------ speech
+
+    @app.post(
+        "/v1/audio/speech",
+        response_class=Response,
+        responses={200: {"content": {"audio/wav": {}, "audio/pcm": {}, "audio/flac": {}, "text/event-stream": {}}}},
+    )
+    async def speech(body: SpeechRequest, request: Request):
+        service.check_ready()
+        try:
+            service.check(body)
+        except ApiError:
+            service.metrics.rejected.labels("invalid").inc()
+            raise
+        ticket = service.admit()
+        try:
+            job = await run_in_threadpool(service.prepare, body)
+            pending = service.submit(job)
+        except ApiError as err:
+            ticket.release()
+            if err.status == 400:
+                service.metrics.rejected.labels("invalid").inc()
+            raise
+        except BaseException:
+            ticket.release()
+            raise
+        flight = _Flight(service, job, pending, ticket)
+        headers = {"X-Request-Id": job.request.id}
+        if job.stream:
+            return _stream(flight, headers)
+        return await _whole(flight, request, headers)
+
+    async def _whole(flight: _Flight, request: Request, headers: dict) -> Response:
+        result = None
+        try:
+            async for event in flight.events(request):
+                if isinstance(event, Result):
+                    result = event
+        finally:
+            flight.close()
+        if result is None or result.finish_reason == "cancelled":
+            raise ApiError(
+                503,
+                "the request was cancelled (the client went away or the server is shutting down)",
+                None,
+                "cancelled",
+            )
+        if result.finish_reason == "error":
+            log.error("request %s failed in the engine: %s", result.request_id, result.error)
+            raise ApiError(500, "generation failed (details are in the server log)", None, "server_error")
+        fmt = flight.job.response_format
+        data = await run_in_threadpool(audio_formats.encode, result.audio, fmt)
+        headers.update(
+            {
+                "X-Finish-Reason": result.finish_reason,
+                "X-Frames": str(result.frames),
+                "X-Input-Tokens": str(result.prompt_tokens),
+                "X-Audio-Seconds": f"{len(result.audio) / audio_formats.SAMPLE_RATE:.3f}",
+            }
+        )
+        return Response(data, media_type=audio_formats.MEDIA_TYPES[fmt], headers=headers)
+
+    def _stream(flight: _Flight, headers: dict) -> StreamingResponse:
+        job = flight.job
+        if job.stream_format == "sse":
+
+            async def sse():
+                try:
+                    async for event in sse_events(flight):
+                        yield event
+                except ApiError as err:
+                    yield _sse({"type": "speech.audio.error", "error": err.body()["error"]})
+
+            async def sse_events(flight: _Flight):
+                async for event in flight.events():
+                    if isinstance(event, Chunk):
+                        audio = base64.b64encode(audio_formats.pcm_bytes(event.audio)).decode("ascii")
+                        yield _sse({"type": "speech.audio.delta", "audio": audio})
+                    elif event.finish_reason in ("stop", "length"):
+                        seconds = len(event.audio) / audio_formats.SAMPLE_RATE
+                        yield _sse(
+                            {
+                                "type": "speech.audio.done",
+                                "usage": {
+                                    "input_tokens": event.prompt_tokens,
+                                    "output_tokens": event.frames,
+                                    "total_tokens": event.prompt_tokens + event.frames,
+                                    "frames": event.frames,
+                                    "audio_seconds": round(seconds, 6),
+                                    "finish_reason": event.finish_reason,
+                                },
+                            }
+                        )
+                    else:
+                        reason = event.finish_reason
+                        message = (
+                            "generation failed (details are in the server log)"
+                            if reason == "error"
+                            else f"the request ended early: {reason}"
+                        )
+                        yield _sse(
+                            {"type": "speech.audio.error", "error": {"message": message, "finish_reason": reason}}
+                        )
+
+            return _ClosingStream(
+                sse(),
+                flight,
+                media_type="text/event-stream",
+                headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+
+        async def raw():
+            if job.response_format == "wav":
+                yield audio_formats.wav_header(None)
+            try:
+                async for event in flight.events():
+                    if isinstance(event, Chunk):
+                        yield audio_formats.pcm_bytes(event.audio)
+            except ApiError as err:  # raw audio has no error channel: the stream ends short
+                log.error("request %s: %s", job.request.id, err.message)
+
+        return _ClosingStream(raw(), flight, media_type=audio_formats.MEDIA_TYPES[job.response_format], headers=headers)
+
+    # ------------------------------------------------------------------ voices
+
+    @app.get("/v1/audio/voices")
+    async def list_voices():
+        service.check_ready()
+        presets = service.model.get_supported_speakers() or []
+        return {"voices": presets, "uploaded_voices": service.voices.list() if service.voices else []}
+
+    @app.post("/v1/audio/voices")
+    async def upload_voice(request: Request):
+        service.check_ready()
+        try:
+            form = await request.form(max_part_size=1 << 20)
+        except Exception as err:  # noqa: BLE001 - a malformed multipart body is the client's
+            raise ApiError(
+                400, f"the body must be multipart/form-data with audio_sample and name: {err}", None
+            ) from None
+        unknown = sorted(set(form.keys()) - set(UPLOAD_FIELDS))
+        if unknown:
+            raise ApiError(422, f"unknown field(s) {unknown}; fields: {list(UPLOAD_FIELDS)}", unknown[0])
+        sample, name, ref_text = form.get("audio_sample"), form.get("name"), form.get("ref_text")
+        if sample is None or isinstance(sample, str):
+            raise ApiError(422, "audio_sample: a file field is required", "audio_sample")
+        if not isinstance(name, str) or not name:
+            raise ApiError(422, "name: field required", "name")
+        if ref_text is not None and not isinstance(ref_text, str):
+            raise ApiError(422, "ref_text must be a text field", "ref_text")
+        data = await sample.read(service.config.max_upload_bytes + 1)
+        voice = await run_in_threadpool(service.create_voice, name, data, sample.content_type or "", ref_text)
+        log.info("voice %s uploaded (%s, %d bytes)", name, "ICL" if voice.item.icl_mode else "x-vector only", len(data))
+        return {"voice": voice.info()}
+
+    @app.delete("/v1/audio/voices/{name}")
+    async def delete_voice(name: str):
+        service.check_ready()
+        if service.voices is None or not service.voices.delete(name):
+            raise ApiError(404, f"no uploaded voice named {name!r}", "name", "not_found")
+        log.info("voice %s deleted", name)
+        return {"deleted": name}
+
+    # ------------------------------------------------------------------ service
+
+    @app.get("/v1/models")
+    async def models():
+        service.check_ready()
+        m = service.model
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": service.config.model,
+                    "object": "model",
+                    "created": service.started_at,
+                    "owned_by": "qwen3tts-jax",
+                    "task_type": service.task_type,
+                    "size": m.tts_model_size,
+                    "languages": m.get_supported_languages(),
+                    "voices": m.get_supported_speakers() or [],
+                    "sample_rate": audio_formats.SAMPLE_RATE,
+                    "max_new_tokens": service.config.max_new_tokens,
+                    "max_input_tokens": service.config.max_input_tokens,
+                }
+            ],
+        }
+
+    @app.get("/health")
+    async def health():
+        if not service.ready:
+            return JSONResponse({"status": service.state, "reason": service.reason}, status_code=503)
+        return {
+            "status": "ok",
+            "model": service.config.model,
+            "task_type": service.task_type,
+            "slots": service.engine.shape.slots,
+            "active": service.engine.active,
+            "waiting": service.engine.waiting,
+        }
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _sse(event: dict) -> str:
+    return f"data: {json.dumps(event, separators=(',', ':'))}\n\n"

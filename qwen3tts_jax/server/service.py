@@ -1,0 +1,498 @@
+"""The speech service: one model, one engine stepped on its own thread, the voices, admission
+control, and the translation of a `SpeechRequest` into an engine `Request`.
+
+No reference class (the official package has no server). The HTTP layer (`app.py`) only parses,
+awaits and encodes; everything a request means is decided here, through the Python API's own
+request builders (`custom_voice_prompts` / `voice_design_prompts` / `voice_clone_prompts`, then
+`requests`), so a server request and the same Python call give the same engine request.
+
+Life cycle: `start()` loads the model (unless given one), builds the engine from the settings'
+shape with sampling compiled in (greedy and sampled requests share one program), runs one
+warm-up request through it (compiling what the requests will run), and only then reports ready.
+Admission: a request takes a `Ticket` before any work; at most `max_batch + max_queue` are held
+(running, waiting, or being prepared), beyond that 503. A ticket is given back when the engine
+has ended its request, so a cancelled request's slot is free before its ticket is. Admitted
+requests reach the engine through the `AdmissionPacer` (one per engine step: see pacer.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import logging
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from qwen3tts_jax.engine import Engine, EngineLoop, Request, Result
+from qwen3tts_jax.sampling import SamplingConfig, SamplingProgram
+from qwen3tts_jax.server import audio_formats
+from qwen3tts_jax.server.errors import ApiError, from_value_error, unavailable
+from qwen3tts_jax.server.metrics import ServerMetrics
+from qwen3tts_jax.server.pacer import AdmissionPacer
+from qwen3tts_jax.server.schema import SpeechRequest
+from qwen3tts_jax.server.settings import TEMPLATE_TOKENS, ServerConfig
+from qwen3tts_jax.server.voices import Voice, VoiceStore, check_name
+
+log = logging.getLogger("qwen3tts_jax.server")
+
+TASK_TYPES = {"CustomVoice": "custom_voice", "VoiceDesign": "voice_design", "Base": "base"}
+TASK_NAMES = {v: k for k, v in TASK_TYPES.items()}
+STREAM_FORMATS = ("sse", "audio")
+_DATA_URL = re.compile(r"data:(audio/[A-Za-z0-9.+-]+)(?:;[^,;]*)*;base64,", re.IGNORECASE)
+WARMUP_TEXT = "Warming up."
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A prepared request: what the engine runs and how the answer is sent."""
+
+    request: Request
+    response_format: str
+    stream: bool
+    stream_format: str | None
+    voice: str  # for the log line
+
+
+class Ticket:
+    """One admitted request's place (`SpeechService.admit`); `release` is idempotent."""
+
+    def __init__(self, service: "SpeechService"):
+        self._service, self._released = service, False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._service._release()
+
+
+class SpeechService:
+    def __init__(self, config: ServerConfig, model=None):
+        self.config = config
+        self.model = model
+        self.state, self.reason = "loading", "loading the model"
+        self.loop: EngineLoop | None = None
+        self.pacer: AdmissionPacer | None = None
+        self.voices: VoiceStore | None = None
+        self.started_at = int(time.time())
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._voice_lock = threading.Lock()  # voice building is heavy: one at a time
+        # Threads that wait on engine events for the async handlers: one per admitted request at
+        # most, so a full server never starves the handlers of threads.
+        self.waiters = ThreadPoolExecutor(config.capacity + 4, thread_name_prefix="qwen3tts-wait")
+        self.metrics = ServerMetrics(
+            lambda: self.engine.active if self.loop else 0,
+            lambda: self.engine.waiting + len(self.pacer) if self.loop else 0,
+            lambda: self._in_flight,
+        )
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ life cycle
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def engine(self) -> Engine:
+        return self.loop.engine
+
+    @property
+    def task_type(self) -> str | None:
+        return None if self.model is None else TASK_NAMES[self.model.tts_model_type]
+
+    def start(self, on_failure=None) -> "SpeechService":
+        """Load, compile and warm up on a thread (the HTTP server answers /health meanwhile)."""
+
+        def boot():
+            try:
+                self._boot()
+            except Exception as err:  # noqa: BLE001 - reported on /health and the log, then the server stops
+                self.state, self.reason = "failed", f"{type(err).__name__}: {err}"
+                log.error("start-up failed: %s", self.reason)
+                if on_failure is not None:
+                    on_failure(self.reason)
+
+        self._thread = threading.Thread(target=boot, name="qwen3tts-boot", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.ready
+
+    def _boot(self) -> None:
+        cfg = self.config
+        t0 = time.perf_counter()
+        if self.model is None:
+            from qwen3tts_jax.api import Qwen3TTSModel
+
+            self.model = Qwen3TTSModel.from_pretrained(cfg.model, dtype=cfg.dtype, seed=cfg.seed, mesh=cfg.mesh)
+            log.info(
+                "loaded %s (%s, %s) in %.1f s",
+                cfg.model,
+                self.task_type,
+                self.model.tts_model_size,
+                time.perf_counter() - t0,
+            )
+        m = self.model
+        self.reason = "building the engine"
+        shape = cfg.engine_shape(m.placement.rows)
+        # Sampling compiled in on both pipelines: greedy rows run as argmax of the same scores.
+        model_program = SamplingConfig.from_configs(m.generation_config, m.config.talker).program()
+        program = SamplingProgram(model_program.eos_token_id, model_program.suppress, True, True)
+        engine = m.engine(
+            shape, program=program, chunk_frames=cfg.chunk_frames, first_chunk_frames=cfg.first_chunk_frames
+        )
+        self.loop = EngineLoop(engine).start()
+        self.pacer = AdmissionPacer(self.loop)
+        if m.tts_model_type == "base":
+            self.voices = VoiceStore(
+                cfg.voices_dir, m.config.talker.transformer.hidden_size, m.config.talker.num_code_groups
+            )
+        if cfg.warmup:
+            self.reason = "compiling (warm-up request)"
+            t1 = time.perf_counter()
+            for r in self._warmup_requests():
+                res = self.loop.submit(r).result()
+                if res.finish_reason == "error":
+                    raise RuntimeError(f"warm-up request failed: {res.error}")
+            log.info(
+                "warm-up: compiled and ran in %.1f s (engine: %d slots, %d KV positions, text track %d)",
+                time.perf_counter() - t1,
+                shape.slots,
+                shape.cache_slots,
+                shape.text_track,
+            )
+        self.state, self.reason = "ready", "ready"
+
+    def _warmup_requests(self) -> list[Request]:
+        """Requests that run every program a server request runs: admission, the frame loop with
+        sampling, the codec's 1- and chunk-frame pushes and a final padded one; on a Base model
+        the reference encoder and speaker encoder too (a one-off ICL voice)."""
+        m = self.model
+        kind = m.tts_model_type
+        if kind == "custom_voice":
+            prompts = m.custom_voice_prompts(WARMUP_TEXT, m.get_supported_speakers()[0])
+        elif kind == "voice_design":
+            prompts = m.voice_design_prompts(WARMUP_TEXT, "A calm voice.")
+        else:
+            t = np.arange(24000 * 2) / 24000.0
+            tone = (0.3 * np.sin(2 * np.pi * 220.0 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+            items = m.create_voice_clone_prompt((tone, 24000), "A warm-up reference.")
+            prompts = m.voice_clone_prompts(WARMUP_TEXT, voice_clone_prompt=items)
+        frames = self.config.first_chunk_frames + self.config.chunk_frames + 2
+        return m.requests(prompts, seed=0, max_new_tokens=frames + 1, min_new_tokens=frames)
+
+    def stop(self) -> None:
+        """Cancel what is queued or running and end the engine thread."""
+        if self.pacer is not None:
+            self.pacer.stop()
+        if self.loop is not None:
+            self.loop.stop()
+        self.state, self.reason = "stopped", "shutting down"
+        self.waiters.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ admission
+
+    def check_ready(self) -> None:
+        if not self.ready:
+            raise unavailable(f"the server is not ready: {self.reason}", "server_not_ready")
+
+    def admit(self) -> Ticket:
+        self.check_ready()
+        with self._lock:
+            if self._in_flight >= self.config.capacity:
+                self.metrics.rejected.labels("queue_full").inc()
+                raise unavailable(
+                    f"the server is at capacity ({self.config.max_batch} generating + "
+                    f"{self.config.max_queue} queued); retry later",
+                    "server_overloaded",
+                )
+            self._in_flight += 1
+        return Ticket(self)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    # ------------------------------------------------------------------ requests
+
+    def check(self, body: SpeechRequest) -> tuple[bool, str | None]:
+        """The checks that need no work (before admission, so a bad request is a 400 even when
+        the server is full): returns `(stream, stream_format)`. Raises ApiError naming the field."""
+        m, cfg = self.model, self.config
+        if body.model is not None and body.model not in cfg.model_ids:
+            raise ApiError(400, f"model {body.model!r} is not served here; this server serves {cfg.model!r}", "model")
+        fmt = body.response_format
+        if fmt not in audio_formats.FORMATS:
+            raise ApiError(
+                400,
+                f"response_format {fmt!r} is not supported; supported: {', '.join(audio_formats.FORMATS)}",
+                "response_format",
+            )
+        if body.speed != 1.0:
+            raise ApiError(
+                400, f"speed {body.speed!r} is not supported: the model has no rate control; only 1.0", "speed"
+            )
+        # OpenAI's SDK asks for SSE with stream_format alone (OpenAI has no `stream` field).
+        stream = body.stream or body.stream_format is not None
+        stream_format = (body.stream_format or "sse") if stream else None
+        if stream_format is not None and stream_format not in STREAM_FORMATS:
+            raise ApiError(
+                400, f"stream_format {stream_format!r} is not supported; supported: sse, audio", "stream_format"
+            )
+        if stream and fmt not in audio_formats.STREAMABLE:
+            raise ApiError(
+                400,
+                f"response_format {fmt!r} cannot be streamed; stream pcm or wav, or ask for {fmt} without streaming",
+                "response_format",
+            )
+        kind = m.tts_model_type
+        if body.task_type is not None:
+            if body.task_type not in TASK_TYPES:
+                raise ApiError(400, f"task_type {body.task_type!r} is not one of {list(TASK_TYPES)}", "task_type")
+            if TASK_TYPES[body.task_type] != kind:
+                raise ApiError(
+                    400,
+                    f"task_type {body.task_type!r} needs a {body.task_type} model; this server's model is "
+                    f"{TASK_NAMES[kind]}",
+                    "task_type",
+                )
+        if body.max_new_tokens is not None and body.max_new_tokens > cfg.max_new_tokens:
+            raise ApiError(
+                400,
+                f"max_new_tokens {body.max_new_tokens} exceeds this server's limit {cfg.max_new_tokens} "
+                f"(serve --max-new-tokens)",
+                "max_new_tokens",
+            )
+        if body.language.lower() not in m.get_supported_languages():
+            raise ApiError(
+                400,
+                f"language {body.language!r} is not supported; supported: {m.get_supported_languages()}",
+                "language",
+            )
+        if kind == "custom_voice":
+            if body.voice is not None and body.voice.lower() not in m.get_supported_speakers():
+                raise ApiError(
+                    400,
+                    f"voice {body.voice!r} is not a preset speaker of this model; voices: {m.get_supported_speakers()}",
+                    "voice",
+                )
+        elif kind == "voice_design":
+            if not body.instructions or not body.instructions.strip():
+                raise ApiError(
+                    400, "instructions: a VoiceDesign model needs the voice described in `instructions`", "instructions"
+                )
+        else:
+            if body.instructions is not None:
+                raise ApiError(400, "instructions: a Base (voice clone) model takes no instructions", "instructions")
+            uploaded = None if body.voice is None else self.voices.get(body.voice)
+            if body.ref_audio is not None:
+                # OpenAI's SDK always sends a voice: with ref_audio it is ignored unless it names an
+                # uploaded voice, which would make the request ambiguous.
+                if uploaded is not None:
+                    raise ApiError(400, "give either voice (an uploaded voice) or ref_audio, not both", "ref_audio")
+            elif body.voice is None:
+                raise ApiError(
+                    400,
+                    "voice: a Base model needs `voice` (an uploaded voice, POST /v1/audio/voices) or `ref_audio`",
+                    "voice",
+                )
+            elif uploaded is None:
+                raise ApiError(
+                    400, f"voice {body.voice!r} is not an uploaded voice; uploaded: {self.voices.names()}", "voice"
+                )
+            elif body.ref_text is not None or body.x_vector_only_mode:
+                raise ApiError(
+                    400,
+                    "ref_text and x_vector_only_mode go with ref_audio; an uploaded voice carries its own",
+                    "ref_text" if body.ref_text is not None else "x_vector_only_mode",
+                )
+        if kind != "base":
+            for name in ("ref_audio", "ref_text"):
+                if getattr(body, name) is not None:
+                    raise ApiError(
+                        400, f"{name} applies to a Base model; this server's model is {TASK_NAMES[kind]}", name
+                    )
+            if body.x_vector_only_mode:
+                raise ApiError(
+                    400,
+                    f"x_vector_only_mode applies to a Base model; this server's model is {TASK_NAMES[kind]}",
+                    "x_vector_only_mode",
+                )
+        return stream, stream_format
+
+    def prepare(self, body: SpeechRequest) -> Job:
+        """`check`, then build the engine request (blocking: a one-off reference voice is encoded
+        here). Raises ApiError naming the field."""
+        m, cfg = self.model, self.config
+        stream, stream_format = self.check(body)
+        try:
+            prompts, voice = self._prompts(body, m.tts_model_type)
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            raise from_value_error(err, "input") from None
+        self._check_lengths(prompts[0], body)
+        kw = body.sampling_kwargs()
+        kw.setdefault("max_new_tokens", min(m.generation_config.max_new_tokens, cfg.max_new_tokens))
+        try:
+            (request,) = m.requests(prompts, **kw)
+        except (ValueError, TypeError) as err:
+            raise from_value_error(err) from None
+        request = dataclasses.replace(request, id=f"speech-{uuid.uuid4().hex[:16]}")
+        return Job(request, body.response_format, stream, stream_format, voice)
+
+    def _prompts(self, body: SpeechRequest, kind: str):
+        """The Python API's prompt builder for the request (after `check`), and the voice's name."""
+        m = self.model
+        if kind == "custom_voice":
+            voice = body.voice if body.voice is not None else m.get_supported_speakers()[0]
+            return m.custom_voice_prompts(body.input, voice, body.language, body.instructions), voice
+        if kind == "voice_design":
+            return m.voice_design_prompts(body.input, body.instructions, body.language), "(designed)"
+        if body.ref_audio is not None:
+            wav, sr = self.decode_data_url(body.ref_audio, "ref_audio")
+            self._check_ref_seconds(len(wav) / sr, "ref_audio")
+            return m.voice_clone_prompts(
+                body.input,
+                body.language,
+                ref_audio=(wav, sr),
+                ref_text=body.ref_text,
+                x_vector_only_mode=body.x_vector_only_mode,
+            ), "(ref_audio)"
+        v = self.voices.get(body.voice)
+        if v is None:  # deleted since `check`
+            raise ApiError(
+                400, f"voice {body.voice!r} is not an uploaded voice; uploaded: {self.voices.names()}", "voice"
+            )
+        return m.voice_clone_prompts(body.input, body.language, voice_clone_prompt=[v.item]), v.name
+
+    def _check_lengths(self, prompt, body: SpeechRequest) -> None:
+        limit = self.config.max_input_tokens
+        n = len(prompt.text_ids) - TEMPLATE_TOKENS
+        if n > limit:
+            raise ApiError(
+                400, f"input is {n} tokens; this server's limit is {limit} (serve --max-input-tokens)", "input"
+            )
+        for name, ids in (("instructions", prompt.instruct_ids), ("ref_text", prompt.ref_text_ids)):
+            if ids is not None and len(ids) > limit:
+                raise ApiError(
+                    400, f"{name} is {len(ids)} tokens; this server's limit is {limit} (serve --max-input-tokens)", name
+                )
+
+    def _check_ref_seconds(self, seconds: float, name: str) -> None:
+        if seconds > self.config.max_ref_seconds:
+            raise ApiError(
+                400,
+                f"{name} is {seconds:.1f} s long; this server takes up to {self.config.max_ref_seconds:g} s "
+                f"(serve --max-ref-seconds)",
+                name,
+            )
+
+    @staticmethod
+    def decode_data_url(url: str, name: str) -> tuple[np.ndarray, int]:
+        """`data:audio/<type>;base64,<data>` → samples. Only data URLs: a server must not read
+        its own files or fetch URLs on a client's behalf."""
+        m = _DATA_URL.match(url)
+        if m is None:
+            raise ApiError(
+                400,
+                f"{name} must be a data:audio/...;base64, URL, got {url[:40]!r}{'...' if len(url) > 40 else ''}",
+                name,
+            )
+        try:
+            data = base64.b64decode(url[m.end() :], validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise ApiError(400, f"{name}: the base64 data does not decode: {err}", name) from None
+        try:
+            return audio_formats.decode(data, name)
+        except ValueError as err:
+            raise ApiError(400, str(err), name) from None
+
+    def submit(self, job: Job) -> Future:
+        """Queue a prepared request for the engine (through the pacer): a future of its handle."""
+        return self.pacer.submit(job.request)
+
+    def withdrawn(self, job: Job) -> None:
+        """A request whose client went away before it reached the engine."""
+        self.metrics.requests.labels("cancelled").inc()
+        log.info(
+            "request %s voice=%s frames=0 ttfa=- rt=0.00x finish=cancelled (before admission)",
+            job.request.id,
+            job.voice,
+        )
+
+    def finished(self, job: Job, result: Result, frames_at_cancel: int | None = None) -> None:
+        """Account for an ended request and log its one line (for a request cancelled when its
+        client went away, also how many frames the engine made after the cancel: at most the
+        frames of the advance that was running, `chunk_frames`)."""
+        m = self.metrics
+        m.requests.labels(result.finish_reason).inc()
+        seconds = 0.0 if result.audio is None else len(result.audio) / audio_formats.SAMPLE_RATE
+        m.audio_seconds.inc(seconds)
+        if result.time_to_first_audio is not None:
+            m.ttfa.observe(result.time_to_first_audio)
+        rt = seconds / result.total_time if result.total_time else 0.0
+        ttfa = "-" if result.time_to_first_audio is None else f"{result.time_to_first_audio:.3f}s"
+        late = "" if frames_at_cancel is None else f" after_cancel=+{max(0, result.frames - frames_at_cancel)}"
+        log.info(
+            "request %s voice=%s frames=%d ttfa=%s rt=%.2fx finish=%s%s%s",
+            result.request_id,
+            job.voice,
+            result.frames,
+            ttfa,
+            rt,
+            result.finish_reason,
+            late,
+            f" error={result.error}" if result.error else "",
+        )
+
+    # ------------------------------------------------------------------ voices
+
+    def create_voice(self, name: str, data: bytes, mime_type: str, ref_text: str | None) -> Voice:
+        """Build an uploaded voice's clone prompt once and store it (blocking)."""
+        self.check_ready()
+        if self.voices is None:
+            raise ApiError(
+                400, f"uploaded voices need a Base model; this server's model is {self.task_type}", "audio_sample"
+            )
+        try:
+            check_name(name)
+        except ValueError as err:
+            raise ApiError(400, str(err), "name") from None
+        if self.voices.get(name) is not None:
+            raise ApiError(409, f"name: a voice named {name!r} exists already (DELETE it first)", "name")
+        if len(data) > self.config.max_upload_bytes:
+            raise ApiError(
+                413, f"audio_sample is {len(data)} bytes; the limit is {self.config.max_upload_bytes}", "audio_sample"
+            )
+        if ref_text is not None and not ref_text.strip():
+            ref_text = None
+        try:
+            wav, sr = audio_formats.decode(data, "audio_sample")
+        except ValueError as err:
+            raise ApiError(400, str(err), "audio_sample") from None
+        self._check_ref_seconds(len(wav) / sr, "audio_sample")
+        with self._voice_lock:
+            try:
+                (item,) = self.model.create_voice_clone_prompt((wav, sr), ref_text, x_vector_only_mode=ref_text is None)
+            except (ValueError, TypeError) as err:
+                e = from_value_error(err, "audio_sample")
+                raise ApiError(400, e.message, "audio_sample" if e.param == "ref_audio" else e.param) from None
+        if item.ref_code is not None:
+            item = dataclasses.replace(item, ref_code=np.asarray(item.ref_code, np.int32))
+        try:
+            return self.voices.add(Voice(name, item, int(time.time()), mime_type, len(data)))
+        except FileExistsError as err:
+            raise ApiError(409, str(err), "name") from None
