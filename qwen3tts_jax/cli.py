@@ -457,7 +457,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_voice_args(p, default="default for items without one: ")
     _add_run_args(p)
     p.set_defaults(run=_batch)
-<<<<<<< HEAD
 
     p = sub.add_parser(
         "inspect", help="check a checkpoint folder against the key tables and print its parameter groups"
@@ -502,11 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight seed (the same seed gives the same weights as --model random:NAME --seed)",
     )
     p.set_defaults(run=_save_random)
-=======
+
     from qwen3tts_jax.server.cli import add_parser as add_serve_parser  # the speech server (qwen3tts_jax/server)
 
     add_serve_parser(sub)
->>>>>>> server
     return parser
 
 
