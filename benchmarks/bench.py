@@ -167,7 +167,11 @@ def setup_folder(workdir: Path, seed: int) -> Path:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from tests.reference.codec_models import build_reference_tokenizer, fullsize_codec_config_dict, save_reference_tokenizer
+    from tests.reference.codec_models import (
+        build_reference_tokenizer,
+        fullsize_codec_config_dict,
+        save_reference_tokenizer,
+    )
     from tests.reference.models import build_reference_model, fullsize_config_dict, save_reference_model
     from tests.reference.text_fixture import write_tokenizer_files
 

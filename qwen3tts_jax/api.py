@@ -13,7 +13,8 @@ import dataclasses
 import os
 import time
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -124,8 +125,12 @@ class Qwen3TTSModel:
     def _random(cls, spec: str, policy: Policy, seed: int, placement: Placement = Placement()) -> "Qwen3TTSModel":
         from qwen3tts_jax import presets
         from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
-        from qwen3tts_jax.random_model import (byte_level_text_tokenizer, parse_random_spec, random_codec_params,
-                                               random_model_params)
+        from qwen3tts_jax.random_model import (
+            byte_level_text_tokenizer,
+            parse_random_spec,
+            random_codec_params,
+            random_model_params,
+        )
 
         kind, size = parse_random_spec(spec)
         cfg = Qwen3TTSConfig.from_dict(presets.model_config(kind, size), f"{spec} config")

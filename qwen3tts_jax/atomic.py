@@ -14,8 +14,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 PART_SUFFIX = ".part"  # temporaries are `.<name>.<random>.part`: hidden, and recognisable to clean up
 

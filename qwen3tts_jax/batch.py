@@ -40,8 +40,9 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from qwen3tts_jax import checks
 from qwen3tts_jax.atomic import PART_SUFFIX, write_text_atomic

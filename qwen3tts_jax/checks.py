@@ -17,8 +17,9 @@ from __future__ import annotations
 import numbers
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 AUDIO_SUFFIXES = {".wav": "WAV", ".flac": "FLAC"}
 SEED_MAX = 2**32 - 1  # with 32-bit JAX keys larger seeds wrap around and collide (2**32 draws as 0)

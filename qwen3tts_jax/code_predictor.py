@@ -61,11 +61,11 @@ class CodePredictor(nn.Module):
         """`small_to_mtp_projection` (1.7B) or identity (0.6B)."""
         return self.small_to_mtp_projection(x) if self.has_projection else x.astype(self.policy.dtype)
 
-    def embed(self, j: int, ids: Int[Array, "b t"]) -> Float[Array, "b t d"]:
+    def embed(self, j: int, ids: Int[Array, "*n"]) -> Float[Array, "*n d"]:
         """Embedding j (of codebook j+1), in the talker's width, before projection."""
         return self.model.codec_embedding[j](ids)
 
-    def head(self, j: int, hidden: Float[Array, "b t c"]) -> Float[Array, "b t v"]:
+    def head(self, j: int, hidden: Float[Array, "*n c"]) -> Float[Array, "*n v"]:
         """Head j (predicts codebook j+1), fp32 logits."""
         return self.lm_head[j](hidden).astype(jnp.float32)
 
@@ -74,20 +74,6 @@ class CodePredictor(nn.Module):
     ) -> tuple[Float[Array, "b t c"], DecoderCache]:
         """Project talker-width inputs and run them through the stack (prefill or step)."""
         return self.model(self.project(inputs), mask, cache)
-
-    def teacher_forced_logits(
-        self, past_hidden: Float[Array, "b d"], code0_embed: Float[Array, "b d"], codes: Int[Array, "b q"]
-    ) -> Float[Array, "b q-1 v"]:
-        """All 15 logit sets of a frame in one forward, given the frame's codes (teacher forcing):
-        the input is `[h, C0(c0), emb_0(c1), …, emb_{n-2}(c_{n-1})]` and set j is head j at
-        position j+1 — the layout of the reference's `forward_finetune`."""
-        n = self.talker_cfg.code_predictor.num_code_groups - 1
-        b = past_hidden.shape[0]
-        embeds = [past_hidden[:, None], code0_embed[:, None]] + [self.embed(j, codes[:, j + 1 : j + 2]) for j in range(n - 1)]
-        x = jnp.concatenate([e.astype(self.policy.dtype) for e in embeds], axis=1)  # b n+1 d
-        cache = init_cache(self.talker_cfg.code_predictor.transformer, self.policy, b, n + 1)
-        hidden, _ = self(x, jnp.ones((b, n + 1), bool), cache)
-        return jnp.stack([self.head(j, hidden[:, j + 1]) for j in range(n)], axis=1)
 
 
 def predictor_cache(cfg: TalkerConfig, policy: Policy, batch: int) -> DecoderCache:

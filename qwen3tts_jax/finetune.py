@@ -37,8 +37,9 @@ import functools
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +54,7 @@ from qwen3tts_jax.nn.transformer import init_cache
 from qwen3tts_jax.prompt import embed_tracks
 from qwen3tts_jax.talker import Talker
 from qwen3tts_jax.train_data import IGNORE_INDEX, TrainBatch
-from qwen3tts_jax.typing import Array, Float, Int
+from qwen3tts_jax.typing import Array, Float, Int, pytree_dataclass
 
 CHECKPOINT_FORMAT = "qwen3tts-jax-train-state"
 CHECKPOINT_VERSION = 1
@@ -98,8 +99,7 @@ class TrainConfig:
         return cls(**{k: tuple(v) if k == "freeze" else v for k, v in d.items()})
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@pytree_dataclass
 class TrainState:
     params: Any  # the talker's param tree (code predictor included)
     opt_state: Any
@@ -163,7 +163,8 @@ def subtalker_logits(cfg: Qwen3TTSConfig, policy: Policy, params, past_hidden: F
                      codes: Int[Array, "n q"]) -> Float[Array, "n q-1 v"]:
     """Teacher-forced logits of all 15 residual codebooks of n frames (`forward_finetune`):
     input `[h, C(c0), E_0(c1), …, E_13(c14)]`, logits k = `lm_head[k](h[:, k+1])`, fp32. The same
-    computation as `CodePredictor.teacher_forced_logits`, with stacked tables and heads."""
+    one teacher-forced form of the predictor (the parity tests check it against the reference's
+    `forward_sub_talker_finetune`; generation runs the same stack step by step)."""
     predictor = CodePredictor(cfg.talker, policy)
     n, q = codes.shape
     dtype = policy.dtype

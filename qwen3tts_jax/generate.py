@@ -39,27 +39,26 @@ from qwen3tts_jax.prompt import TrackBatch, codebook_tables, embed_text_ids, emb
 from qwen3tts_jax.sampling import SamplingProgram, SamplingValues
 from qwen3tts_jax.sharding import Placement
 from qwen3tts_jax.talker import Talker
-from qwen3tts_jax.typing import Array, Bool, Float, Int
+from qwen3tts_jax.typing import Array, Bool, Float, Int, pytree_dataclass
 
 # `SlotState.reason`: why a row stopped (0 while it runs or the slot is idle).
 RUNNING, STOP, LENGTH = 0, 1, 2
 FINISH_REASONS = {STOP: "stop", LENGTH: "length"}
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@pytree_dataclass
 class SlotState:
     """Everything the frame loop carries for its b slots; an explicit pytree, no hidden state."""
 
     cache: DecoderCache  # the talker's KV cache, one end per row
     trailing: Float[Array, "b u d"]  # each row's text track, continued with tts_pad
-    token: Int[Array, "b"]  # codebook 0 of the frame to expand next
+    token: Int[Array, " b"]  # codebook 0 of the frame to expand next
     hidden: Float[Array, "b d"]  # talker hidden (after norm) at the position that produced `token`
     seen: Bool[Array, "b v"]  # codebook-0 tokens generated so far (repetition penalty)
-    num_tokens: Int[Array, "b"]  # codebook-0 tokens the row's request sampled (1 after its prefill)
-    limit: Int[Array, "b"]  # the request's max_new_tokens
-    running: Bool[Array, "b"]  # the slot holds a request that has not ended
-    reason: Int[Array, "b"]  # RUNNING, STOP (sampled EOS) or LENGTH (reached max_new_tokens)
+    num_tokens: Int[Array, " b"]  # codebook-0 tokens the row's request sampled (1 after its prefill)
+    limit: Int[Array, " b"]  # the request's max_new_tokens
+    running: Bool[Array, " b"]  # the slot holds a request that has not ended
+    reason: Int[Array, " b"]  # RUNNING, STOP (sampled EOS) or LENGTH (reached max_new_tokens)
     key: Array  # b 2 uint32: each row's PRNG key (raw), advanced only while the row runs
     values: SamplingValues  # each row's sampling values
     codes: Int[Array, "b k q"]  # frames written by the current advance (frame i at index i)
@@ -174,8 +173,8 @@ class FrameSampler:
         """Sampling values of an idle slot (greedy, no processors)."""
         return sampling.SamplingConfig(sampling.TalkerSamplingConfig(), sampling.SamplerConfig()).values(rows)
 
-    def admit(self, params, state: SlotState, batch: TrackBatch, trailing_ids: Int[Array, "n w"], rows: Int[Array, "n"],
-              keys: Array, values: SamplingValues, limits: Int[Array, "n"]) -> SlotState:
+    def admit(self, params, state: SlotState, batch: TrackBatch, trailing_ids: Int[Array, "n w"], rows: Int[Array, " n"],
+              keys: Array, values: SamplingValues, limits: Int[Array, " n"]) -> SlotState:
         """Prefill n new requests (their prompts left-padded to one bucket) and put them in the
         slots `rows`: each gets its own KV rows (positions from 0), text track, key, values and
         budget. The other slots are untouched."""
@@ -218,7 +217,7 @@ class FrameSampler:
         )
         return self.placement.constrain(new, "state")
 
-    def release(self, state: SlotState, rows: Bool[Array, "b"]) -> SlotState:
+    def release(self, state: SlotState, rows: Bool[Array, " b"]) -> SlotState:
         """Free slots (a request ended or was cancelled): the row stops and its cache length
         goes back to 0, so attention over the slots never visits a freed row's history."""
         cache = dataclasses.replace(state.cache, end=jnp.where(rows, 0, state.cache.end))

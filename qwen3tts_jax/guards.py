@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 import numpy as np
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from jaxtyping import Float
@@ -100,7 +100,7 @@ class StreamJoiner:
         self._pause = 0  # samples of silence owed before the next audible segment
         self._audible = False  # whether any segment has produced audio yet
 
-    def push(self, audio: Float[np.ndarray, "n"]) -> Float[np.ndarray, "n_out"]:
+    def push(self, audio: Float[np.ndarray, " n"]) -> Float[np.ndarray, " n_out"]:
         """Audio of the current segment; returns the pause owed (at its first samples) and every
         sample but the last `fade` ones received so far, faded in where they are the first."""
         x = np.asarray(audio)
@@ -123,7 +123,7 @@ class StreamJoiner:
         out.append(final)
         return np.concatenate(out)
 
-    def end_segment(self, end: Segment | Boundary) -> Float[np.ndarray, "n_out"]:
+    def end_segment(self, end: Segment | Boundary) -> Float[np.ndarray, " n_out"]:
         """The end of the current segment: returns its held samples, faded out (and in, where
         the segment is shorter than a fade), and owes the pause its boundary calls for."""
         boundary = _boundary_of(end)
@@ -147,11 +147,11 @@ class StreamJoiner:
 
 
 def join(
-    wavs: Sequence[Float[np.ndarray, "n"]],
+    wavs: Sequence[Float[np.ndarray, " n"]],
     segments: Sequence[Segment | Boundary],
     sample_rate: int,
     rule: JoinRule = JoinRule(),
-) -> Float[np.ndarray, "n_out"]:
+) -> Float[np.ndarray, " n_out"]:
     """The waveform of whole segments, joined by `rule`: the samples a `StreamJoiner` emits."""
     if len(wavs) != len(segments):
         raise ValueError(f"wavs and segments must pair up, got {len(wavs)} wavs and {len(segments)} segments")

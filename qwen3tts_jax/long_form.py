@@ -15,7 +15,7 @@ by how the text broke, few-ms fades at the seams), offline and streaming alike.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,7 @@ import numpy as np
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig, TalkerConfig
 from qwen3tts_jax.talker import Talker
 from qwen3tts_jax.text import AssistantTextIds, RefTextIds
-from qwen3tts_jax.typing import Array, Bool, Float, Int
+from qwen3tts_jax.typing import Array, Bool, Float, HostArray, Int, pytree_dataclass
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -188,20 +188,19 @@ def prompt_tracks(cfg: Qwen3TTSConfig, req: PromptRequest) -> PromptTracks:
     return rows.tracks(req.speaker_embedding, trailing)
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@pytree_dataclass
 class TrackBatch:
     """Prompt tracks of b rows padded to t positions (`mask` False on padding), as arrays."""
 
-    text_ids: Int[Array, "b t"]
-    text_on: Bool[Array, "b t"]
-    codec_ids: Int[Array, "b t"]
-    codec_on: Bool[Array, "b t"]
-    spk_on: Bool[Array, "b t"]
-    res_codes: Int[Array, "b t r"]
-    res_on: Bool[Array, "b t"]
-    speaker: Float[Array, "b d"]  # zeros where a row has no x-vector
-    mask: Bool[Array, "b t"]
+    text_ids: Int[HostArray, "b t"]
+    text_on: Bool[HostArray, "b t"]
+    codec_ids: Int[HostArray, "b t"]
+    codec_on: Bool[HostArray, "b t"]
+    spk_on: Bool[HostArray, "b t"]
+    res_codes: Int[HostArray, "b t r"]
+    res_on: Bool[HostArray, "b t"]
+    speaker: Float[HostArray, "b d"]  # zeros where a row has no x-vector
+    mask: Bool[HostArray, "b t"]
 
 
 _TRACK_FIELDS = ("text_ids", "text_on", "codec_ids", "codec_on", "spk_on", "res_codes", "res_on")

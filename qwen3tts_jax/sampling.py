@@ -42,19 +42,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qwen3tts_jax.typing import Array, Bool, Float, Int, PRNGKey
+from qwen3tts_jax.typing import Array, Bool, Float, HostArray, Int, PRNGKey, pytree_dataclass
 
 # Ids the reference suppresses: `range(vocab_size - 1024, vocab_size)` minus EOS (the codec's
 # control / language / speaker rows, which must never be emitted as codebook 0).
 SUPPRESSED_TAIL = 1024
 # `Qwen3TTSForConditionalGeneration.generate` hard-codes `min_new_tokens=2` for the talker.
 TALKER_MIN_NEW_TOKENS = 2
+
+# A processor's value: one for all rows (a Python or numpy scalar, or a traced 0-d array) or
+# one per row (`(b,)`, traced: the engine's rows each carry their request's values).
+RowFloat = float | np.floating | Float[HostArray, ""] | Float[HostArray, " b"]
+RowInt = int | np.integer | Int[HostArray, ""] | Int[HostArray, " b"]
 
 _NEG_INF = -math.inf
 
@@ -83,27 +88,25 @@ def _check_sampler(do_sample: Any, temperature: Any, top_k: Any, top_p: Any, pre
         )
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@pytree_dataclass
 class SamplerValues:
     """One pipeline's warper values, one entry per row (traced: a new value never recompiles).
 
     Rows that do not sample carry the disabling values (temperature 1, top-k 0, no top-p cut)."""
 
-    do_sample: Bool[Array, "b"]
-    temperature: Float[Array, "b"]
-    top_k: Int[Array, "b"]  # 0 disables
-    top_p_cut: Float[Array, "b"]  # float32(1 - top_p) computed in double, as torch compares; 0 disables
+    do_sample: Bool[HostArray, " b"]
+    temperature: Float[HostArray, " b"]
+    top_k: Int[HostArray, " b"]  # 0 disables
+    top_p_cut: Float[HostArray, " b"]  # float32(1 - top_p) computed in double, as torch compares; 0 disables
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@pytree_dataclass
 class SamplingValues:
     """Both pipelines' values per row: the talker's warpers and processors, the sub-talker's warpers."""
 
     talker: SamplerValues
-    repetition_penalty: Float[Array, "b"]  # 1.0 disables
-    min_new_tokens: Int[Array, "b"]
+    repetition_penalty: Float[HostArray, " b"]  # 1.0 disables
+    min_new_tokens: Int[HostArray, " b"]
     subtalker: SamplerValues
 
     @staticmethod
@@ -121,7 +124,7 @@ class SamplingProgram:
     the model config), and whether the warpers and draws of each pipeline are compiled in at all
     (False: every row is greedy, and the program is argmax of the processed scores)."""
 
-    eos_token_id: Optional[int] = None
+    eos_token_id: int | None = None
     suppress: tuple[tuple[int, int], ...] = ()
     talker_sample: bool = True
     subtalker_sample: bool = True
@@ -194,7 +197,7 @@ class TalkerSamplingConfig:
     sampler: SamplerConfig = SamplerConfig()
     repetition_penalty: float = 1.0  # 1.0 disables (HF adds no processor then)
     min_new_tokens: int = 0
-    eos_token_id: Optional[int] = None  # needed by min_new_tokens (HF: no EOS → no processor)
+    eos_token_id: int | None = None  # needed by min_new_tokens (HF: no EOS → no processor)
     suppress: tuple[tuple[int, int], ...] = ()  # half-open id ranges set to -inf every step
 
     def __post_init__(self):
@@ -288,27 +291,11 @@ def init_seen(batch: int, vocab: int) -> Bool[Array, "b v"]:
     return jnp.zeros((batch, vocab), jnp.bool_)
 
 
-def mark_seen(seen: Bool[Array, "b v"], tokens: Int[Array, "b"]) -> Bool[Array, "b v"]:
+def mark_seen(seen: Bool[Array, "b v"], tokens: Int[Array, " b"]) -> Bool[Array, "b v"]:
     """Record this step's tokens. Mark every row's token, finished rows too: HF appends the pad
     (= EOS) to their `input_ids` as well, and a finished row's scores are never used again."""
     rows = jnp.arange(seen.shape[0])
     return seen.at[rows, tokens].set(True)
-
-
-def seen_from_tokens(
-    history: Int[Array, "b t"], length: Int[Array, ""] | Int[Array, "b"] | int, vocab: int
-) -> Bool[Array, "b v"]:
-    """The seen mask of the first `length` tokens of each row: the twin of carrying `mark_seen`
-    through the loop, for callers that keep a token history instead (`length` may be traced and
-    per row, `vocab` is static). O(t) per call, so prefer `mark_seen` inside the loop."""
-    b, t = history.shape
-    length = jnp.asarray(length)
-    length = jnp.reshape(length, length.shape + (1,))  # () -> (1,), (b,) -> (b, 1)
-    valid = jnp.arange(t) < length  # (b | 1, t) positions already generated
-    # Invalid slots scatter into a dummy column `vocab`, dropped afterwards.
-    ids = jnp.where(valid, history, vocab)  # (b, t)
-    seen = jnp.zeros((b, vocab + 1), jnp.bool_).at[jnp.arange(b)[:, None], ids].set(True)
-    return seen[:, :vocab]
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,7 +316,7 @@ def _true_divide(x: Float[Array, "b v"], c) -> Float[Array, "b v"]:
 
 
 def apply_repetition_penalty(
-    logits: Float[Array, "b v"], seen: Bool[Array, "b v"], penalty: float | Float[Array, "b"]
+    logits: Float[Array, "b v"], seen: Bool[Array, "b v"], penalty: RowFloat
 ) -> Float[Array, "b v"]:
     """`RepetitionPenaltyLogitsProcessor`: seen tokens' scores `s*p` if `s < 0` else `s/p` (a
     penalty of 1.0 leaves every score bit for bit: HF adds no processor then)."""
@@ -341,9 +328,9 @@ def apply_repetition_penalty(
 
 def apply_min_new_tokens(
     logits: Float[Array, "b v"],
-    num_generated: Int[Array, ""] | Int[Array, "b"] | int,
-    min_new_tokens: int | Int[Array, "b"],
-    eos_token_id: Optional[int],
+    num_generated: Int[Array, ""] | Int[Array, " b"] | int,
+    min_new_tokens: RowInt,
+    eos_token_id: int | None,
 ) -> Float[Array, "b v"]:
     """`MinNewTokensLengthLogitsProcessor`: EOS is -inf while `num_generated < min_new_tokens`.
 
@@ -381,12 +368,12 @@ def apply_suppression(logits: Float[Array, "b v"], ranges: tuple[tuple[int, int]
 # --------------------------------------------------------------------------------------------
 
 
-def apply_temperature(logits: Float[Array, "b v"], temperature: float | Float[Array, "b"]) -> Float[Array, "b v"]:
+def apply_temperature(logits: Float[Array, "b v"], temperature: RowFloat) -> Float[Array, "b v"]:
     """`TemperatureLogitsWarper` (`scores / temperature`; at 1.0 exactly the scores)."""
     return _true_divide(logits, temperature)
 
 
-def apply_top_k(logits: Float[Array, "b v"], top_k: int | Int[Array, "b"], min_tokens_to_keep: int = 1) -> Float[Array, "b v"]:
+def apply_top_k(logits: Float[Array, "b v"], top_k: RowInt, min_tokens_to_keep: int = 1) -> Float[Array, "b v"]:
     """`TopKLogitsWarper`: drop scores strictly below the k-th largest, so ties with the k-th
     value all survive (more than k tokens may remain). k per row (traced); 0 disables, as HF
     adds none then; k beyond the vocabulary keeps everything."""
@@ -421,7 +408,7 @@ def _cumsum_like_torch_cpu(p: Float[Array, "b v"]) -> Float[Array, "b v"]:
     digits below 2^-84 and subnormal p, which XLA flushes — totals < v·2^-84 ≈ 2e-22 absolute, so
     the rounding agrees with torch's wherever a prefix sum exceeds ~1e-10 (below that a 1-in-1e3
     near-midpoint chance), far under any threshold `1 - top_p` a real setting produces.
-    Cost: 7 int32 cumsums over (b, v), ~5 ms for (24, 3072) on CPU; compiles in < 1 s.
+    Cost: 7 int32 cumsums over (b, v) (timed in benchmarks/RESULTS.md, "Design measurements").
     """
     scale = float(1 << _DIGIT_BITS)
     digits, r = [], p
@@ -452,7 +439,7 @@ def top_p_cut(top_p: float) -> np.float32:
     return np.float32(1.0 - top_p) if top_p < 1.0 else np.float32(0.0)
 
 
-def apply_top_p(logits: Float[Array, "b v"], cut: float | Float[Array, "b"], min_tokens_to_keep: int = 1) -> Float[Array, "b v"]:
+def apply_top_p(logits: Float[Array, "b v"], cut: RowFloat, min_tokens_to_keep: int = 1) -> Float[Array, "b v"]:
     """`TopPLogitsWarper` given its threshold `cut = top_p_cut(top_p)` (per row, traced): sort
     ascending, softmax, cumsum; drop the tokens whose cumulative probability is `<= cut`, but
     always keep the `min_tokens_to_keep` largest. A cut of 0 (top_p = 1.0) changes nothing, as HF
@@ -483,7 +470,7 @@ def row_keys(key: PRNGKey, rows: int) -> PRNGKey:
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(rows))
 
 
-def pick(scores: Float[Array, "b v"], keys: Optional[PRNGKey], values: SamplerValues, sample: bool = True) -> Int[Array, "b"]:
+def pick(scores: Float[Array, "b v"], keys: PRNGKey | None, values: SamplerValues, sample: bool = True) -> Int[Array, " b"]:
     """Final choice per row: a categorical draw of the warped scores (HF: softmax + multinomial;
     here Gumbel-max, the same distribution, -inf never drawn) with the row's own key, or argmax
     of the processed scores (first max on ties, as `torch.argmax`) for rows that do not sample.
@@ -505,7 +492,7 @@ def pick(scores: Float[Array, "b v"], keys: Optional[PRNGKey], values: SamplerVa
 def talker_scores(
     logits: Float[Array, "b v"],
     seen: Bool[Array, "b v"],
-    num_generated: Int[Array, ""] | Int[Array, "b"] | int,
+    num_generated: Int[Array, ""] | Int[Array, " b"] | int,
     values: SamplingValues,
     program: SamplingProgram,
 ) -> Float[Array, "b v"]:
@@ -520,19 +507,19 @@ def talker_scores(
 def sample_talker(
     logits: Float[Array, "b v"],
     seen: Bool[Array, "b v"],
-    num_generated: Int[Array, ""] | Int[Array, "b"] | int,
-    keys: Optional[PRNGKey],
+    num_generated: Int[Array, ""] | Int[Array, " b"] | int,
+    keys: PRNGKey | None,
     values: SamplingValues,
     program: SamplingProgram,
-) -> Int[Array, "b"]:
+) -> Int[Array, " b"]:
     """Codebook 0 for this step. Follow with `seen = mark_seen(seen, tokens)`."""
     scores = talker_scores(logits, seen, num_generated, values, program)
     return pick(scores, keys, values.talker, program.talker_sample)
 
 
 def sample_subtalker(
-    logits: Float[Array, "b v"], keys: Optional[PRNGKey], values: SamplerValues, sample: bool = True
-) -> Int[Array, "b"]:
+    logits: Float[Array, "b v"], keys: PRNGKey | None, values: SamplerValues, sample: bool = True
+) -> Int[Array, " b"]:
     """One residual codebook token per row: no penalty, suppression or min length; warpers only."""
     return pick(logits.astype(jnp.float32), keys, values, sample)
 
@@ -558,7 +545,6 @@ __all__ = [
     "row_keys",
     "sample_subtalker",
     "sample_talker",
-    "seen_from_tokens",
     "suppress_ranges",
     "suppression_mask",
     "talker_scores",

@@ -22,7 +22,8 @@ import functools
 import math
 import re
 import unicodedata
-from typing import Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import pysbd
 

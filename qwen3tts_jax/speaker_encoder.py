@@ -46,7 +46,7 @@ def same_padding(kernel_size: int, dilation: int) -> tuple[int, int]:
 
 
 def conv1d_same_reflect(
-    x: Float[Array, "b t i"], weight: Float[Array, "o i k"], bias: Float[Array, "o"] | None, dilation: int = 1
+    x: Float[Array, "b t i"], weight: Float[Array, "o i k"], bias: Float[Array, " o"] | None, dilation: int = 1
 ) -> Float[Array, "b t o"]:
     """`torch.nn.Conv1d(..., padding="same", padding_mode="reflect")` on time-major input.
 
@@ -323,7 +323,7 @@ def extract_speaker_embedding(
     wav_24k: Any,
     sr: int = 24000,
     policy: Policy = Policy(),
-) -> Float[Array, "d"]:
+) -> Float[Array, " d"]:
     """`Qwen3TTSForConditionalGeneration.extract_speaker_embedding(audio, 24000)`: `(enc_dim,)`.
 
     `params` is the speaker-encoder subtree (`load_model_params(dir)["speaker_encoder"]`); given

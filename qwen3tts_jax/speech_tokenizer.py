@@ -62,9 +62,6 @@ class Qwen3TTSTokenizerV2EncoderOutput:
         return (self.audio_codes,)
 
 
-_as_dtype = as_dtype  # kept for callers of the old private name
-
-
 def _resolve_dir(path: str | os.PathLike) -> Path:
     """A local speech_tokenizer folder, a model folder holding `speech_tokenizer/`, or a HF repo id."""
     p = resolve_folder(path)
@@ -196,7 +193,7 @@ class Qwen3TTSTokenizer:
             dtype = kwargs["torch_dtype"]
         folder = _resolve_dir(pretrained_model_name_or_path)
         cfg = Qwen3TTSTokenizerV2Config.from_model_dir(folder)
-        dt = _as_dtype(dtype)
+        dt = as_dtype(dtype)
         params = load_codec_params(folder, dtype=dt, cfg=cfg)
         return cls(cfg, params, Policy(dtype=dt, param_dtype=dt), _read_preprocessor(folder, cfg), str(folder))
 

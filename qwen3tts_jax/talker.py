@@ -79,13 +79,6 @@ class Talker(nn.Module):
         """`codec_head` over the normed hidden states, upcast to fp32 as generation does."""
         return self.codec_head(hidden).astype(jnp.float32)
 
-    def init_all(self, embeds, mask, cache, ids):
-        """Touches every submodule (for `Talker.init` of random weights)."""
-        self.embed_text(ids)
-        self.embed_codec(ids)
-        hidden, _ = self(embeds, mask, cache)
-        return self.logits(hidden)
-
 
 def talker_cache(cfg: TalkerConfig, policy: Policy, batch: int, slots: int) -> DecoderCache:
     return init_cache(cfg.transformer, policy, batch, slots)

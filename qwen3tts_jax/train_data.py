@@ -36,13 +36,15 @@ bucket; padded positions have attention mask False and label -100.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
 from qwen3tts_jax.config import Qwen3TTSConfig
 from qwen3tts_jax.prompt import PromptRequest, TrackBatch, bucket, prompt_tracks
+from qwen3tts_jax.typing import Bool, Float, HostArray, Int, pytree_dataclass
 
 IGNORE_INDEX = -100  # transformers' ignore_index
 
@@ -127,24 +129,23 @@ def example_layout(cfg: Qwen3TTSConfig, ex: TrainExample) -> Layout:
                   cat(prompt.res_on, res_on), labels, spk, start, codes.astype(np.int32))
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@pytree_dataclass
 class TrainBatch:
     """A right-padded batch of layouts (b rows, t positions, f frame slots). A pytree of arrays."""
 
-    text_ids: Any  # b t int
-    text_on: Any  # b t bool
-    codec_ids: Any  # b t int
-    codec_on: Any  # b t bool
-    spk_on: Any  # b t bool
-    speaker: Any  # b d float (zeros where a row has no x-vector)
-    res_codes: Any  # b t 15 int
-    res_on: Any  # b t bool
-    mask: Any  # b t bool: attention mask, False on padding
-    labels: Any  # b t int: codebook-0 targets at their input positions, IGNORE_INDEX elsewhere
-    frame_pos: Any  # b f int: sequence position of each frame (1 on padding slots)
-    frame_codes: Any  # b f 16 int
-    frame_valid: Any  # b f bool
+    text_ids: Int[HostArray, "b t"]
+    text_on: Bool[HostArray, "b t"]
+    codec_ids: Int[HostArray, "b t"]
+    codec_on: Bool[HostArray, "b t"]
+    spk_on: Bool[HostArray, "b t"]
+    speaker: Float[HostArray, "b d"]  # zeros where a row has no x-vector
+    res_codes: Int[HostArray, "b t r"]
+    res_on: Bool[HostArray, "b t"]
+    mask: Bool[HostArray, "b t"]  # attention mask, False on padding
+    labels: Int[HostArray, "b t"]  # codebook-0 targets at their input positions, IGNORE_INDEX elsewhere
+    frame_pos: Int[HostArray, "b f"]  # sequence position of each frame (1 on padding slots)
+    frame_codes: Int[HostArray, "b f q"]
+    frame_valid: Bool[HostArray, "b f"]
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -20,6 +20,8 @@ for arg in "$@"; do
   esac
 done
 PY=${PYTHON:-python3}
+# Every install is held to the tested versions (constraints.txt; README "Tested versions").
+export PIP_CONSTRAINT="$PWD/constraints.txt${PIP_CONSTRAINT:+ $PIP_CONSTRAINT}"
 step() { echo "[setup] $*" >&2; }
 [ -x .venv/bin/python ] || { step "creating .venv with $PY"; "$PY" -m venv .venv; }
 . .venv/bin/activate

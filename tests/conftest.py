@@ -12,6 +12,16 @@ sys.path.insert(0, str(Path(__file__).parent / "reference" / "stubs"))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent))
 
+# Shapes are checked in the test run: every jaxtyping annotation in the package is enforced by
+# beartype at call time (outside jit it checks arrays; under jit, the traced shapes), so a wrong
+# annotation fails a test. Installed before anything imports the package. QWEN3TTS_SHAPE_CHECKS=0
+# turns it off (e.g. to time a test).
+if os.environ.get("QWEN3TTS_SHAPE_CHECKS", "1") != "0":
+    sys.path.insert(0, str(Path(__file__).parent))
+    from jaxtyping import install_import_hook
+
+    install_import_hook("qwen3tts_jax", "shape_checks.typechecker")
+
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)

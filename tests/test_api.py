@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import assert_close
+
 from qwen3tts_jax import Qwen3TTSModel
 
 GREEDY = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=8)

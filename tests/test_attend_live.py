@@ -11,14 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-
 from conftest import assert_close
+
 from qwen3tts_jax.config import GenerationConfig, Policy, Qwen3TTSConfig
 from qwen3tts_jax.engine import Engine, EngineShape, Request, request_keys
 from qwen3tts_jax.nn.attention import attend, attend_live
 from qwen3tts_jax.prompt import PromptRequest
-from qwen3tts_jax.sharding import Placement
 from qwen3tts_jax.sampling import SamplingConfig
+from qwen3tts_jax.sharding import Placement
 from qwen3tts_jax.talker import Talker, talker_cache
 from qwen3tts_jax.weights import load_model_params
 

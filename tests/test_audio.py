@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import assert_close
+
 from qwen3tts_jax.audio import check_waveform, load_audio, normalize_audios, resample
 
 RATES = (8000, 16000, 22050, 44100, 48000)

@@ -85,9 +85,10 @@ def test_causal_conv1d_matches_reference_causal_convnet(cin, cout, k, stride, di
 
 def test_replicate_padding_matches_mimi_downsample():
     """Mimi's downsample conv (replicate padding both sides, stride 2) — used by the encoder."""
-    from qwen3tts_jax.nn.conv import CausalConv1d
     from transformers import MimiConfig
     from transformers.models.mimi.modeling_mimi import MimiConv1d
+
+    from qwen3tts_jax.nn.conv import CausalConv1d
 
     torch.manual_seed(1)
     ref = MimiConv1d(MimiConfig(), 6, 6, kernel_size=4, stride=2, bias=False, pad_mode="replicate")

@@ -14,13 +14,12 @@ code could otherwise pass or fail by luck. Seed 0 and the test signal were picke
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import assert_close
+
 from qwen3tts_jax.codec import encoder as E
 from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
 from qwen3tts_jax.codec.weights import encoder_entries

@@ -7,9 +7,9 @@ import dataclasses
 import json
 
 import pytest
+from reference.models import GENERATION_CONFIG, config_dict, fullsize_config_dict
 
 from qwen3tts_jax.config import ConfigError, GenerationConfig, Qwen3TTSConfig
-from reference.models import GENERATION_CONFIG, config_dict, fullsize_config_dict
 
 
 def test_released_values_parse():

@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import assert_close
+
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
-from qwen3tts_jax.finetune import Trainer, TrainConfig, input_embeddings, restore_checkpoint, save_checkpoint
+from qwen3tts_jax.finetune import TrainConfig, Trainer, input_embeddings, restore_checkpoint, save_checkpoint
 from qwen3tts_jax.prompt import codebook_tables, embed_prompts, sum_codebook_embeddings
 from qwen3tts_jax.talker import Talker
 from qwen3tts_jax.train_data import IGNORE_INDEX, TrainExample, example_layout, iterate_batches, make_batch

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-
-import jax.numpy as jnp
 from conftest import assert_close
+
 from qwen3tts_jax.nn.norms import rms_norm
 from qwen3tts_jax.nn.rope import apply_rope, inv_frequencies, rope_tables
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from functools import partial
 import warnings
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxtyping import Array, Bool, Int
 
 from qwen3tts_jax import sampling as S
 from qwen3tts_jax.config import GenerationConfig
@@ -144,7 +145,24 @@ _talker_scores = jax.jit(_full_talker_scores, static_argnames="program")
 _subtalker_scores = jax.jit(lambda x, values: _hf_scores(x.astype(jnp.float32), values))
 _sample_talker = jax.jit(S.sample_talker, static_argnames="program")
 _sample_subtalker = jax.jit(S.sample_subtalker, static_argnames="sample")
-_seen_from_tokens = jax.jit(S.seen_from_tokens, static_argnames="vocab")
+def seen_from_tokens(  # the loop carries `S.mark_seen`; this rebuilds it from a history
+    
+    history: Int[Array, "b t"], length: Int[Array, ""] | Int[Array, " b"] | int, vocab: int
+) -> Bool[Array, "b v"]:
+    """The seen mask of the first `length` tokens of each row: the twin of carrying `mark_seen`
+    through the loop, for callers that keep a token history instead (`length` may be traced and
+    per row, `vocab` is static). O(t) per call, so prefer `mark_seen` inside the loop."""
+    b, t = history.shape
+    length = jnp.asarray(length)
+    length = jnp.reshape(length, length.shape + (1,))  # () -> (1,), (b,) -> (b, 1)
+    valid = jnp.arange(t) < length  # (b | 1, t) positions already generated
+    # Invalid slots scatter into a dummy column `vocab`, dropped afterwards.
+    ids = jnp.where(valid, history, vocab)  # (b, t)
+    seen = jnp.zeros((b, vocab + 1), jnp.bool_).at[jnp.arange(b)[:, None], ids].set(True)
+    return seen[:, :vocab]
+
+
+_seen_from_tokens = jax.jit(seen_from_tokens, static_argnames="vocab")
 _mark_seen = jax.jit(S.mark_seen)
 
 

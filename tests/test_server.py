@@ -22,7 +22,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
 from server_harness import (
     GREEDY,
     SETTINGS,

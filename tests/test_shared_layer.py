@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import assert_close
+
 from qwen3tts_jax.config import Policy, TransformerConfig
 from qwen3tts_jax.nn.params import existing_param
 from qwen3tts_jax.nn.transformer import DecoderStack, init_cache

@@ -16,10 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import assert_close
+from test_codec_encoder import (
+    SEED,
+    assert_margins,
+    code_margins,
+    our_stages,
+    reference_stages,
+    test_signal,
+    tiny_cfg_dict,
+)
+
 from qwen3tts_jax.speech_tokenizer import Qwen3TTSTokenizer
-from test_codec_encoder import SEED, assert_margins, code_margins, our_stages, reference_stages, test_signal, tiny_cfg_dict
 
 SR_IN = 16000
 

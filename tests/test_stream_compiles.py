@@ -4,8 +4,8 @@ utterance lengths and chunk sizes; the streamed audio equals the offline audio."
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import assert_close
+
 from qwen3tts_jax import Qwen3TTSModel
 from qwen3tts_jax.codec import decoder as codec_decoder
 

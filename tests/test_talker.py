@@ -9,10 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-
 from conftest import assert_close
+
 from qwen3tts_jax.code_predictor import CodePredictor, predictor_cache
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
+from qwen3tts_jax.finetune import subtalker_logits
 from qwen3tts_jax.talker import Talker, talker_cache
 from qwen3tts_jax.weights import load_model_params
 
@@ -138,7 +139,8 @@ def _reference_frame_codes(ref, past_hidden, code0, seed):
 
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_code_predictor_teacher_forced_logits(tiny_model, name):
+def test_code_predictor_teacher_forced_logits(  # finetune.subtalker_logits
+    tiny_model, name):
     """The 15 logit sets of a frame with the reference's own codes fed in."""
     ref, cfg, policy, params = _load(tiny_model, name)
     rng = np.random.RandomState(3)
@@ -149,11 +151,7 @@ def test_code_predictor_teacher_forced_logits(tiny_model, name):
     codes = torch.cat([code0, codes15], 1)  # b 16
     with torch.no_grad():
         want, _ = ref.talker.forward_sub_talker_finetune(codes, past)
-    e0 = Talker(cfg.talker, policy).apply({"params": params["talker"]}, jnp.asarray(code0.numpy()), method=Talker.embed_codec)
-    got = CodePredictor(cfg.talker, policy).apply(
-        {"params": params["talker"]["code_predictor"]}, jnp.asarray(past.numpy()), e0[:, 0], jnp.asarray(codes.numpy()),
-        method=CodePredictor.teacher_forced_logits,
-    )
+    got = subtalker_logits(cfg, policy, params["talker"], jnp.asarray(past.numpy()), jnp.asarray(codes.numpy()))
     assert_close(got, want.numpy(), 1e-4, f"code predictor 15 logit sets [{name}]")
     # The reference generated these codes greedily: each is the argmax of its own logit set.
     np.testing.assert_array_equal(np.argmax(np.asarray(got), -1), codes15.numpy())
@@ -170,7 +168,7 @@ def test_code_predictor_stepwise_equals_full_forward(tiny_model, name):
     p_cp = {"params": params["talker"]["code_predictor"]}
     cp = CodePredictor(cfg.talker, policy)
     e0 = Talker(cfg.talker, policy).apply({"params": params["talker"]}, codes[:, :1], method=Talker.embed_codec)
-    full = cp.apply(p_cp, past, e0[:, 0], codes, method=CodePredictor.teacher_forced_logits)
+    full = subtalker_logits(cfg, policy, params["talker"], past, codes)  # the training loss's teacher-forced forward
     cache = predictor_cache(cfg.talker, policy, b)
     h, cache = cp.apply(p_cp, jnp.stack([past, e0[:, 0]], 1), jnp.ones((b, 2), bool), cache)
     logits = [cp.apply(p_cp, 0, h[:, -1], method=CodePredictor.head)]

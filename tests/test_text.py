@@ -99,9 +99,8 @@ def ours(folders) -> dict[str, T.TextTokenizer]:
 
 
 def _register_reference():
-    from transformers import AutoConfig, AutoProcessor
-
     from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSProcessor
+    from transformers import AutoConfig, AutoProcessor
 
     AutoConfig.register("qwen3_tts", Qwen3TTSConfig, exist_ok=True)
     AutoProcessor.register(Qwen3TTSConfig, Qwen3TTSProcessor, exist_ok=True)

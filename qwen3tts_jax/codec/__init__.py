@@ -3,7 +3,13 @@ decoder and its streaming state, per-slot streams, streaming decoder (and the Mi
 
 from qwen3tts_jax.codec.config import DecoderConfig, MimiEncoderConfig, Qwen3TTSTokenizerV2Config
 from qwen3tts_jax.codec.decoder import (
-    Qwen3TTSTokenizerV2Decoder, chunked_decode, decode, decode_codes, init_state, prepare_params, stream_step,
+    Qwen3TTSTokenizerV2Decoder,
+    chunked_decode,
+    decode,
+    decode_codes,
+    init_state,
+    prepare_params,
+    stream_step,
 )
 from qwen3tts_jax.codec.quantizer import codebook_embedding, dequantize, nearest_code, residual_quantize
 from qwen3tts_jax.codec.slots import CodecSlots

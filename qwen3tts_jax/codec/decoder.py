@@ -23,7 +23,8 @@ The module-tree names are the checkpoint's (`pre_transformer/layers_3/self_attn/
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -279,8 +280,8 @@ class PreTransformer(nn.Module):
         return self.cfg.sliding_window - 1
 
     def __call__(
-        self, x: Float[Array, "b t l"], pos: Int[Array, "b"] | None = None, kv: tuple[KVCache, ...] | None = None
-    ) -> tuple[Float[Array, "b t l"], Int[Array, "b"], tuple[KVCache, ...]]:
+        self, x: Float[Array, "b t l"], pos: Int[Array, " b"] | None = None, kv: tuple[KVCache, ...] | None = None
+    ) -> tuple[Float[Array, "b t l"], Int[Array, " b"], tuple[KVCache, ...]]:
         cfg, p, past = self.cfg, self.policy, self.past
         b, t, _ = x.shape
         h = self.input_proj(x.astype(p.dtype))

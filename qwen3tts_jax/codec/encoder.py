@@ -46,7 +46,7 @@ import jax.numpy as jnp
 
 from qwen3tts_jax.codec.config import MimiEncoderConfig, Qwen3TTSTokenizerV2Config
 from qwen3tts_jax.codec.decoder import LayerNorm, LayerScale
-from qwen3tts_jax.codec.quantizer import codebook_embedding, nearest_code
+from qwen3tts_jax.codec.quantizer import residual_quantize
 from qwen3tts_jax.nn.attention import attend
 from qwen3tts_jax.nn.conv import Conv1d
 from qwen3tts_jax.nn.linear import Linear
@@ -252,7 +252,7 @@ class Codebook(nn.Module):
     dim: int
 
     @nn.compact
-    def __call__(self) -> tuple[Float[Array, "v e"], Float[Array, "v"]]:
+    def __call__(self) -> tuple[Float[Array, "v e"], Float[Array, " v"]]:
         usage = existing_param(self, "cluster_usage", nn.initializers.ones, (self.size,), jnp.float32)
         embed_sum = existing_param(self, "embed_sum", nn.initializers.normal(1.0), (self.size, self.dim), jnp.float32)
         return embed_sum, usage
@@ -293,14 +293,9 @@ class RVQEncoder(nn.Module):
         else:
             z = h
         books = [_VQLayer(cfg.codebook_size, cfg.codebook_dim, name=f"layers_{j}")() for j in range(self.num_layers)]
-        residual = z.astype(jnp.float32)
-        codes = []
-        for embed_sum, usage in books[: self.num_used]:
-            table = codebook_embedding(embed_sum, usage)  # v e, fp32
-            idx = nearest_code(residual, table)
-            residual = residual - jnp.take(table, idx, axis=0)
-            codes.append(idx)
-        return jnp.stack(codes, axis=-1), z
+        used = books[: self.num_used]
+        codes = residual_quantize(z, [s for s, _ in used], [u for _, u in used])  # q b t
+        return jnp.moveaxis(codes, 0, -1), z
 
 
 class SplitRVQEncoder(nn.Module):
@@ -390,7 +385,7 @@ def encoder_stages(
 
 @functools.partial(jax.jit, static_argnames=("cfg", "dtype"))
 def encode(
-    params: Params, cfg: Qwen3TTSTokenizerV2Config, wav: Float[Array, "b n"], lengths: Int[Array, "b"], dtype: Any = jnp.float32
+    params: Params, cfg: Qwen3TTSTokenizerV2Config, wav: Float[Array, "b n"], lengths: Int[Array, " b"], dtype: Any = jnp.float32
 ) -> Int[Array, "b t q"]:
     """`Qwen3TTSTokenizerV2Model.encode` of a right-padded batch → codes `(b, ceil(n/1920), 16)`.
 

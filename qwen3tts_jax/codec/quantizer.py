@@ -19,7 +19,8 @@ Mirrors `SplitResidualVectorQuantizer.decode` / `EuclideanCodebook.decode` of th
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -41,14 +42,14 @@ __all__ = [
 ]
 
 
-def codebook_embedding(embed_sum: Float[Array, "v d"], cluster_usage: Float[Array, "v"]) -> Float[Array, "v d"]:
+def codebook_embedding(embed_sum: Float[Array, "v d"], cluster_usage: Float[Array, " v"]) -> Float[Array, "v d"]:
     """The centroid table `E = sum / clamp(usage, 1e-5)[:, None]`, in fp32."""
     usage = jnp.maximum(cluster_usage.astype(jnp.float32), CODEBOOK_EPS)
     return embed_sum.astype(jnp.float32) / usage[:, None]
 
 
 def codebook_lookup(
-    embed_sum: Float[Array, "v d"], cluster_usage: Float[Array, "v"], codes: Int[Array, "..."]
+    embed_sum: Float[Array, "v d"], cluster_usage: Float[Array, " v"], codes: Int[Array, "..."]
 ) -> Float[Array, "... d"]:
     """`E[codes]` in fp32, dividing only the gathered rows (bit-identical to `E` then gather)."""
     rows = jnp.take(embed_sum.astype(jnp.float32), codes, axis=0)
@@ -138,7 +139,7 @@ def nearest_code(x: Float[Array, "... d"], embedding: Float[Array, "v d"]) -> In
 def residual_quantize(
     x: Float[Array, "b t d"],
     embed_sums: Sequence[Float[Array, "v d"]],
-    cluster_usages: Sequence[Float[Array, "v"]],
+    cluster_usages: Sequence[Float[Array, " v"]],
 ) -> Int[Array, "n b t"]:
     """`MimiResidualVectorQuantizer.encode` after `input_proj`: for each codebook j in order,
     idx_j = nearest(r), r -= E_j[idx_j] (r starts at x, fp32). Returns the codes `(n, b, t)`."""

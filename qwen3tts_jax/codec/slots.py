@@ -18,7 +18,7 @@ share a call (`_schedule`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Collection, Mapping
+from collections.abc import Collection, Mapping
 
 import jax
 import numpy as np
@@ -42,12 +42,12 @@ __all__ = ["CodecSlots"]
 
 
 @jax.jit
-def _gather(state: DecoderState, rows: Int[Array, "r"], fresh: Bool[Array, "r"]) -> DecoderState:
+def _gather(state: DecoderState, rows: Int[Array, " r"], fresh: Bool[Array, " r"]) -> DecoderState:
     """The states of `rows` (a bucket's padding rows: out of range, zeros), fresh ones zeroed."""
     return state.take(rows).reset(fresh)
 
 
-def _scatter(state: DecoderState, rows: Int[Array, "r"], sub: DecoderState) -> DecoderState:
+def _scatter(state: DecoderState, rows: Int[Array, " r"], sub: DecoderState) -> DecoderState:
     return state.put(rows, sub)
 
 

@@ -18,13 +18,12 @@ import jax
 import jax.numpy as jnp
 
 from qwen3tts_jax.nn.attention import KVCache
-from qwen3tts_jax.typing import Array, Bool, Float, Int
+from qwen3tts_jax.typing import Array, Bool, Float, Int, pytree_dataclass
 
 __all__ = ["DecoderState"]
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@pytree_dataclass
 class DecoderState:
     """One stream per row.
 
@@ -37,28 +36,23 @@ class DecoderState:
       the stream's start: the one-shot forward's zero padding).
     """
 
-    pos: Int[Array, "b"]
+    pos: Int[Array, " b"]
     kv: tuple[KVCache, ...]
     history: dict[str, Float[Array, "b _h _c"]]
-    # JAX rebuilds pytrees through `__init__` with whatever leaves a transformation carries
-    # (`eval_shape`'s ShapeDtypeStructs, `tree.map` results), so a runtime type checker
-    # (jaxtyping's import hook) must not check the fields at construction; the functions that
-    # take and return a state check it there. Not a field (no annotation).
-    __no_type_check__ = True
 
     @property
     def batch(self) -> int:
         return self.pos.shape[0]
 
-    def take(self, rows: Int[Array, "r"]) -> "DecoderState":
+    def take(self, rows: Int[Array, " r"]) -> "DecoderState":
         """The states of `rows`; an out-of-range row (a batch bucket's padding) reads as zeros."""
         return jax.tree.map(lambda a: a.at[rows].get(mode="fill", fill_value=0), self)
 
-    def put(self, rows: Int[Array, "r"], sub: "DecoderState") -> "DecoderState":
+    def put(self, rows: Int[Array, " r"], sub: "DecoderState") -> "DecoderState":
         """This state with `sub`'s rows written at `rows`; out-of-range rows are dropped."""
         return jax.tree.map(lambda a, s: a.at[rows].set(s.astype(a.dtype), mode="drop"), self, sub)
 
-    def reset(self, fresh: Bool[Array, "b"]) -> "DecoderState":
+    def reset(self, fresh: Bool[Array, " b"]) -> "DecoderState":
         """Rows where `fresh` is True restart: the state before a stream's first frame (zeros)."""
 
         def zero(a: Array) -> Array:

@@ -20,16 +20,15 @@ import jax.numpy as jnp
 from qwen3tts_jax.nn.linear import Linear, precision
 from qwen3tts_jax.nn.norms import RMSNorm
 from qwen3tts_jax.nn.rope import apply_rope
-from qwen3tts_jax.typing import Array, Bool, Float, Int
+from qwen3tts_jax.typing import Array, Bool, Float, Int, pytree_dataclass
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@pytree_dataclass
 class KVCache:
     """One layer's keys and values for `s` slots (stacked layers add a leading `l` axis)."""
 
-    k: Float[Array, "b s k x"]
-    v: Float[Array, "b s k x"]
+    k: Float[Array, "*l b s k x"]
+    v: Float[Array, "*l b s k x"]
 
     @staticmethod
     def zeros(batch: int, slots: int, kv_heads: int, head_dim: int, dtype=jnp.float32) -> "KVCache":
@@ -38,7 +37,7 @@ class KVCache:
 
 
 def write_kv(
-    cache: KVCache, k: Float[Array, "b t k x"], v: Float[Array, "b t k x"], index: Int[Array, ""] | Int[Array, "b"]
+    cache: KVCache, k: Float[Array, "b t k x"], v: Float[Array, "b t k x"], index: Int[Array, ""] | Int[Array, " b"]
 ) -> KVCache:
     """Write t new slots starting at `index`: one slot for every row (a scalar: prefill, the
     code predictor) or each row's own (`(b,)`: the engine's slots, each at its own length)."""
@@ -75,9 +74,8 @@ def attend(
 # Up to this many queries per row, `attend_live` on CPU computes q·k and p·v as fused
 # multiply-reduce loops over each block in the cache's own (b, s, k, x) layout. As per-head dots,
 # XLA:CPU first transposes every K and V block to (b, k, s, x) (batch dims leading), an extra
-# copy per block, layer and step: measured 20-25% slower at 1,600 live slots, batch 1. Over a
-# short whole cache (`attend`) the dots measured faster (batch 8: 514 vs 561 ms a step) and stay.
-# See benchmarks/RESULTS.md, "attention".
+# copy per block, layer and step, measured slower. Over a short whole cache (`attend`) the dots
+# measured faster and stay. Figures: benchmarks/RESULTS.md, "attention".
 FEW_QUERIES = 4
 
 
@@ -185,7 +183,7 @@ class Attention(nn.Module):
         sin: Float[Array, "b t x"],
         mask: Bool[Array, "b t s"],
         cache: KVCache,
-        write_index: Int[Array, ""] | Int[Array, "b"],
+        write_index: Int[Array, ""] | Int[Array, " b"],
     ) -> tuple[Float[Array, "b t d"], KVCache]:
         b, t, d = x.shape
         dense = lambda n, name: Linear(n, self.use_bias, self.dtype, self.param_dtype, name=name)  # noqa: E731

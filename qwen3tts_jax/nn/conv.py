@@ -5,17 +5,13 @@ Mirrors `torch.nn.Conv1d` / `torch.nn.ConvTranspose1d` (weights `(out, in/groups
 `Qwen3TTSTokenizerV2CausalConvNet` / `Qwen3TTSTokenizerV2CausalTransConvNet` (and Mimi's causal
 `MimiConv1d`, whose padding is the same rule with an optional replicate mode).
 
-Activations are channels-last `(b, t, c)` ("NWC"). Measured on the 2-core CPU (XLA 0.10.2, fp32,
-batch 1, machine shared so ratios only): a causal k7 conv 96→96 ch, dilation 9, over 96,000
-samples took 0.31 s NWC vs 0.54 s NCW; 1536→768 k1 over 1,000 frames 0.071 s vs 0.088 s;
-384→384 k7 over 24,000 1.17 s vs 1.28 s; depthwise 1024 ch k7 over 200 frames equal. NWC is never
-slower, and it is the layout the ConvNeXt / transformer linears want, so the codec runs NWC.
+Activations are channels-last `(b, t, c)` ("NWC"): on XLA:CPU it measured never slower than NCW,
+and it is the layout the ConvNeXt / transformer linears want (figures: benchmarks/RESULTS.md,
+"Design measurements").
 
 Kernel layout: params hold torch's layout (`OIH`, as the checkpoint). XLA:CPU re-lays an `OIH`
-kernel out on every call, which is noise for a long one-shot decode but dominates short inputs:
-a k7 1024→1536 conv over 10 frames took 72 ms with an `OIH` kernel vs 7.7 ms with `HIO`, and
-a 1536→768 ×8 transposed conv over 4 frames 172 ms vs 13 ms (polyphase, pre-arranged). So every
-conv module takes `kernel_layout="HIO"` for weights converted once by `to_hio` /
+kernel out on every call, which is noise for a long one-shot decode but dominates short inputs
+(streaming steps; RESULTS.md, "Design measurements"). So every conv module takes `kernel_layout="HIO"` for weights converted once by `to_hio` /
 `transposed_to_hio` (the streaming decoder does this at construction); "OIH" (default) uses the
 checkpoint tensors as they are.
 
@@ -78,7 +74,7 @@ def _cast(w, dtype):
 def conv1d(
     x: Float[Array, "b t i"],
     weight: Float[Array, "_ _ _"],  # (o, i/groups, k), or "HIO" (k, i/groups, o)
-    bias: Float[Array, "o"] | None = None,
+    bias: Float[Array, " o"] | None = None,
     *,
     stride: int = 1,
     dilation: int = 1,
@@ -127,7 +123,7 @@ def polyphase_kernel(weight: Float[Array, "i o k"], stride: int) -> Float[Array,
 def conv_transpose1d(
     x: Float[Array, "b t i"],
     weight: Float[Array, "_ _ _"],  # (i, o, k), or "HIO" (ceil(k/stride), i, stride·o)
-    bias: Float[Array, "o"] | None = None,
+    bias: Float[Array, " o"] | None = None,
     *,
     stride: int,
     history: Float[Array, "b h i"] | None = None,

@@ -34,7 +34,7 @@ def precision(dtype) -> jax.lax.Precision:
 WEIGHT_STATIONARY_ROWS = 192
 
 
-def linear(x: Float[Array, "... i"], weight: Float[Array, "o i"], bias: Float[Array, "o"] | None = None) -> Float[Array, "... o"]:
+def linear(x: Float[Array, "... i"], weight: Float[Array, "o i"], bias: Float[Array, " o"] | None = None) -> Float[Array, "... o"]:
     """`x @ weight.T + bias` in x's dtype.
 
     On XLA:CPU, for few rows (decode steps, short prefills) the product is computed as

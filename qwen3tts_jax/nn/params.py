@@ -1,8 +1,8 @@
 """Reading a module's existing parameters cheaply at trace time.
 
 Flax's `Module.param` runs `jax.eval_shape` of the initializer on every call, even in `apply`
-where the parameter exists, to check its shape: ≈2-4 ms per weight at trace time, seconds for a
-whole model — time a fresh process pays before its first audio even with the persistent
+where the parameter exists, to check its shape: milliseconds per weight at trace time, seconds
+for a whole model (benchmarks/RESULTS.md, "Design measurements") — time a fresh process pays before its first audio even with the persistent
 compilation cache. Every module of this package reads its weights through `existing_param`.
 """
 

@@ -16,7 +16,7 @@ import numpy as np
 from qwen3tts_jax.typing import Array, Float, Int
 
 
-def inv_frequencies(head_dim: int, theta: float) -> Float[Array, "x/2"]:
+def inv_frequencies(head_dim: int, theta: float) -> Float[Array, " half"]:
     """`1 / theta^(2i/head_dim)`, the reference's non-persistent `inv_freq` buffer.
 
     A trace-time constant. The power is taken in float64 and rounded to float32 before the fp32

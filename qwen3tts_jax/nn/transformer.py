@@ -28,11 +28,10 @@ from qwen3tts_jax.nn.mlp import SwiGLU
 from qwen3tts_jax.nn.norms import RMSNorm
 from qwen3tts_jax.nn.rope import rope_tables
 from qwen3tts_jax.nn.shared_layer import apply_layer
-from qwen3tts_jax.typing import Array, Bool, Float, Int
+from qwen3tts_jax.typing import Array, Bool, Float, Int, pytree_dataclass
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@pytree_dataclass
 class DecoderCache:
     """KV cache of a whole stack. `layers` is a tuple of per-layer `KVCache` (unrolled) or one
     `KVCache` with a leading layer axis (scanned)."""
@@ -42,7 +41,7 @@ class DecoderCache:
     # Slots written so far; the next write starts here. A scalar when every row is written in
     # step (a prefill, the code predictor, training), one per row when rows are at their own
     # lengths (the engine's slots, where requests join and leave at any frame).
-    end: Int[Array, ""] | Int[Array, "b"]
+    end: Int[Array, ""] | Int[Array, " b"]
 
     @property
     def slots(self) -> int:
@@ -84,7 +83,7 @@ class DecoderLayer(nn.Module):
         sin: Float[Array, "b t x"],
         mask: Bool[Array, "b t s"],
         kv: KVCache,
-        write_index: Int[Array, ""] | Int[Array, "b"],
+        write_index: Int[Array, ""] | Int[Array, " b"],
     ) -> tuple[Float[Array, "b t d"], KVCache]:
         cfg, p = self.cfg, self.policy
         attn = Attention(

@@ -23,9 +23,9 @@ import json
 import logging
 import queue
 import threading
+from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError

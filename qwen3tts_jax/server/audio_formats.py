@@ -24,13 +24,13 @@ MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac"}
 OPEN_LENGTH = 0xFFFFFFFF  # RIFF/data size of a WAV header whose length is not known yet
 
 
-def to_s16(audio: Float[np.ndarray, "n"]) -> Int[np.ndarray, "n"]:
+def to_s16(audio: Float[np.ndarray, " n"]) -> Int[np.ndarray, " n"]:
     """float32 in [-1, 1] → int16: `round(clip(x, -1, 1) · 32767)`, round half to even (numpy's
     rule). Symmetric: -1.0 → -32767 (never -32768), so a sign flip never overflows."""
     return np.round(np.clip(np.asarray(audio, np.float32), -1.0, 1.0) * np.float32(32767)).astype("<i2")
 
 
-def pcm_bytes(audio: Float[np.ndarray, "n"]) -> bytes:
+def pcm_bytes(audio: Float[np.ndarray, " n"]) -> bytes:
     """Raw s16le mono PCM."""
     return to_s16(audio).tobytes()
 
@@ -51,7 +51,7 @@ def wav_header(data_bytes: int | None, sample_rate: int = SAMPLE_RATE) -> bytes:
     )
 
 
-def encode(audio: Float[np.ndarray, "n"], fmt: str, sample_rate: int = SAMPLE_RATE) -> bytes:
+def encode(audio: Float[np.ndarray, " n"], fmt: str, sample_rate: int = SAMPLE_RATE) -> bytes:
     """A whole clip in `fmt` (one of `FORMATS`)."""
     pcm = pcm_bytes(audio)
     if fmt == "pcm":
@@ -67,7 +67,7 @@ def encode(audio: Float[np.ndarray, "n"], fmt: str, sample_rate: int = SAMPLE_RA
     raise ValueError(f"response_format {fmt!r} is not supported; use one of {list(FORMATS)}")
 
 
-def decode(data: bytes, name: str) -> tuple[Float[np.ndarray, "n"] | Float[np.ndarray, "n c"], int]:
+def decode(data: bytes, name: str) -> tuple[Float[np.ndarray, " n"] | Float[np.ndarray, "n c"], int]:
     """Audio file bytes (any format libsndfile reads: wav, flac, ogg, mp3, ...) → `(float32
     samples, sample rate)` as `soundfile.read` gives them (the Python API's reader, so a voice
     uploaded to the server is the one `ref_audio=<the same file>` builds). Raises ValueError

@@ -10,8 +10,6 @@ the server's limits) is checked by the service against the model, with 400.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SEED_MAX = 2**32 - 1  # jax.random.PRNGKey keeps the low 32 bits without x64: larger seeds would alias
@@ -21,31 +19,31 @@ class SpeechRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     input: str = Field(description="the text to speak")
-    model: Optional[str] = Field(None, description="if given, the served model's id (GET /v1/models)")
-    voice: Optional[str] = Field(None, description="CustomVoice: a preset speaker; Base: an uploaded voice's name")
+    model: str | None = Field(None, description="if given, the served model's id (GET /v1/models)")
+    voice: str | None = Field(None, description="CustomVoice: a preset speaker; Base: an uploaded voice's name")
     response_format: str = Field("wav", description="wav | pcm (raw s16le 24 kHz mono) | flac")
     speed: float = Field(1.0, description="only 1.0 (the model has no rate control)")
-    instructions: Optional[str] = Field(
+    instructions: str | None = Field(
         None, description="style (CustomVoice 1.7B) or the voice description (VoiceDesign)"
     )
     language: str = Field("auto", description="auto or a language of GET /v1/models")
-    task_type: Optional[str] = Field(None, description="CustomVoice | VoiceDesign | Base (default: the model's)")
-    ref_audio: Optional[str] = Field(None, description="Base: one-off reference, a data:audio/...;base64, URL")
-    ref_text: Optional[str] = Field(None, description="Base: transcript of ref_audio (ICL); omit for x-vector only")
+    task_type: str | None = Field(None, description="CustomVoice | VoiceDesign | Base (default: the model's)")
+    ref_audio: str | None = Field(None, description="Base: one-off reference, a data:audio/...;base64, URL")
+    ref_text: str | None = Field(None, description="Base: transcript of ref_audio (ICL); omit for x-vector only")
     x_vector_only_mode: bool = Field(False, description="Base: clone ref_audio from its speaker embedding only")
-    max_new_tokens: Optional[int] = Field(None, ge=1, description="frame budget (12.5 frames per second of audio)")
-    seed: Optional[int] = Field(None, ge=0, le=SEED_MAX, description="PRNG seed (the Python API's seed=)")
-    do_sample: Optional[bool] = None
-    temperature: Optional[float] = Field(None, gt=0.0)
-    top_k: Optional[int] = Field(None, ge=0)
-    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
-    repetition_penalty: Optional[float] = Field(None, gt=0.0)
-    subtalker_dosample: Optional[bool] = None
-    subtalker_temperature: Optional[float] = Field(None, gt=0.0)
-    subtalker_top_k: Optional[int] = Field(None, ge=0)
-    subtalker_top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    max_new_tokens: int | None = Field(None, ge=1, description="frame budget (12.5 frames per second of audio)")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="PRNG seed (the Python API's seed=)")
+    do_sample: bool | None = None
+    temperature: float | None = Field(None, gt=0.0)
+    top_k: int | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0)
+    subtalker_dosample: bool | None = None
+    subtalker_temperature: float | None = Field(None, gt=0.0)
+    subtalker_top_k: int | None = Field(None, ge=0)
+    subtalker_top_p: float | None = Field(None, gt=0.0, le=1.0)
     stream: bool = Field(False, description="stream the audio as it is generated")
-    stream_format: Optional[str] = Field(None, description="sse (default when streaming) | audio (raw chunked)")
+    stream_format: str | None = Field(None, description="sse (default when streaming) | audio (raw chunked)")
 
     @field_validator("input")
     @classmethod

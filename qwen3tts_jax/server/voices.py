@@ -5,7 +5,7 @@ Mirrors vllm-omni's voices store (`POST/GET/DELETE /v1/audio/voices`, one `.safe
 voice, reloaded on restart). A file holds the reference's speaker embedding `ref_spk_embedding`
 (float32) and, for an ICL voice, its codes `ref_code` (int32, frames × 16); the metadata holds
 `ref_text`, `created_at`, `x_vector_only`, `mime_type`, `file_size` and the embedding size the
-model gave. Files are written to a temporary name in the folder and renamed (`os.replace`), so
+model gave. Files are written atomically (`qwen3tts_jax.atomic`: a temporary name in the folder, then a rename), so
 a crash never leaves half a voice; a file that does not load at start is skipped with a warning.
 """
 
@@ -15,13 +15,13 @@ import dataclasses
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from qwen3tts_jax.atomic import atomic_path
 from qwen3tts_jax.prompt import VoiceClonePromptItem
 
 log = logging.getLogger("qwen3tts_jax.server")
@@ -125,16 +125,8 @@ class VoiceStore:
             "embedding_dim": str(len(it.ref_spk_embedding)),
         }
         data = save(tensors, metadata=meta)
-        fd, tmp = tempfile.mkstemp(prefix=f".{voice.name}.", suffix=".part", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.folder / f"{voice.name}{SUFFIX}")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self.folder / f"{voice.name}{SUFFIX}") as tmp:
+            tmp.write_bytes(data)
 
     def _load(self) -> None:
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
