@@ -249,7 +249,7 @@ def worker_official(args) -> dict:
         x = torch.from_numpy(rng.randn(1, length, model.config.talker_config.hidden_size).astype(np.float32))
         mask = torch.ones(1, length, dtype=torch.long)
 
-        def run():
+        def run(x=x, mask=mask):
             with torch.no_grad():
                 talker(inputs_embeds=x, attention_mask=mask, use_cache=True)
 
@@ -644,7 +644,7 @@ def _codec(args, log) -> dict:
     log("# running benchmarks/codec_decode.py ...")
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "codec_decode.py"), "--frames", *frames,
                            "--reps", str(args.reps), "--seed", str(args.seed)],
-                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         return {"error": f"codec_decode.py exit {proc.returncode}"}
@@ -657,7 +657,7 @@ def _arrivals(args, log) -> dict:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "engine.py"), "--model", str(args.folder), "--frames", str(args.frames),
            "--reps", str(max(1, args.reps - 1)), "--seed", str(args.seed), "--cache-dir", str(args.cache_dir)]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         return {"error": f"engine.py exit {proc.returncode}"}
@@ -814,7 +814,7 @@ def main() -> None:
     # Its own process (torch's memory is given back), through this file: an installed package
     # named `benchmarks` shadows this folder for `import benchmarks.bench`.
     setup = subprocess.run([sys.executable, __file__, "--worker", "setup", "--workdir", str(args.workdir), "--seed", str(args.seed)],
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           cwd=ROOT, capture_output=True, text=True)
     if setup.returncode != 0:
         sys.stderr.write(setup.stderr[-4000:])
         raise SystemExit("setup failed")

@@ -180,10 +180,10 @@ def main() -> None:
                     np.pad(codes.transpose(0, 2, 1), ((0, 0), (0, 0), (0, bucket - frames))), jnp.int32
                 )
 
-                def old():
+                def old(padded=padded, frames=frames):
                     return np.asarray(decode_codes(prepared, padded, cfg, policy, True))[:, : frames * up]
 
-                def new():
+                def new(codes=codes):
                     return decode(prepared, codes, cfg, policy, prepared=True)
 
                 (old_first, old_s), (new_first, new_s) = _interleaved([old, new], args.reps)
@@ -202,7 +202,7 @@ def main() -> None:
                 if args.reference:
                     ct = torch.from_numpy(codes.transpose(0, 2, 1).copy())
 
-                    def official():
+                    def official(ct=ct):
                         with torch.inference_mode():
                             return ref.chunked_decode(ct)[:, 0].numpy()
 

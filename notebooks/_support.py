@@ -25,7 +25,7 @@ for p in (REPO / "tests" / "reference" / "stubs", REPO / "tests", REPO):
 GREEDY = dict(do_sample=False, subtalker_dosample=False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_model_dir(variant: str = "custom-0b6-gqa", seed: int = 0) -> Path:
     """A complete tiny released-layout folder (see tests/conftest.py `tiny_full_model`)."""
     from reference.codec_models import build_reference_tokenizer, codec_config_dict, save_reference_tokenizer

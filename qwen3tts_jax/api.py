@@ -88,7 +88,7 @@ class Qwen3TTSModel:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype: Any = None,
-                        scan_layers: bool | None = None, seed: int = 0, mesh: Any = None, **kwargs) -> "Qwen3TTSModel":
+                        scan_layers: bool | None = None, seed: int = 0, mesh: Any = None, **kwargs) -> Qwen3TTSModel:
         """A model folder, a Hugging Face repo id (downloaded with huggingface_hub), or
         `random:<name>` (seeded random weights of a released architecture, see `presets`).
 
@@ -122,7 +122,7 @@ class Qwen3TTSModel:
                    GenerationConfig.from_model_dir(folder), policy, str(folder), placement)
 
     @classmethod
-    def _random(cls, spec: str, policy: Policy, seed: int, placement: Placement = Placement()) -> "Qwen3TTSModel":
+    def _random(cls, spec: str, policy: Policy, seed: int, placement: Placement = Placement()) -> Qwen3TTSModel:
         from qwen3tts_jax import presets
         from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
         from qwen3tts_jax.random_model import (

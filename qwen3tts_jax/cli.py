@@ -283,12 +283,12 @@ def _synthesize(args) -> int:
             total=None if long_form else budget - 1, initial=len(first[0]) // 1920, unit="frame", desc="synthesizing",
             file=sys.stderr,
         ) as bar:
-            for wav, sr in stream:
+            for wav, _ in stream:
                 chunks.append(wav)
                 bar.update(len(wav) // 1920)
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if not len(audio):
-        warnings.warn("the model ended the speech at its first frame: the file holds no audio")
+        warnings.warn("the model ended the speech at its first frame: the file holds no audio", stacklevel=2)
     if jax.process_index() == 0:  # multi-process: every process computes, one writes
         write_audio_atomic(out, audio, sr)
     st = model.last_stream_stats

@@ -81,7 +81,7 @@ def predictor_cache(cfg: TalkerConfig, policy: Policy, batch: int) -> DecoderCac
     return init_cache(cfg.code_predictor.transformer, policy, batch, cfg.code_predictor.num_code_groups)
 
 
-def embed_codes(params: dict, j: int, ids: Int[Array, "..."], policy: Policy) -> Float[Array, "... d"]:
+def embed_codes(params: dict, j: int, ids: Int[Array, "*_"], policy: Policy) -> Float[Array, "... d"]:
     """`CodePredictor.embed(j, ids)` on the predictor's param tree, without a Flax `apply`
     (each apply sets up the whole module tree: tens of ms of tracing, ×28 per frame step)."""
     return jnp.take(params["model"][f"codec_embedding_{j}"]["weight"], ids, axis=0).astype(policy.dtype)

@@ -84,7 +84,7 @@ class _Fields:
         value = self.get(name, dict, default)
         return tuple(sorted((str(k), _as_token_id(v, self.where(f"{name}.{k}"))) for k, v in value.items()))
 
-    def sub(self, name: str, default: Any = _MISSING) -> "_Fields":
+    def sub(self, name: str, default: Any = _MISSING) -> _Fields:
         value = self.get(name, dict, default)
         return _Fields(value, self.source, f"{self.prefix}{name}.")
 
@@ -166,7 +166,7 @@ class Policy:
             raise ValueError(f"Policy.predictor_loop must be 'switch' or 'scan', got {self.predictor_loop!r}")
 
     @staticmethod
-    def for_backend(backend: str | None = None, dtype: Any = None) -> "Policy":
+    def for_backend(backend: str | None = None, dtype: Any = None) -> Policy:
         """The default policy of a backend: the fields above on CPU; scanned stacks, XLA's own dot
         and attention forms, a donated codec state and a scanned predictor on GPU/TPU."""
         import jax
@@ -205,7 +205,7 @@ class TransformerConfig:
         return self.num_attention_heads // self.num_key_value_heads
 
     @staticmethod
-    def parse(f: _Fields) -> "TransformerConfig":
+    def parse(f: _Fields) -> TransformerConfig:
         heads = f.positive("num_attention_heads")
         kv_heads = f.positive("num_key_value_heads", heads)
         hidden = f.positive("hidden_size")
@@ -243,7 +243,7 @@ class CodePredictorConfig:
     num_code_groups: int  # 16: codebook 0 from the talker + 15 predicted here
 
     @staticmethod
-    def parse(f: _Fields) -> "CodePredictorConfig":
+    def parse(f: _Fields) -> CodePredictorConfig:
         rope_scaling = f.get("rope_scaling", dict, None)
         if rope_scaling is not None and rope_scaling.get("rope_type", rope_scaling.get("type", "default")) != "default":
             raise ConfigError(f"{f.where('rope_scaling')}={rope_scaling!r}: only default RoPE is supported")
@@ -279,7 +279,7 @@ class TalkerConfig:
     mrope_section: tuple[int, ...] | None = None
 
     @staticmethod
-    def parse(f: _Fields) -> "TalkerConfig":
+    def parse(f: _Fields) -> TalkerConfig:
         rope_scaling = f.get("rope_scaling", dict, None)
         mrope = None
         if rope_scaling is not None:
@@ -342,7 +342,7 @@ class SpeakerEncoderConfig:
     sample_rate: int = 24000
 
     @staticmethod
-    def parse(f: _Fields) -> "SpeakerEncoderConfig":
+    def parse(f: _Fields) -> SpeakerEncoderConfig:
         # The released JSON holds only enc_dim and sample_rate; the class defaults are the rest.
         d = SpeakerEncoderConfig()
         tup = lambda name: tuple(int(x) for x in f.get(name, list, list(getattr(d, name))))  # noqa: E731
@@ -385,7 +385,7 @@ class Qwen3TTSConfig:
     tts_eos_token_id: int = 151673
 
     @staticmethod
-    def from_dict(data: Mapping[str, Any], source: str = "config.json") -> "Qwen3TTSConfig":
+    def from_dict(data: Mapping[str, Any], source: str = "config.json") -> Qwen3TTSConfig:
         f = _Fields(data, source)
         model_type = f.get("model_type", str)
         if model_type != MODEL_TYPE:
@@ -419,7 +419,7 @@ class Qwen3TTSConfig:
         )
 
     @staticmethod
-    def from_model_dir(model_dir: str | Path) -> "Qwen3TTSConfig":
+    def from_model_dir(model_dir: str | Path) -> Qwen3TTSConfig:
         path = Path(model_dir) / "config.json"
         return Qwen3TTSConfig.from_dict(read_json(path), str(path))
 
@@ -442,7 +442,7 @@ class GenerationConfig:
     max_new_tokens: int = 2048
 
     @staticmethod
-    def from_dict(data: Mapping[str, Any], source: str = "generation_config.json") -> "GenerationConfig":
+    def from_dict(data: Mapping[str, Any], source: str = "generation_config.json") -> GenerationConfig:
         f = _Fields(data, source)
         d = GenerationConfig()
         kinds = {"do_sample": bool, "subtalker_dosample": bool, "top_k": int, "subtalker_top_k": int, "max_new_tokens": int}
@@ -453,6 +453,6 @@ class GenerationConfig:
         return GenerationConfig(**values)
 
     @staticmethod
-    def from_model_dir(model_dir: str | Path) -> "GenerationConfig":
+    def from_model_dir(model_dir: str | Path) -> GenerationConfig:
         path = Path(model_dir) / "generation_config.json"
         return GenerationConfig.from_dict(read_json(path), str(path))

@@ -100,7 +100,7 @@ class Result:
 class RequestHandle:
     """What `submit` returns: iterate it for `Chunk`s (blocking); `result()` waits for the end."""
 
-    def __init__(self, engine: "Engine", request: Request):
+    def __init__(self, engine: Engine, request: Request):
         self.engine, self.request, self.id = engine, request, request.id
         self.events: queue.Queue = queue.Queue()
         self._done = threading.Event()
@@ -164,7 +164,7 @@ class EngineShape:
     chunk: int = CHUNK_CAPACITY
 
     @staticmethod
-    def fit(requests: Sequence[Request], cfg: Qwen3TTSConfig, placement: Placement, slots: int | None = None) -> "EngineShape":
+    def fit(requests: Sequence[Request], cfg: Qwen3TTSConfig, placement: Placement, slots: int | None = None) -> EngineShape:
         """The smallest shape (in buckets) that holds every request at once."""
         tracks = [prompt_tracks(cfg, r.prompt) for r in requests]
         prompt = max(bucket(t.length, PROMPT_BUCKET) for t in tracks)
@@ -449,7 +449,7 @@ class EngineLoop:
         self.steps = 0
         self.last_error: str | None = None
 
-    def start(self) -> "EngineLoop":
+    def start(self) -> EngineLoop:
         self._thread.start()
         return self
 

@@ -91,7 +91,7 @@ class TrainConfig:
                              f"(got {self.grad_accum_steps}, {self.total_steps}, {self.warmup_steps})")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -131,7 +131,7 @@ def _stop_frozen(params, frozen):
 # ------------------------------------------------------------------------------------------
 
 
-def cross_entropy(logits: Float[Array, "... v"], labels: Int[Array, "..."], valid) -> tuple[Array, Array]:
+def cross_entropy(logits: Float[Array, "... v"], labels: Int[Array, "*_"], valid) -> tuple[Array, Array]:
     """Σ of fp32 token cross-entropies over `valid`, and the count (`nn.functional.cross_entropy`
     with ignore_index, before its mean)."""
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

@@ -28,7 +28,7 @@ class FinishReason(str, enum.Enum):
     ERROR = "error"
 
     @classmethod
-    def worst(cls, reasons: Iterable["FinishReason | str"]) -> "FinishReason":
+    def worst(cls, reasons: Iterable[FinishReason | str]) -> FinishReason:
         """The reason a request of several segments reports: the worst of its segments', in the
         order stop < length < loop < cancelled < error (STOP for none)."""
         order = list(cls)

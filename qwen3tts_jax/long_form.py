@@ -37,7 +37,7 @@ class LongFormOptions:
     slots: int = MAX_SLOTS
 
     @staticmethod
-    def of(value) -> "LongFormOptions | None":
+    def of(value) -> LongFormOptions | None:
         """`long_form=` of the API: False/None (off), True (defaults), or LongFormOptions."""
         if value is None or value is False:
             return None

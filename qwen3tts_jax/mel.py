@@ -71,7 +71,7 @@ _MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
 _LOGSTEP = np.log(6.4) / 27.0
 
 
-def hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+def hz_to_slaney_mel(hz: float | np.ndarray) -> np.ndarray:
     """`librosa.hz_to_mel(htk=False)`: linear below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
     mel = hz / _F_SP
@@ -79,7 +79,7 @@ def hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
     return np.where(log_region, _MIN_LOG_MEL + np.log(np.maximum(hz, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP, mel)
 
 
-def slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
+def slaney_mel_to_hz(mel: float | np.ndarray) -> np.ndarray:
     """`librosa.mel_to_hz(htk=False)`, the inverse of `hz_to_slaney_mel`."""
     mel = np.asarray(mel, dtype=np.float64)
     hz = _F_SP * mel

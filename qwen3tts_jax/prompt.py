@@ -26,6 +26,7 @@ tts_pad — which is exactly what the reference adds after the real text runs ou
 from __future__ import annotations
 
 import dataclasses
+import typing
 import functools
 from collections.abc import Sequence
 
@@ -39,6 +40,7 @@ from qwen3tts_jax.text import AssistantTextIds, RefTextIds
 from qwen3tts_jax.typing import Array, Bool, Float, HostArray, Int, pytree_dataclass
 
 
+@typing.no_type_check  # users build these (as in the reference): the API's own checks name a bad field
 @dataclasses.dataclass(frozen=True, eq=False)
 class VoiceClonePromptItem:
     """Reusable voice-clone prompt (the reference's `VoiceClonePromptItem`)."""

@@ -110,11 +110,11 @@ class SamplingValues:
     subtalker: SamplerValues
 
     @staticmethod
-    def stack(rows: "list[SamplingValues]") -> "SamplingValues":
+    def stack(rows: list[SamplingValues]) -> SamplingValues:
         """Rows of several requests (each of batch 1 or more) as one batch, on the host."""
         return jax.tree.map(lambda *xs: np.concatenate(xs), *rows)
 
-    def row(self, i: int) -> "SamplingValues":
+    def row(self, i: int) -> SamplingValues:
         return jax.tree.map(lambda x: x[i : i + 1], self)
 
 
@@ -129,13 +129,13 @@ class SamplingProgram:
     talker_sample: bool = True
     subtalker_sample: bool = True
 
-    def covers(self, other: "SamplingProgram") -> bool:
+    def covers(self, other: SamplingProgram) -> bool:
         """Whether this program can run requests that need `other` (greedy rows run in a sampling
         program as argmax of the same processed scores)."""
         return (self.eos_token_id == other.eos_token_id and self.suppress == other.suppress
                 and self.talker_sample >= other.talker_sample and self.subtalker_sample >= other.subtalker_sample)
 
-    def union(self, other: "SamplingProgram") -> "SamplingProgram":
+    def union(self, other: SamplingProgram) -> SamplingProgram:
         if (self.eos_token_id, self.suppress) != (other.eos_token_id, other.suppress):
             raise ValueError("SamplingProgram.union: programs of different models")
         return dataclasses.replace(self, talker_sample=self.talker_sample or other.talker_sample,
@@ -242,7 +242,7 @@ class SamplingConfig:
         eos_token_id: int,
         min_new_tokens: int = TALKER_MIN_NEW_TOKENS,
         suppressed_tail: int = SUPPRESSED_TAIL,
-    ) -> "SamplingConfig":
+    ) -> SamplingConfig:
         """Build from `config.GenerationConfig` (or anything with its fields) and the talker's
         codec `vocab_size` / `codec_eos_token_id`, as the reference's `talker_kwargs` do."""
         _check_sampler(gen.do_sample, gen.temperature, gen.top_k, gen.top_p)
@@ -274,7 +274,7 @@ class SamplingConfig:
                                self.subtalker.do_sample)
 
     @staticmethod
-    def from_configs(gen: Any, talker_config: Any) -> "SamplingConfig":
+    def from_configs(gen: Any, talker_config: Any) -> SamplingConfig:
         """Convenience: `from_generation_config` with ids read from a `config.TalkerConfig`."""
         return SamplingConfig.from_generation_config(
             gen, vocab_size=talker_config.vocab_size, eos_token_id=talker_config.codec_eos_token_id

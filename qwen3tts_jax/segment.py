@@ -277,7 +277,7 @@ def _paragraphs(text: str) -> list[tuple[int, int]]:
     return [(s, e) for s, e in spans if e > s]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _segmenter(rules: str) -> pysbd.Segmenter:
     return pysbd.Segmenter(language=rules, clean=False)
 

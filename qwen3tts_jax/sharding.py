@@ -180,7 +180,7 @@ def parse_mesh_spec(spec: str) -> dict[str, int]:
     return sizes
 
 
-def make_mesh(spec: "str | Mapping[str, int] | Mesh", devices: Sequence[Any] | None = None) -> Mesh:
+def make_mesh(spec: str | Mapping[str, int] | Mesh, devices: Sequence[Any] | None = None) -> Mesh:
     """A mesh over the axes ("data", "model") from `"data=4,model=2"`, a dict, or a ready `Mesh`.
 
     A `Mesh` made the standard way (`jax.make_mesh((4, 2), ("data", "model"))`, whose axes are
@@ -352,7 +352,7 @@ def place_codec_params(params: dict, codec_cfg, mesh: Mesh) -> dict:
     return place(params, mesh, units=codec_units(codec_cfg))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _replicator(mesh: Mesh):
     return jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))
 

@@ -28,7 +28,7 @@ import numpy as np
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig, SpeakerEncoderConfig
 from qwen3tts_jax.mel import SPEAKER_MEL, log_mel_spectrogram
 from qwen3tts_jax.nn.params import existing_param
-from qwen3tts_jax.typing import Array, Float, Params
+from qwen3tts_jax.typing import Array, Float, HostArray, Params
 
 # `AttentiveStatisticsPooling.eps`: the floor of every variance before its sqrt.
 ASP_EPS = 1e-12
@@ -46,7 +46,7 @@ def same_padding(kernel_size: int, dilation: int) -> tuple[int, int]:
 
 
 def conv1d_same_reflect(
-    x: Float[Array, "b t i"], weight: Float[Array, "o i k"], bias: Float[Array, " o"] | None, dilation: int = 1
+    x: Float[Array, "b t i"], weight: Float[HostArray, "o i k"], bias: Float[HostArray, " o"] | None, dilation: int = 1
 ) -> Float[Array, "b t o"]:
     """`torch.nn.Conv1d(..., padding="same", padding_mode="reflect")` on time-major input.
 
@@ -166,7 +166,7 @@ class SqueezeExcitationRes2NetBlock(nn.Module):
         return h + x
 
 
-def _weighted_stats(x: Float[Array, "b t c"], w: Float[Array, "b t c"]) -> tuple[Float[Array, "b c"], Float[Array, "b c"]]:
+def _weighted_stats(x: Float[Array, "b t c"], w: Float[Array, "b t #c"]) -> tuple[Float[Array, "b c"], Float[Array, "b c"]]:
     """`AttentiveStatisticsPooling._compute_statistics`: weighted mean and clamped std over t."""
     mean = jnp.sum(w * x, axis=1)  # (b, c)
     var = jnp.sum(w * (x - mean[:, None, :]) ** 2, axis=1)

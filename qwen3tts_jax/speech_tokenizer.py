@@ -179,7 +179,7 @@ class Qwen3TTSTokenizer:
         self._prepared: tuple[dict, dict] | None = None  # (decoder params, their laid-out copy)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype: Any = None, **kwargs) -> "Qwen3TTSTokenizer":
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype: Any = None, **kwargs) -> Qwen3TTSTokenizer:
         """Load a `speech_tokenizer/` folder (or a model folder containing one, or a HF repo id).
 
         `dtype` is the compute and weight dtype (None → float32, the reference's default; the

@@ -68,14 +68,14 @@ class Talker(nn.Module):
         """Prefill (t > 1, left padding marked False in `mask`) or one decode step (t = 1)."""
         return self.model(embeds, mask, cache)
 
-    def embed_text(self, ids: Int[Array, "b t"]) -> Float[Array, "b t d"]:
+    def embed_text(self, ids: Int[Array, "*n"]) -> Float[Array, "*n d"]:
         """`text_projection(text_embedding(ids))`: every text-side vector of a prompt."""
         return self.text_projection(self.model.text_embedding(ids))
 
-    def embed_codec(self, ids: Int[Array, "b t"]) -> Float[Array, "b t d"]:
+    def embed_codec(self, ids: Int[Array, "*n"]) -> Float[Array, "*n d"]:
         return self.model.codec_embedding(ids)
 
-    def logits(self, hidden: Float[Array, "b t d"]) -> Float[Array, "b t v"]:
+    def logits(self, hidden: Float[Array, "*n d"]) -> Float[Array, "*n v"]:
         """`codec_head` over the normed hidden states, upcast to fp32 as generation does."""
         return self.codec_head(hidden).astype(jnp.float32)
 

@@ -123,7 +123,7 @@ class TokenizerConfig:
     split_special_tokens: bool = False
 
     @classmethod
-    def from_file(cls, path: Path) -> "TokenizerConfig":
+    def from_file(cls, path: Path) -> TokenizerConfig:
         data = _read_json(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
@@ -290,7 +290,7 @@ class TextTokenizer:
     @classmethod
     def from_pretrained(
         cls, model_dir: str | Path, *, split_pattern: SplitPattern = "auto"
-    ) -> "TextTokenizer":
+    ) -> TextTokenizer:
         """Load from a model folder: vocab.json + merges.txt (or tokenizer.json) + tokenizer_config.json.
 
         `split_pattern="auto"` picks the regex the reference picks for this local folder
@@ -338,13 +338,13 @@ class TextTokenizer:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
     # Thin conveniences over the module functions below.
-    def assistant_text_ids(self, text: str) -> "AssistantTextIds":
+    def assistant_text_ids(self, text: str) -> AssistantTextIds:
         return tokenize_assistant_text(self, text)
 
-    def ref_text_ids(self, ref_text: str) -> "RefTextIds":
+    def ref_text_ids(self, ref_text: str) -> RefTextIds:
         return tokenize_ref_text(self, ref_text)
 
-    def instruct_ids(self, instruct: str) -> "InstructIds":
+    def instruct_ids(self, instruct: str) -> InstructIds:
         return tokenize_instruct_text(self, instruct)
 
 

@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any
 
-import jax
 import numpy as np
 
 from qwen3tts_jax.config import Qwen3TTSConfig

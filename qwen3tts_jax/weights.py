@@ -189,7 +189,7 @@ class Checkpoint:
         self.bytes_read = 0  # tensor bytes read by `get_sharded` (what this process loaded)
 
     @staticmethod
-    def open(path: str | Path) -> "Checkpoint":
+    def open(path: str | Path) -> Checkpoint:
         """`path` is a folder (model.safetensors or its index), a .safetensors file, or an index."""
         path = Path(path)
         if path.is_dir():
@@ -386,7 +386,7 @@ def unstack_layers(tree: dict, name: str = "layers") -> dict:
     stacked = tree.pop(name)
     n = jax.tree.leaves(stacked)[0].shape[0]
     for i in range(n):
-        tree[f"{name}_{i}"] = jax.tree.map(lambda x: x[i], stacked)
+        tree[f"{name}_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
     return tree
 
 

@@ -27,7 +27,7 @@ SETTINGS = dict(max_batch=2, max_queue=6, max_input_tokens=48, max_new_tokens=30
 START_TIMEOUT_S = 900  # load + compile + warm-up on a loaded 2-core machine
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model(name: str) -> Qwen3TTSModel:
     return Qwen3TTSModel.from_pretrained(name)
 

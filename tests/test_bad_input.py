@@ -46,7 +46,7 @@ class Case:
     key: str
     where: str  # API, CLI, batch file, checkpoint, audio
     what: str  # the bad input, as markdown
-    run: Callable[["Env"], Any]  # raises (API) or returns an exit status (CLI)
+    run: Callable[[Env], Any]  # raises (API) or returns an exit status (CLI)
     expect: Any  # an exception class, a warning class, or a CLI exit status
     names: tuple[str, ...]  # the message must contain each: the argument/file/field and the value
     loads: bool = False  # the model may be loaded before the refusal (it needs the model's lists)

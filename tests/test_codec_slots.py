@@ -23,11 +23,10 @@ from qwen3tts_jax.codec.pieces import piece_sizes
 from qwen3tts_jax.codec.slots import CodecSlots
 from qwen3tts_jax.config import Policy
 from tests.conftest import assert_close
+from tests.test_codec_decoder import Tiny  # skips this module too where torch is missing
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.reference
-
-from tests.test_codec_decoder import Tiny
 
 TOL = 1e-4
 MAX_PIECE = 16
@@ -75,7 +74,9 @@ def test_staggered_rows_match_the_reference_decode_per_row(tiny):
     D2 reusing D1's slot (final, with a padded tail). Every push has uneven k across rows."""
     cfg = tiny.dcfg
     rng = np.random.RandomState(5)
-    codes = lambda n: rng.randint(0, cfg.codebook_size, (n, cfg.num_quantizers)).astype(np.int32)
+    def codes(n):
+        return rng.randint(0, cfg.codebook_size, (n, cfg.num_quantizers)).astype(np.int32)
+
     none = np.zeros((0, cfg.num_quantizers), np.int32)
     streams = [
         Stream("A", 0, none, codes(610), [1, 3, 4, 7, 16, 2, 33, 5, 8, 13, 21, 10]),

@@ -16,7 +16,7 @@ import pytest
 from qwen3tts_jax.guards import FinishReason, Loop, LoopConfig, LoopDetector, finish_reason
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _speech_like(n: int, seed: int) -> np.ndarray:
     """Codebook-0-like ids with the structure of speech: a lexicon of 300 words (fixed strings of
     phones, Zipf-distributed), each phone 1–3 frames long and drawn from four ids of its own (one

@@ -146,7 +146,7 @@ _subtalker_scores = jax.jit(lambda x, values: _hf_scores(x.astype(jnp.float32), 
 _sample_talker = jax.jit(S.sample_talker, static_argnames="program")
 _sample_subtalker = jax.jit(S.sample_subtalker, static_argnames="sample")
 def seen_from_tokens(  # the loop carries `S.mark_seen`; this rebuilds it from a history
-    
+
     history: Int[Array, "b t"], length: Int[Array, ""] | Int[Array, " b"] | int, vocab: int
 ) -> Bool[Array, "b v"]:
     """The seen mask of the first `length` tokens of each row: the twin of carrying `mark_seen`

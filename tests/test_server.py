@@ -143,7 +143,7 @@ def test_staggered_concurrent_requests_equal_the_python_api(custom_server):
             results[i] = err
 
     def intruder() -> None:
-        for body, status in INTRUDERS:
+        for body, _status in INTRUDERS:
             time.sleep(0.4)
             r = httpx.post(f"{url}/v1/audio/speech", json=body, timeout=60)
             refused.append((r.status_code, r.json()))

@@ -316,7 +316,7 @@ def test_every_parameter_has_logical_axes():
     from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
     from qwen3tts_jax.sharding import codec_units, logical_axes, model_units, partition_spec
 
-    for path, shape, cfg in _all_param_paths():
+    for path, shape, _cfg in _all_param_paths():
         axes = logical_axes(path, shape)
         assert len(axes) == len(shape), path
     for model in (2, 4, 8):
@@ -365,7 +365,7 @@ def test_slot_state_and_inputs_are_covered():
     cfg = Qwen3TTSConfig.from_dict(presets.model_config("custom_voice", "tiny"))
     for scan in (False, True):
         sampler = FrameSampler(cfg, Policy(scan_layers=scan), SamplingProgram())
-        state = jax.eval_shape(lambda: sampler.init_state(4, 256, 128, 8))
+        state = jax.eval_shape(lambda sampler=sampler: sampler.init_state(4, 256, 128, 8))
         tracks = collate_tracks([prompt_tracks(cfg, PromptRequest((1, 2, 3, 9, 9, 1, 2, 3, 4, 5), speaker="ryan"))],
                                 cfg.talker.transformer.hidden_size, 32, left=True)
         values = sampler.neutral_values(4)

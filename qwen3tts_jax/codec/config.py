@@ -125,7 +125,7 @@ class MimiEncoderConfig:
         return self.vector_quantization_hidden_dimension != self.hidden_size
 
     @staticmethod
-    def parse(f: _Fields) -> "MimiEncoderConfig":
+    def parse(f: _Fields) -> MimiEncoderConfig:
         hidden = f.positive("hidden_size")
         heads = f.positive("num_attention_heads")
         kv_heads = f.positive("num_key_value_heads")
@@ -238,7 +238,7 @@ class DecoderConfig:
         return self.decoder_dim // 2**i, self.decoder_dim // 2 ** (i + 1)
 
     @staticmethod
-    def parse(f: _Fields) -> "DecoderConfig":
+    def parse(f: _Fields) -> DecoderConfig:
         hidden = f.positive("hidden_size")
         heads = f.positive("num_attention_heads")
         kv_heads = f.positive("num_key_value_heads")
@@ -303,7 +303,7 @@ class Qwen3TTSTokenizerV2Config:
         return self.decoder
 
     @staticmethod
-    def from_dict(data: Mapping[str, Any], source: str = CONFIG_FILE) -> "Qwen3TTSTokenizerV2Config":
+    def from_dict(data: Mapping[str, Any], source: str = CONFIG_FILE) -> Qwen3TTSTokenizerV2Config:
         f = _Fields(data, source)
         model_type = f.get("model_type", str)
         if model_type != MODEL_TYPE:
@@ -343,7 +343,7 @@ class Qwen3TTSTokenizerV2Config:
         return cfg
 
     @staticmethod
-    def from_model_dir(model_dir: str | Path) -> "Qwen3TTSTokenizerV2Config":
+    def from_model_dir(model_dir: str | Path) -> Qwen3TTSTokenizerV2Config:
         """Read `<dir>/config.json` (`dir` is the speech_tokenizer folder)."""
         path = Path(model_dir) / CONFIG_FILE
         return Qwen3TTSTokenizerV2Config.from_dict(read_json(path), str(path))

@@ -415,7 +415,7 @@ def prepare_params(params: dict, cfg: DecoderConfig) -> dict:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _row_state(cfg: DecoderConfig, policy: Policy) -> DecoderState:
     """The shapes and dtypes of one row's state, as the decoder's modules produce it (abstract:
     `eval_shape` of a 1-frame forward, params included, computes nothing)."""

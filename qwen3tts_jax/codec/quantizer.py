@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from qwen3tts_jax.codec.config import DecoderConfig
-from qwen3tts_jax.typing import Array, Float, Int
+from qwen3tts_jax.typing import Array, Float, HostArray, Int
 
 CODEBOOK_EPS = 1e-5  # `EuclideanCodebook.epsilon` / `MimiEuclideanCodebook.epsilon`
 
@@ -42,14 +42,14 @@ __all__ = [
 ]
 
 
-def codebook_embedding(embed_sum: Float[Array, "v d"], cluster_usage: Float[Array, " v"]) -> Float[Array, "v d"]:
+def codebook_embedding(embed_sum: Float[HostArray, "v d"], cluster_usage: Float[HostArray, " v"]) -> Float[Array, "v d"]:
     """The centroid table `E = sum / clamp(usage, 1e-5)[:, None]`, in fp32."""
     usage = jnp.maximum(cluster_usage.astype(jnp.float32), CODEBOOK_EPS)
     return embed_sum.astype(jnp.float32) / usage[:, None]
 
 
 def codebook_lookup(
-    embed_sum: Float[Array, "v d"], cluster_usage: Float[Array, " v"], codes: Int[Array, "..."]
+    embed_sum: Float[HostArray, "v d"], cluster_usage: Float[HostArray, " v"], codes: Int[Array, "*_"]
 ) -> Float[Array, "... d"]:
     """`E[codes]` in fp32, dividing only the gathered rows (bit-identical to `E` then gather)."""
     rows = jnp.take(embed_sum.astype(jnp.float32), codes, axis=0)
@@ -57,7 +57,7 @@ def codebook_lookup(
     return rows / usage[..., None]
 
 
-def _proj(x: Float[Array, "b t i"], weight: Float[Array, "o i 1"]) -> Float[Array, "b t o"]:
+def _proj(x: Float[Array, "b t i"], weight: Float[HostArray, "o i 1"]) -> Float[Array, "b t o"]:
     """A bias-free 1x1 Conv1d (`input_proj` / `output_proj`), channels-last."""
     return jnp.einsum("bti,oi->bto", x, weight[:, :, 0].astype(x.dtype))
 
@@ -124,7 +124,7 @@ class SplitResidualVectorQuantizer(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def nearest_code(x: Float[Array, "... d"], embedding: Float[Array, "v d"]) -> Int[Array, "..."]:
+def nearest_code(x: Float[Array, "... d"], embedding: Float[HostArray, "v d"]) -> Int[Array, "*_"]:
     """argmin_v ||x - E_v|| as `MimiEuclideanCodebook.quantize` computes it (fp32, cdist's matmul
     form `sqrt(clamp(|x|² + |e|² - 2 x·e, 0))`, first index on ties)."""
     x = x.astype(jnp.float32)

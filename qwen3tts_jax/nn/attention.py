@@ -10,7 +10,6 @@ serves every variant.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -31,7 +30,7 @@ class KVCache:
     v: Float[Array, "*l b s k x"]
 
     @staticmethod
-    def zeros(batch: int, slots: int, kv_heads: int, head_dim: int, dtype=jnp.float32) -> "KVCache":
+    def zeros(batch: int, slots: int, kv_heads: int, head_dim: int, dtype=jnp.float32) -> KVCache:
         shape = (batch, slots, kv_heads, head_dim)
         return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
@@ -138,7 +137,7 @@ def attend_live(
     neg = jnp.finfo(jnp.float32).min
 
     def body(i, carry):
-        m, l, acc = carry  # b k g t | b k g t | b k g t x   (fp32)
+        m, norm, acc = carry  # b k g t | b k g t | b k g t x   (fp32)
         start = i * block
         at = jnp.minimum(start, s - block)  # clamp the last block inside the cache
         kb = jax.lax.dynamic_slice_in_dim(k, at, block, axis=1)  # b B k x
@@ -150,13 +149,13 @@ def attend_live(
         p = jnp.exp(sc - m_new[..., None])
         alpha = jnp.exp(m - m_new)
         pv = _weighted(p.astype(q.dtype), vb, few).transpose(0, 2, 3, 1, 4)  # b k g t x
-        return m_new, alpha * l + jnp.sum(p, axis=-1), alpha[..., None] * acc + pv.astype(jnp.float32)
+        return m_new, alpha * norm + jnp.sum(p, axis=-1), alpha[..., None] * acc + pv.astype(jnp.float32)
 
     init = (jnp.full((b, kv_heads, g, t), neg, jnp.float32), jnp.zeros((b, kv_heads, g, t), jnp.float32),
             jnp.zeros((b, kv_heads, g, t, x), jnp.float32))
     n_blocks = (live + block - 1) // block
-    _, l, acc = jax.lax.fori_loop(0, n_blocks, body, init)
-    out = (acc / l[..., None]).astype(q.dtype)  # b k g t x
+    _, norm, acc = jax.lax.fori_loop(0, n_blocks, body, init)
+    out = (acc / norm[..., None]).astype(q.dtype)  # b k g t x
     return jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(b, t, h, x)
 
 

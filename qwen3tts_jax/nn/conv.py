@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from qwen3tts_jax.nn.params import existing_param
-from qwen3tts_jax.typing import Array, Float
+from qwen3tts_jax.typing import Array, Float, HostArray
 
 __all__ = [
     "Conv1d",
@@ -73,8 +73,8 @@ def _cast(w, dtype):
 
 def conv1d(
     x: Float[Array, "b t i"],
-    weight: Float[Array, "_ _ _"],  # (o, i/groups, k), or "HIO" (k, i/groups, o)
-    bias: Float[Array, " o"] | None = None,
+    weight: Float[HostArray, "_ _ _"],  # (o, i/groups, k), or "HIO" (k, i/groups, o)
+    bias: Float[HostArray, " o"] | None = None,
     *,
     stride: int = 1,
     dilation: int = 1,
@@ -99,17 +99,17 @@ def conv1d(
     return y if bias is None else y + bias
 
 
-def to_hio(weight: Float[Array, "o i k"]) -> Float[Array, "k i o"]:
+def to_hio(weight: Float[HostArray, "o i k"]) -> Float[Array, "k i o"]:
     """A torch Conv1d weight in the kernel layout XLA:CPU wants (see the module docstring)."""
     return jnp.transpose(weight, (2, 1, 0))
 
 
-def transposed_to_hio(weight: Float[Array, "i o k"], stride: int) -> Float[Array, "m i so"]:
+def transposed_to_hio(weight: Float[HostArray, "i o k"], stride: int) -> Float[Array, "m i so"]:
     """A torch ConvTranspose1d weight as the HIO kernel of its polyphase causal conv."""
     return to_hio(polyphase_kernel(weight, stride))
 
 
-def polyphase_kernel(weight: Float[Array, "i o k"], stride: int) -> Float[Array, "so i m"]:
+def polyphase_kernel(weight: Float[HostArray, "i o k"], stride: int) -> Float[Array, "so i m"]:
     """Rearrange a ConvTranspose1d weight `(in, out, k)` into a causal conv weight
     `(stride·out, in, m)`, m = ceil(k / stride), output channel index `r·out + o` (r = phase)."""
     i, o, k = weight.shape
@@ -122,8 +122,8 @@ def polyphase_kernel(weight: Float[Array, "i o k"], stride: int) -> Float[Array,
 
 def conv_transpose1d(
     x: Float[Array, "b t i"],
-    weight: Float[Array, "_ _ _"],  # (i, o, k), or "HIO" (ceil(k/stride), i, stride·o)
-    bias: Float[Array, " o"] | None = None,
+    weight: Float[HostArray, "_ _ _"],  # (i, o, k), or "HIO" (ceil(k/stride), i, stride·o)
+    bias: Float[HostArray, " o"] | None = None,
     *,
     stride: int,
     history: Float[Array, "b h i"] | None = None,

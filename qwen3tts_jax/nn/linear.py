@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from qwen3tts_jax.nn.params import existing_param
-from qwen3tts_jax.typing import Array, Float, Int
+from qwen3tts_jax.typing import Array, Float, HostArray, Int
 
 __all__ = ["Embedding", "Linear", "existing_param", "linear", "precision"]
 
@@ -34,7 +34,7 @@ def precision(dtype) -> jax.lax.Precision:
 WEIGHT_STATIONARY_ROWS = 192
 
 
-def linear(x: Float[Array, "... i"], weight: Float[Array, "o i"], bias: Float[Array, " o"] | None = None) -> Float[Array, "... o"]:
+def linear(x: Float[Array, "... i"], weight: Float[HostArray, "o i"], bias: Float[HostArray, " o"] | None = None) -> Float[Array, "... o"]:
     """`x @ weight.T + bias` in x's dtype.
 
     On XLA:CPU, for few rows (decode steps, short prefills) the product is computed as
@@ -78,6 +78,6 @@ class Embedding(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, ids: Int[Array, "..."]) -> Float[Array, "... d"]:
+    def __call__(self, ids: Int[Array, "*_"]) -> Float[Array, "... d"]:
         table = existing_param(self, "weight", nn.initializers.normal(0.02), (self.num, self.features), self.param_dtype)
         return jnp.take(table, ids, axis=0).astype(self.dtype)

@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 
 from qwen3tts_jax.nn.params import existing_param
-from qwen3tts_jax.typing import Array, Float
+from qwen3tts_jax.typing import Array, Float, HostArray
 
 
-def rms_norm(x: Float[Array, "... d"], weight: Float[Array, " d"], eps: float) -> Float[Array, "... d"]:
+def rms_norm(x: Float[Array, "... d"], weight: Float[HostArray, " d"], eps: float) -> Float[Array, "... d"]:
     xf = x.astype(jnp.float32)
     xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
     return weight.astype(x.dtype) * xf.astype(x.dtype)

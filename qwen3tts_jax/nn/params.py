@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from qwen3tts_jax.typing import Array
+from qwen3tts_jax.typing import HostArray
 
 __all__ = ["existing_param"]
 
 
-def existing_param(module: nn.Module, name: str, init, shape: tuple[int, ...], dtype) -> Array:
+def existing_param(module: nn.Module, name: str, init, shape: tuple[int, ...], dtype) -> HostArray:
     """`module.param(name, init, shape, dtype)` without the initializer's `eval_shape` when the
     param already exists (apply); the shape is still checked, with an error naming the param."""
     if module.has_variable("params", name):

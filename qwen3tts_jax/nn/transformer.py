@@ -16,8 +16,6 @@ unrolled over per-layer params `layers_0..` (CPU, where a scan copies each weigh
 
 from __future__ import annotations
 
-import dataclasses
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

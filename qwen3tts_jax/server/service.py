@@ -62,7 +62,7 @@ class Job:
 class Ticket:
     """One admitted request's place (`SpeechService.admit`); `release` is idempotent."""
 
-    def __init__(self, service: "SpeechService"):
+    def __init__(self, service: SpeechService):
         self._service, self._released = service, False
 
     def release(self) -> None:
@@ -107,7 +107,7 @@ class SpeechService:
     def task_type(self) -> str | None:
         return None if self.model is None else TASK_NAMES[self.model.tts_model_type]
 
-    def start(self, on_failure=None) -> "SpeechService":
+    def start(self, on_failure=None) -> SpeechService:
         """Load, compile and warm up on a thread (the HTTP server answers /health meanwhile)."""
 
         def boot():
