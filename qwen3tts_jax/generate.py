@@ -39,7 +39,7 @@ from qwen3tts_jax.prompt import TrackBatch, codebook_tables, embed_text_ids, emb
 from qwen3tts_jax.sampling import SamplingProgram, SamplingValues
 from qwen3tts_jax.sharding import Placement
 from qwen3tts_jax.talker import Talker
-from qwen3tts_jax.typing import Array, Bool, Float, Int, pytree_dataclass
+from qwen3tts_jax.typing import Array, Bool, Float, HostArray, Int, pytree_dataclass
 
 # `SlotState.reason`: why a row stopped (0 while it runs or the slot is idle).
 RUNNING, STOP, LENGTH = 0, 1, 2
@@ -173,8 +173,8 @@ class FrameSampler:
         """Sampling values of an idle slot (greedy, no processors)."""
         return sampling.SamplingConfig(sampling.TalkerSamplingConfig(), sampling.SamplerConfig()).values(rows)
 
-    def admit(self, params, state: SlotState, batch: TrackBatch, trailing_ids: Int[Array, "n w"], rows: Int[Array, " n"],
-              keys: Array, values: SamplingValues, limits: Int[Array, " n"]) -> SlotState:
+    def admit(self, params, state: SlotState, batch: TrackBatch, trailing_ids: Int[HostArray, "n w"], rows: Int[HostArray, " n"],
+              keys: Array, values: SamplingValues, limits: Int[HostArray, " n"]) -> SlotState:
         """Prefill n new requests (their prompts left-padded to one bucket) and put them in the
         slots `rows`: each gets its own KV rows (positions from 0), text track, key, values and
         budget. The other slots are untouched."""
@@ -217,7 +217,7 @@ class FrameSampler:
         )
         return self.placement.constrain(new, "state")
 
-    def release(self, state: SlotState, rows: Bool[Array, " b"]) -> SlotState:
+    def release(self, state: SlotState, rows: Bool[HostArray, " b"]) -> SlotState:
         """Free slots (a request ended or was cancelled): the row stops and its cache length
         goes back to 0, so attention over the slots never visits a freed row's history."""
         cache = dataclasses.replace(state.cache, end=jnp.where(rows, 0, state.cache.end))

@@ -52,7 +52,7 @@ from qwen3tts_jax.nn.conv import Conv1d
 from qwen3tts_jax.nn.linear import Linear
 from qwen3tts_jax.nn.params import existing_param
 from qwen3tts_jax.nn.rope import apply_rope, rope_tables
-from qwen3tts_jax.typing import Array, Bool, Float, Int, Params
+from qwen3tts_jax.typing import Array, Bool, Float, HostArray, Int, Params
 
 __all__ = [
     "Qwen3TTSTokenizerV2Encoder",
@@ -340,7 +340,7 @@ class Qwen3TTSTokenizerV2Encoder(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, wav: Float[Array, "b n"], boundary: Int[Array, ""]) -> dict[str, Array]:
+    def __call__(self, wav: Float[HostArray, "b n"], boundary: Int[Array, ""]) -> dict[str, Array]:
         cfg = self.cfg
         x = wav.astype(self.dtype)[..., None]  # b n 1 (channels last)
         seanet, valid = SEANetEncoder(cfg, self.param_dtype, name="encoder")(x, boundary)  # b t25 d
@@ -375,7 +375,7 @@ def _module(cfg: Qwen3TTSTokenizerV2Config, dtype) -> Qwen3TTSTokenizerV2Encoder
 
 @functools.partial(jax.jit, static_argnames=("cfg", "dtype"))
 def encoder_stages(
-    params: Params, cfg: Qwen3TTSTokenizerV2Config, wav: Float[Array, "b n"], boundary: Int[Array, ""], dtype: Any = jnp.float32
+    params: Params, cfg: Qwen3TTSTokenizerV2Config, wav: Float[HostArray, "b n"], boundary: Int[Array, ""], dtype: Any = jnp.float32
 ) -> dict[str, Array]:
     """All intermediate stages (`seanet`, `transformer`, `downsample`, `semantic_latent`,
     `acoustic_latent`, `codes`) of the buffer `wav`, as the reference computes them at length
@@ -385,7 +385,7 @@ def encoder_stages(
 
 @functools.partial(jax.jit, static_argnames=("cfg", "dtype"))
 def encode(
-    params: Params, cfg: Qwen3TTSTokenizerV2Config, wav: Float[Array, "b n"], lengths: Int[Array, " b"], dtype: Any = jnp.float32
+    params: Params, cfg: Qwen3TTSTokenizerV2Config, wav: Float[HostArray, "b n"], lengths: Int[HostArray, " b"], dtype: Any = jnp.float32
 ) -> Int[Array, "b t q"]:
     """`Qwen3TTSTokenizerV2Model.encode` of a right-padded batch → codes `(b, ceil(n/1920), 16)`.
 

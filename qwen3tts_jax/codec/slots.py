@@ -36,18 +36,18 @@ from qwen3tts_jax.codec.pieces import (
 )
 from qwen3tts_jax.codec.state import DecoderState
 from qwen3tts_jax.config import Policy
-from qwen3tts_jax.typing import Array, Bool, Int
+from qwen3tts_jax.typing import Array, Bool, HostArray, Int
 
 __all__ = ["CodecSlots"]
 
 
 @jax.jit
-def _gather(state: DecoderState, rows: Int[Array, " r"], fresh: Bool[Array, " r"]) -> DecoderState:
+def _gather(state: DecoderState, rows: Int[HostArray, " r"], fresh: Bool[HostArray, " r"]) -> DecoderState:
     """The states of `rows` (a bucket's padding rows: out of range, zeros), fresh ones zeroed."""
     return state.take(rows).reset(fresh)
 
 
-def _scatter(state: DecoderState, rows: Int[Array, " r"], sub: DecoderState) -> DecoderState:
+def _scatter(state: DecoderState, rows: Int[HostArray, " r"], sub: DecoderState) -> DecoderState:
     return state.put(rows, sub)
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from qwen3tts_jax.nn.attention import KVCache
-from qwen3tts_jax.typing import Array, Bool, Float, Int, pytree_dataclass
+from qwen3tts_jax.typing import Array, Bool, Float, HostArray, Int, pytree_dataclass
 
 __all__ = ["DecoderState"]
 
@@ -42,15 +42,15 @@ class DecoderState:
     def batch(self) -> int:
         return self.pos.shape[0]
 
-    def take(self, rows: Int[Array, " r"]) -> DecoderState:
+    def take(self, rows: Int[HostArray, " r"]) -> DecoderState:
         """The states of `rows`; an out-of-range row (a batch bucket's padding) reads as zeros."""
         return jax.tree.map(lambda a: a.at[rows].get(mode="fill", fill_value=0), self)
 
-    def put(self, rows: Int[Array, " r"], sub: DecoderState) -> DecoderState:
+    def put(self, rows: Int[HostArray, " r"], sub: DecoderState) -> DecoderState:
         """This state with `sub`'s rows written at `rows`; out-of-range rows are dropped."""
         return jax.tree.map(lambda a, s: a.at[rows].set(s.astype(a.dtype), mode="drop"), self, sub)
 
-    def reset(self, fresh: Bool[Array, " b"]) -> DecoderState:
+    def reset(self, fresh: Bool[HostArray, " b"]) -> DecoderState:
         """Rows where `fresh` is True restart: the state before a stream's first frame (zeros)."""
 
         def zero(a: Array) -> Array:
