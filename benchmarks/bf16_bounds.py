@@ -41,8 +41,13 @@ TEXT = "The quick brown fox jumps over the lazy dog, and then it runs far away i
 def _stats(rel, top1, kl=None) -> dict:
     import numpy as np
 
-    out = {"rows": int(len(rel)), "rel_err_p50": float(np.median(rel)), "rel_err_p99": float(np.quantile(rel, 0.99)),
-           "rel_err_max": float(rel.max()), "top1_agreement": float(np.mean(top1))}
+    out = {
+        "rows": int(len(rel)),
+        "rel_err_p50": float(np.median(rel)),
+        "rel_err_p99": float(np.quantile(rel, 0.99)),
+        "rel_err_max": float(rel.max()),
+        "top1_agreement": float(np.mean(top1)),
+    }
     if kl is not None:
         out.update(kl_mean=float(np.mean(kl)), kl_max=float(np.max(kl)))
     return out
@@ -78,8 +83,11 @@ def talker_run(model, frames, steps: int):
     run = jax.jit(lambda e, m, c: talker.apply({"params": params}, e, m, c), donate_argnums=(2,))
     logits = jax.jit(lambda h: talker.apply({"params": params}, h, method=Talker.logits))
     slots = -(-(len(prompt) + steps) // 256) * 256
-    h, cache = run(jnp.asarray(prompt[None], policy.dtype), jnp.ones((1, len(prompt)), bool),
-                   talker_cache(cfg.talker, policy, 1, slots))
+    h, cache = run(
+        jnp.asarray(prompt[None], policy.dtype),
+        jnp.ones((1, len(prompt)), bool),
+        talker_cache(cfg.talker, policy, 1, slots),
+    )
     prompt_logits = np.asarray(logits(h))[0]
     step_logits, hidden = [], []
     for i in range(steps):
@@ -98,9 +106,15 @@ def predictor_run(model, past, codes):
 
     cfg, policy, params = model.config.talker, model.policy, model.params["talker"]
     e0 = Talker(cfg, policy).apply({"params": params}, jnp.asarray(codes[:, :1]), method=Talker.embed_codec)
-    return np.asarray(CodePredictor(cfg, policy).apply(
-        {"params": params["code_predictor"]}, jnp.asarray(past, policy.dtype), e0[:, 0], jnp.asarray(codes),
-        method=CodePredictor.teacher_forced_logits))
+    return np.asarray(
+        CodePredictor(cfg, policy).apply(
+            {"params": params["code_predictor"]},
+            jnp.asarray(past, policy.dtype),
+            e0[:, 0],
+            jnp.asarray(codes),
+            method=CodePredictor.teacher_forced_logits,
+        )
+    )
 
 
 def main(argv=None) -> int:
@@ -134,8 +148,14 @@ def main(argv=None) -> int:
     frames = rng.randint(0, 2048, (steps, 16))
     pred_codes = rng.randint(0, 2048, (n_pred, 16))
     codec_codes = rng.randint(0, 2048, (n_codec, 16))
-    result = {"model": spec, "machine": f"{platform.node()} ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})",
-              "jax": jax.__version__, "steps": steps, "predictor_frames": n_pred, "codec_frames": n_codec}
+    result = {
+        "model": spec,
+        "machine": f"{platform.node()} ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})",
+        "jax": jax.__version__,
+        "steps": steps,
+        "predictor_frames": n_pred,
+        "codec_frames": n_codec,
+    }
     runs = {}
     for label, policy in (("fp32", Policy.for_backend("cpu")), ("bf16", Policy.for_backend("gpu", jnp.bfloat16))):
         model = Qwen3TTSModel.from_pretrained(spec, policy=policy)
@@ -156,18 +176,27 @@ def main(argv=None) -> int:
         top1 = np.argmax(b[part], -1) == np.argmax(a[part], -1)
         result[f"talker_{part}"] = _stats(rel, top1, _kl(a[part], b[part]))
     allrows = np.concatenate([a["prompt"], a["steps"]]), np.concatenate([b["prompt"], b["steps"]])
-    result["talker_all"] = _stats(row_relative_error(allrows[1], allrows[0]),
-                                  np.argmax(allrows[1], -1) == np.argmax(allrows[0], -1), _kl(*allrows))
+    result["talker_all"] = _stats(
+        row_relative_error(allrows[1], allrows[0]),
+        np.argmax(allrows[1], -1) == np.argmax(allrows[0], -1),
+        _kl(*allrows),
+    )
     # How often top-1 flips where fp32's own top-2 margin is small: near-ties are what bf16 flips.
     s = np.sort(allrows[0], -1)
     margin = s[:, -1] - s[:, -2]
     flips = np.argmax(allrows[1], -1) != np.argmax(allrows[0], -1)
-    result["talker_flip_margins"] = {"fp32_margin_p50": float(np.median(margin)),
-                                     "largest_margin_flipped": float(margin[flips].max()) if flips.any() else None}
+    result["talker_flip_margins"] = {
+        "fp32_margin_p50": float(np.median(margin)),
+        "largest_margin_flipped": float(margin[flips].max()) if flips.any() else None,
+    }
     pa, pb = a["predictor"].reshape(-1, a["predictor"].shape[-1]), b["predictor"].reshape(-1, b["predictor"].shape[-1])
     result["predictor"] = _stats(row_relative_error(pb, pa), np.argmax(pb, -1) == np.argmax(pa, -1), _kl(pa, pb))
-    result["codec"] = {"snr_db": snr_db(b["wave"], a["wave"]), "max_abs": float(np.max(np.abs(b["wave"] - a["wave"]))),
-                       "rms": float(a["wave"].std()), "clamped_fraction": float(np.mean(np.abs(a["wave"]) >= 1.0))}
+    result["codec"] = {
+        "snr_db": snr_db(b["wave"], a["wave"]),
+        "max_abs": float(np.max(np.abs(b["wave"] - a["wave"]))),
+        "rms": float(a["wave"].std()),
+        "clamped_fraction": float(np.mean(np.abs(a["wave"]) >= 1.0)),
+    }
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -69,8 +69,13 @@ CASE = {
 # 1.41e-2, top-1 0.957 (one flip in 23 rows); predictor p99 1.40e-2, top-1 1.0 (30 sets); codec
 # SNR 31.3 dB. Bounds: errors ×~3.5 (another backend's accumulation order), agreement allows 3
 # flips, SNR −6 dB. The full-size bounds are in the README ("bf16 bounds").
-BF16_TINY = {"talker_rel_p99": 0.05, "talker_top1": 0.85, "predictor_rel_p99": 0.05, "predictor_top1": 0.85,
-             "codec_snr_db": 25.0}
+BF16_TINY = {
+    "talker_rel_p99": 0.05,
+    "talker_top1": 0.85,
+    "predictor_rel_p99": 0.05,
+    "predictor_top1": 0.85,
+    "codec_snr_db": 25.0,
+}
 
 SPEED_TEXTS = (
     "The quick brown fox jumps over the lazy dog, and then it runs far away into the quiet forest.",
@@ -80,11 +85,19 @@ SPEED_TEXTS = (
 )
 SPEED_SPEAKERS = ("ryan", "serena", "aiden", "vivian")
 TARGETS = {"single_stream_xrt_min": 10.0, "ttfa_ms_max": 100.0, "batch32_audio_s_per_s_min": 150.0}
-FULL = dict(model="random:0.6b-customvoice", frames=256, batches=(8, 32, 64), prefill_tokens=256, codec_frames=300,
-            stream_frames=64, budget_s=450.0)
+FULL = dict(
+    model="random:0.6b-customvoice",
+    frames=256,
+    batches=(8, 32, 64),
+    prefill_tokens=256,
+    codec_frames=300,
+    stream_frames=64,
+    budget_s=450.0,
+)
 # Quick: no item is skipped (CI checks them all); ~2.5 min on an idle 2-core CPU machine.
-QUICK = dict(model="random:tiny", frames=8, batches=(2,), prefill_tokens=16, codec_frames=16, stream_frames=6,
-             budget_s=3600.0)
+QUICK = dict(
+    model="random:tiny", frames=8, batches=(2,), prefill_tokens=16, codec_frames=16, stream_frames=6, budget_s=3600.0
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,8 +108,11 @@ QUICK = dict(model="random:tiny", frames=8, batches=(2,), prefill_tokens=16, cod
 class Run:
     def __init__(self, out: Path, budget_s: float):
         self.out, self.budget_s, self.t0 = out, budget_s, time.perf_counter()
-        self.data: dict = {"script": "benchmarks/device_check.py", "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                           "budget_s": budget_s}
+        self.data: dict = {
+            "script": "benchmarks/device_check.py",
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "budget_s": budget_s,
+        }
         self.failed: list[str] = []
 
     def left(self) -> float:
@@ -121,7 +137,9 @@ class Run:
             self.failed.append(name)
         result["section_s"] = round(time.perf_counter() - t, 1)
         self.write()
-        print(f"[device_check] {name}: {'FAILED' if name in self.failed else 'ok'} in {result['section_s']} s", flush=True)
+        print(
+            f"[device_check] {name}: {'FAILED' if name in self.failed else 'ok'} in {result['section_s']} s", flush=True
+        )
         return result
 
 
@@ -137,7 +155,9 @@ def _r(x, nd=4):
 
 def _git() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -159,10 +179,18 @@ def environment(_: dict) -> dict:
 
     devices = jax.devices()
     return {
-        "backend": jax.default_backend(), "devices": [str(d) for d in devices], "device_kind": devices[0].device_kind,
-        "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__, "numpy": np.__version__,
-        "python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-        "commit": _git(), "policy": _policy_dict(Policy.for_backend()),
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in devices],
+        "device_kind": devices[0].device_kind,
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "commit": _git(),
+        "policy": _policy_dict(Policy.for_backend()),
         "loaded_audio_io": sorted(m for m in ("soundfile", "soxr") if m in sys.modules),
     }
 
@@ -204,14 +232,21 @@ def tensor_dicts(seed: int = TINY_SEED) -> tuple[dict, dict, dict, dict]:
     codec_cfg = presets.tokenizer_config(tiny=True)
     entries = model_entries(Qwen3TTSConfig.from_dict(model_cfg))
     centries = codec_entries(Qwen3TTSTokenizerV2Config.from_dict(codec_cfg))
-    return model_cfg, codec_cfg, tensors(entries, random_tree(entries, seed)), tensors(centries, random_tree(centries, seed + 1))
+    return (
+        model_cfg,
+        codec_cfg,
+        tensors(entries, random_tree(entries, seed)),
+        tensors(centries, random_tree(centries, seed + 1)),
+    )
 
 
 def fingerprint(model_tensors: dict, codec_tensors: dict) -> list[float]:
     """Σ|w| of the model and of the codec tensors (float64): equal weights on both machines."""
     import numpy as np
 
-    return [float(sum(np.abs(np.asarray(v, np.float64)).sum() for v in d.values())) for d in (model_tensors, codec_tensors)]
+    return [
+        float(sum(np.abs(np.asarray(v, np.float64)).sum() for v in d.values())) for d in (model_tensors, codec_tensors)
+    ]
 
 
 def write_tiny_folder(folder: Path, seed: int = TINY_SEED) -> tuple[Path, list[float]]:
@@ -238,7 +273,9 @@ def write_tiny_folder(folder: Path, seed: int = TINY_SEED) -> tuple[Path, list[f
 def greedy_requests(model) -> list:
     """The greedy case's prompt requests, built by the public API's own request builder."""
     c = CASE
-    return model._custom_requests(list(c["greedy_texts"]), list(c["greedy_speakers"]), list(c["greedy_languages"]), None, True)
+    return model._custom_requests(
+        list(c["greedy_texts"]), list(c["greedy_speakers"]), list(c["greedy_languages"]), None, True
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,7 +295,9 @@ def ours_talker(model, x, mask, steps):
     talker = Talker(cfg, policy)
     run = jax.jit(lambda e, m, c: talker.apply({"params": params}, e, m, c))
     logits = jax.jit(lambda h: talker.apply({"params": params}, h, method=Talker.logits))
-    hidden, cache = run(jnp.asarray(x), jnp.asarray(mask), talker_cache(cfg, policy, x.shape[0], CASE["step_cache_slots"]))
+    hidden, cache = run(
+        jnp.asarray(x), jnp.asarray(mask), talker_cache(cfg, policy, x.shape[0], CASE["step_cache_slots"])
+    )
     prefill, stepped = np.asarray(logits(hidden)), []
     for e in steps:
         h, cache = run(jnp.asarray(e), jnp.ones(e.shape[:2], bool), cache)
@@ -275,14 +314,21 @@ def ours_predictor(model, past, codes):
 
     cfg, policy, params = model.config.talker, model.policy, model.params["talker"]
     e0 = Talker(cfg, policy).apply({"params": params}, jnp.asarray(codes[:, :1]), method=Talker.embed_codec)
-    return np.asarray(CodePredictor(cfg, policy).apply(
-        {"params": params["code_predictor"]}, jnp.asarray(past), e0[:, 0], jnp.asarray(codes),
-        method=CodePredictor.teacher_forced_logits))
+    return np.asarray(
+        CodePredictor(cfg, policy).apply(
+            {"params": params["code_predictor"]},
+            jnp.asarray(past),
+            e0[:, 0],
+            jnp.asarray(codes),
+            method=CodePredictor.teacher_forced_logits,
+        )
+    )
 
 
 def ours_greedy(model) -> list:
-    return model.generate_codes(greedy_requests(model), do_sample=False, subtalker_dosample=False,
-                                max_new_tokens=CASE["greedy_max_new_tokens"])
+    return model.generate_codes(
+        greedy_requests(model), do_sample=False, subtalker_dosample=False, max_new_tokens=CASE["greedy_max_new_tokens"]
+    )
 
 
 def ours_codec(model, codes):
@@ -301,7 +347,9 @@ def parity(_: dict, dtype: str) -> dict:
     from qwen3tts_jax.parity import row_relative_error, snr_db, topk_agreement
 
     if not REFS.exists():
-        raise FileNotFoundError(f"{REFS}: no references; make them on a CPU machine with benchmarks/device_refs/make_refs.py")
+        raise FileNotFoundError(
+            f"{REFS}: no references; make them on a CPU machine with benchmarks/device_refs/make_refs.py"
+        )
     refs = np.load(REFS)
     stored = json.loads(str(refs["case"]))
     if stored != CASE:
@@ -313,8 +361,11 @@ def parity(_: dict, dtype: str) -> dict:
         model = Qwen3TTSModel.from_pretrained(folder, policy=policy)
     out: dict = {"dtype": dtype, "policy": _policy_dict(policy), "same_weights_as_references": same_weights}
     if not same_weights:
-        out.update(ok=False, error=f"weights differ from the references' (fingerprint {fp} vs {refs['fingerprint'].tolist()}): "
-                                   "numpy's random stream changed? rerun device_refs/make_refs.py")
+        out.update(
+            ok=False,
+            error=f"weights differ from the references' (fingerprint {fp} vs {refs['fingerprint'].tolist()}): "
+            "numpy's random stream changed? rerun device_refs/make_refs.py",
+        )
         return out
     mask = refs["talker_mask"]
     prefill, stepped = ours_talker(model, refs["talker_x"], mask, refs["talker_steps"])
@@ -324,9 +375,13 @@ def parity(_: dict, dtype: str) -> dict:
     wave = ours_codec(model, refs["codec_codes"])
     want_wave = refs["codec_wave"]
     talker_got = np.concatenate([prefill[mask], stepped.reshape(-1, stepped.shape[-1])])
-    talker_want = np.concatenate([refs["talker_prefill_logits"][mask], refs["talker_step_logits"].reshape(-1, stepped.shape[-1])])
+    talker_want = np.concatenate(
+        [refs["talker_prefill_logits"][mask], refs["talker_step_logits"].reshape(-1, stepped.shape[-1])]
+    )
     same_frames = [g.shape == w.shape for g, w in zip(greedy, want_greedy)]
-    agree = [float(np.mean(g[: len(w)] == w[: len(g)])) if min(len(g), len(w)) else 0.0 for g, w in zip(greedy, want_greedy)]
+    agree = [
+        float(np.mean(g[: len(w)] == w[: len(g)])) if min(len(g), len(w)) else 0.0 for g, w in zip(greedy, want_greedy)
+    ]
     items = {
         "talker_prefill_max_abs": float(np.max(np.abs(prefill[mask] - refs["talker_prefill_logits"][mask]))),
         "talker_steps_max_abs": float(np.max(np.abs(stepped - refs["talker_step_logits"]))),
@@ -335,7 +390,8 @@ def parity(_: dict, dtype: str) -> dict:
         "predictor_max_abs": float(np.max(np.abs(pred - refs["predictor_logits"]))),
         "predictor_rel_p99": float(np.quantile(row_relative_error(pred, refs["predictor_logits"]), 0.99)),
         "predictor_top1": topk_agreement(pred, refs["predictor_logits"], 1),
-        "greedy_frames": [len(g) for g in greedy], "greedy_reference_frames": [len(w) for w in want_greedy],
+        "greedy_frames": [len(g) for g in greedy],
+        "greedy_reference_frames": [len(w) for w in want_greedy],
         "greedy_code_agreement": agree,
         "codec_max_abs": float(np.max(np.abs(wave - want_wave))) if wave.shape == want_wave.shape else None,
         "codec_snr_db": snr_db(wave, want_wave) if wave.shape == want_wave.shape else None,
@@ -345,7 +401,8 @@ def parity(_: dict, dtype: str) -> dict:
             "talker_prefill_max_abs<=1e-4": items["talker_prefill_max_abs"] <= 1e-4,
             "talker_steps_max_abs<=1e-4": items["talker_steps_max_abs"] <= 1e-4,
             "predictor_max_abs<=1e-4": items["predictor_max_abs"] <= 1e-4,
-            "greedy_codes_identical": all(same_frames) and all(np.array_equal(g, w) for g, w in zip(greedy, want_greedy)),
+            "greedy_codes_identical": all(same_frames)
+            and all(np.array_equal(g, w) for g, w in zip(greedy, want_greedy)),
             "codec_max_abs<=1e-3": items["codec_max_abs"] is not None and items["codec_max_abs"] <= 1e-3,
         }
     else:
@@ -355,11 +412,16 @@ def parity(_: dict, dtype: str) -> dict:
             f"talker_top1>={b['talker_top1']}": items["talker_top1"] >= b["talker_top1"],
             f"predictor_rel_p99<={b['predictor_rel_p99']}": items["predictor_rel_p99"] <= b["predictor_rel_p99"],
             f"predictor_top1>={b['predictor_top1']}": items["predictor_top1"] >= b["predictor_top1"],
-            f"codec_snr_db>={b['codec_snr_db']}": items["codec_snr_db"] is not None and items["codec_snr_db"] >= b["codec_snr_db"],
+            f"codec_snr_db>={b['codec_snr_db']}": items["codec_snr_db"] is not None
+            and items["codec_snr_db"] >= b["codec_snr_db"],
         }
     checks = {k: bool(v) for k, v in checks.items()}
-    return {**out, **{k: (_r(v, 8) if isinstance(v, float) else v) for k, v in items.items()}, "checks": checks,
-            "ok": all(checks.values())}
+    return {
+        **out,
+        **{k: (_r(v, 8) if isinstance(v, float) else v) for k, v in items.items()},
+        "checks": checks,
+        "ok": all(checks.values()),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,7 +442,11 @@ def eos_blocked(tokens: int):
         @staticmethod
         def from_configs(gen, talker_config):
             return SamplingConfig.from_generation_config(
-                gen, vocab_size=talker_config.vocab_size, eos_token_id=talker_config.codec_eos_token_id, min_new_tokens=tokens)
+                gen,
+                vocab_size=talker_config.vocab_size,
+                eos_token_id=talker_config.codec_eos_token_id,
+                min_new_tokens=tokens,
+            )
 
     api.SamplingConfig = Blocked
     try:
@@ -395,11 +461,18 @@ def offline(model, batch: int, frames: int) -> float:
     texts = [SPEED_TEXTS[i % len(SPEED_TEXTS)] for i in range(batch)]
     speakers = [SPEED_SPEAKERS[i % len(SPEED_SPEAKERS)] for i in range(batch)]
     with eos_blocked(frames + 1):
-        wavs, sr = model.generate_custom_voice(texts if batch > 1 else texts[0], speakers if batch > 1 else speakers[0],
-                                               language="english", max_new_tokens=frames + 1, seed=0)
+        wavs, sr = model.generate_custom_voice(
+            texts if batch > 1 else texts[0],
+            speakers if batch > 1 else speakers[0],
+            language="english",
+            max_new_tokens=frames + 1,
+            seed=0,
+        )
     lengths = {len(w) for w in wavs}
     if lengths != {frames * 1920}:
-        raise AssertionError(f"expected {frames} frames ({frames * 1920} samples) per item, got lengths {sorted(lengths)}")
+        raise AssertionError(
+            f"expected {frames} frames ({frames * 1920} samples) per item, got lengths {sorted(lengths)}"
+        )
     return sum(len(w) for w in wavs) / sr
 
 
@@ -408,8 +481,15 @@ def streamed(model, frames: int) -> tuple[float, float, float]:
     total time, audio seconds)."""
     t0, first, samples = time.perf_counter(), None, 0
     with eos_blocked(frames + 1):
-        for chunk, _ in model.stream_custom_voice(SPEED_TEXTS[0], "ryan", language="english", max_new_tokens=frames + 1,
-                                                  chunk_frames=4, first_chunk_frames=1, seed=0):
+        for chunk, _ in model.stream_custom_voice(
+            SPEED_TEXTS[0],
+            "ryan",
+            language="english",
+            max_new_tokens=frames + 1,
+            chunk_frames=4,
+            first_chunk_frames=1,
+            seed=0,
+        ):
             if first is None:
                 first = time.perf_counter() - t0
             samples += len(chunk)
@@ -430,15 +510,21 @@ def time_prefill(model, tokens: int, reps: int = 5) -> dict:
     decoder = gen.Decoder(cfg, model.policy, SamplingConfig.from_configs(model.generation_config, cfg.talker))
     prefill = gen.compiled(decoder)[0]
     key = jax.random.PRNGKey(0)
-    embeds = jax.random.normal(key, (1, tokens, cfg.talker.transformer.hidden_size), jnp.float32).astype(model.policy.dtype)
+    embeds = jax.random.normal(key, (1, tokens, cfg.talker.transformer.hidden_size), jnp.float32).astype(
+        model.policy.dtype
+    )
     mask = jnp.ones((1, tokens), bool)
     frames = gen.frame_budget(tokens + 1)
     slots = gen.cache_slots(tokens, frames)
     run = lambda: jax.block_until_ready(prefill(model.params["talker"], embeds, mask, slots, frames, key).token)  # noqa: E731
     _, cold = _timed(run)
     warm = [_timed(run)[1] for _ in range(reps)]
-    return {"tokens": tokens, "cold_s": _r(cold), "warm_ms": _r(statistics.median(warm) * 1000, 2),
-            "warm_ms_all": [_r(w * 1000, 2) for w in warm]}
+    return {
+        "tokens": tokens,
+        "cold_s": _r(cold),
+        "warm_ms": _r(statistics.median(warm) * 1000, 2),
+        "warm_ms_all": [_r(w * 1000, 2) for w in warm],
+    }
 
 
 def time_codec(model, frames: int, reps: int = 3) -> dict:
@@ -461,8 +547,11 @@ def speed(result: dict, run: Run, sizes: dict) -> dict:
     result.update(model=sizes["model"], dtype="bfloat16", frames=frames, audio_s_per_item=_r(frames * FRAME_S, 2))
     model, build = _timed(lambda: Qwen3TTSModel.from_pretrained(sizes["model"], dtype="bfloat16"))
     jax.block_until_ready((model.params, model.speech_tokenizer.params))
-    result.update(weights_build_s=_r(build, 2), weights_on_device=jax.default_backend() != "cpu",
-                  policy=_policy_dict(model.policy))
+    result.update(
+        weights_build_s=_r(build, 2),
+        weights_on_device=jax.default_backend() != "cpu",
+        policy=_policy_dict(model.policy),
+    )
     run.write()
 
     def item(name: str, need_s: float, fn):
@@ -481,22 +570,38 @@ def speed(result: dict, run: Run, sizes: dict) -> dict:
         audio, cold = _timed(lambda: offline(model, 1, frames))
         warm = [_timed(lambda: offline(model, 1, frames))[1] for _ in range(2)]
         w = statistics.median(warm)
-        return {"audio_s": _r(audio, 2), "cold_first_call_s": _r(cold, 2), "compile_s_estimate": _r(cold - w, 2),
-                "warm_s": [_r(x, 3) for x in warm], "xrt": _r(audio / w, 2)}
+        return {
+            "audio_s": _r(audio, 2),
+            "cold_first_call_s": _r(cold, 2),
+            "compile_s_estimate": _r(cold - w, 2),
+            "warm_s": [_r(x, 3) for x in warm],
+            "xrt": _r(audio / w, 2),
+        }
 
     def stream():
         cold = streamed(model, sizes["stream_frames"])
         warm = [streamed(model, sizes["stream_frames"]) for _ in range(2)]
         ttfa = statistics.median(w[0] for w in warm)
-        return {"frames": sizes["stream_frames"], "cold_ttfa_s": _r(cold[0], 3), "ttfa_ms": _r(ttfa * 1000, 1),
-                "ttfa_ms_all": [_r(w[0] * 1000, 1) for w in warm], "xrt": _r(warm[-1][2] / warm[-1][1], 2)}
+        return {
+            "frames": sizes["stream_frames"],
+            "cold_ttfa_s": _r(cold[0], 3),
+            "ttfa_ms": _r(ttfa * 1000, 1),
+            "ttfa_ms_all": [_r(w[0] * 1000, 1) for w in warm],
+            "xrt": _r(warm[-1][2] / warm[-1][1], 2),
+        }
 
     def batch(b: int):
         def fn():
             audio, cold = _timed(lambda: offline(model, b, frames))
             _, warm = _timed(lambda: offline(model, b, frames))
-            return {"batch": b, "audio_s": _r(audio, 2), "cold_first_call_s": _r(cold, 2), "warm_s": _r(warm, 3),
-                    "audio_s_per_s": _r(audio / warm, 1)}
+            return {
+                "batch": b,
+                "audio_s": _r(audio, 2),
+                "cold_first_call_s": _r(cold, 2),
+                "warm_s": _r(warm, 3),
+                "audio_s_per_s": _r(audio / warm, 1),
+            }
+
         return fn
 
     item("single_stream", 20, single)
@@ -510,7 +615,8 @@ def speed(result: dict, run: Run, sizes: dict) -> dict:
     ttfa = (result.get("streaming") or {}).get("ttfa_ms")
     b32 = (result.get("batch_32") or {}).get("audio_s_per_s")
     result["targets"] = {
-        **TARGETS, "single_stream_met": None if xrt is None else xrt >= TARGETS["single_stream_xrt_min"],
+        **TARGETS,
+        "single_stream_met": None if xrt is None else xrt >= TARGETS["single_stream_xrt_min"],
         "ttfa_met": None if ttfa is None else ttfa <= TARGETS["ttfa_ms_max"],
         "batch32_met": None if b32 is None else b32 >= TARGETS["batch32_audio_s_per_s_min"],
     }
@@ -521,12 +627,25 @@ def speed(result: dict, run: Run, sizes: dict) -> dict:
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=("auto", "cpu", "gpu", "tpu"), default="auto",
-                    help="the JAX platform (auto: JAX's default); the run refuses a different backend")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu", "tpu"),
+        default="auto",
+        help="the JAX platform (auto: JAX's default); the run refuses a different backend",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny model, a few frames (the CI check)")
-    ap.add_argument("--out", type=Path, default=None, help="the JSON (default: $OUT/device_check.json, else ./device_check.json)")
-    ap.add_argument("--budget-s", type=float, default=None, help="wall-clock budget for the whole run (speed items beyond it are skipped)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="the JSON (default: $OUT/device_check.json, else ./device_check.json)"
+    )
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="wall-clock budget for the whole run (speed items beyond it are skipped)",
+    )
     ap.add_argument("--frames", type=int, default=None, help="frames per generated item (default 256; quick: 8)")
     ap.add_argument("--skip-speed", action="store_true", help="parity only")
     args = ap.parse_args(argv)

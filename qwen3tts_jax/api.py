@@ -102,7 +102,8 @@ class Qwen3TTSModel:
         unknown = sorted(set(kwargs) - _TORCH_ONLY)
         if unknown:
             raise TypeError(f"Qwen3TTSModel.from_pretrained: unexpected keyword argument(s) {unknown}")
-        policy = Policy.resolve(policy, dtype if dtype is not None else kwargs.get("torch_dtype"), "Qwen3TTSModel.from_pretrained")
+        dtype = dtype if dtype is not None else kwargs.get("torch_dtype")
+        policy = Policy.resolve(policy, dtype, "Qwen3TTSModel.from_pretrained")
         dt = as_dtype(policy.param_dtype)
         if scan_layers is not None:
             policy = dataclasses.replace(policy, scan_layers=scan_layers)
@@ -133,9 +134,11 @@ class Qwen3TTSModel:
         kind, size = parse_random_spec(spec)
         cfg = Qwen3TTSConfig.from_dict(presets.model_config(kind, size), f"{spec} config")
         on_device = jax.default_backend() != "cpu"  # draw on the accelerator: no multi-GB host build and copy
-        params = layout_model_params(random_model_params(cfg, seed, policy.param_dtype, on_device), cfg, policy.scan_layers)
+        params = random_model_params(cfg, seed, policy.param_dtype, on_device)
+        params = layout_model_params(params, cfg, policy.scan_layers)
         codec_cfg = Qwen3TTSTokenizerV2Config.from_dict(presets.tokenizer_config(tiny=size == "tiny"), f"{spec} tokenizer config")
-        speech = Qwen3TTSTokenizer(codec_cfg, random_codec_params(codec_cfg, seed, policy.param_dtype, on_device), policy)
+        codec_params = random_codec_params(codec_cfg, seed, policy.param_dtype, on_device)
+        speech = Qwen3TTSTokenizer(codec_cfg, codec_params, policy)
         text = TextTokenizer.from_pretrained(byte_level_tokenizer_dir())
         gen_cfg = GenerationConfig.from_dict(presets.GENERATION_CONFIG, f"{spec} generation config")
         if mesh is not None:

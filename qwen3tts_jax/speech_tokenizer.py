@@ -180,8 +180,8 @@ class Qwen3TTSTokenizer:
         self.feature_sampling_rate = int(input_sampling_rate or config.input_sample_rate)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype: Any = None, policy: Policy | None = None,
-                        **kwargs) -> "Qwen3TTSTokenizer":
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype: Any = None,
+                        policy: Policy | None = None, **kwargs) -> "Qwen3TTSTokenizer":
         """Load a `speech_tokenizer/` folder (or a model folder containing one, or a HF repo id).
 
         `dtype` is the compute and weight dtype (None → float32, the reference's default; the
@@ -217,8 +217,8 @@ class Qwen3TTSTokenizer:
         for i, w in enumerate(wavs):
             batch[i, : len(w)] = w
         codes = np.asarray(
-            codec_encoder.encode(self.params["encoder"], self.config, jnp.asarray(batch), jnp.asarray(lengths), self.policy.dtype,
-                                 self.policy.matmul)
+            codec_encoder.encode(self.params["encoder"], self.config, jnp.asarray(batch), jnp.asarray(lengths),
+                                 self.policy.dtype, self.policy.matmul)
         )
         n_frames = -(-lengths // frame)
         out = [codes[i, : int(n)].astype(np.int64) for i, n in enumerate(n_frames)]

@@ -35,13 +35,25 @@ CPU = Policy.for_backend("cpu")
 
 def test_gpu_policy_fields():
     assert (GPU.scan_layers, GPU.matmul, GPU.few_query_attention, GPU.donate_codec_state, GPU.predictor_loop) == (
-        True, "xla", False, True, "scan")
+        True,
+        "xla",
+        False,
+        True,
+        "scan",
+    )
     assert (CPU.scan_layers, CPU.matmul, CPU.few_query_attention, CPU.donate_codec_state, CPU.predictor_loop) == (
-        False, "weight_stationary", True, False, "switch")
+        False,
+        "weight_stationary",
+        True,
+        False,
+        "switch",
+    )
     assert Policy.for_backend("tpu") == GPU
     bf16 = Policy.for_backend("gpu", jnp.bfloat16)
-    assert bf16.dtype == bf16.param_dtype == jnp.bfloat16 and dataclasses.replace(bf16, dtype=jnp.float32,
-                                                                                   param_dtype=jnp.float32) == GPU
+    assert (
+        bf16.dtype == bf16.param_dtype == jnp.bfloat16
+        and dataclasses.replace(bf16, dtype=jnp.float32, param_dtype=jnp.float32) == GPU
+    )
     with pytest.raises(ValueError, match=r"Policy.matmul must be 'weight_stationary' or 'xla', got 'tf32'"):
         Policy(matmul="tf32")
     with pytest.raises(ValueError, match=r"linear: form must be one of .* got 'fast'"):
@@ -75,7 +87,10 @@ def _prims(fn, *args) -> list[str]:
 
 def test_linear_forms_trace_their_own_dot():
     x, w = jnp.ones((8, 32)), jnp.ones((48, 32))
-    ws, xla = _prims(lambda a, b: linear(a, b, form="weight_stationary"), x, w), _prims(lambda a, b: linear(a, b, form="xla"), x, w)
+    ws, xla = (
+        _prims(lambda a, b: linear(a, b, form="weight_stationary"), x, w),
+        _prims(lambda a, b: linear(a, b, form="xla"), x, w),
+    )
     assert "optimization_barrier" in ws and "transpose" in ws
     assert "optimization_barrier" not in xla and "transpose" not in xla and xla.count("dot_general") == 1
     np.testing.assert_allclose(linear(x, w, form="xla"), linear(x, w), rtol=1e-6)
@@ -90,7 +105,9 @@ def test_attend_live_few_query_form_follows_the_flag():
     fused, dots = _prims(run(True), q, k, v, mask), _prims(run(False), q, k, v, mask)
     assert "dot_general" not in fused and "optimization_barrier" in fused
     assert dots.count("dot_general") == 2 and "optimization_barrier" not in dots
-    assert_close(run(False)(q, k, v, mask), run(True)(q, k, v, mask), 1e-5, "attend_live: dots == fused multiply-reduce")
+    assert_close(
+        run(False)(q, k, v, mask), run(True)(q, k, v, mask), 1e-5, "attend_live: dots == fused multiply-reduce"
+    )
 
 
 def test_talker_and_predictor_programs_differ_by_policy():
@@ -149,21 +166,35 @@ def test_talker_prefill_and_steps_match_reference(tiny_model, name):
     with torch.no_grad():
         am = torch.tensor(mask).long()
         pos0 = (am.cumsum(-1) - 1).masked_fill(am == 0, 1)
-        out = ref.talker.model(inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True,
-                               position_ids=pos0[None].expand(3, -1, -1))
+        out = ref.talker.model(
+            inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True, position_ids=pos0[None].expand(3, -1, -1)
+        )
         want = out.last_hidden_state
         assert_close(np.asarray(hidden)[mask], want.numpy()[mask], 1e-4, f"gpu-policy talker prefill [{name}]")
-        assert_close(np.asarray(logits(hidden))[mask], ref.talker.codec_head(want).numpy()[mask], 1e-4,
-                     f"gpu-policy talker prefill logits [{name}]")
+        assert_close(
+            np.asarray(logits(hidden))[mask],
+            ref.talker.codec_head(want).numpy()[mask],
+            1e-4,
+            f"gpu-policy talker prefill logits [{name}]",
+        )
         past, pos = out.past_key_values, torch.tensor(mask.sum(1))[:, None]
         for i, e in enumerate(steps):
             am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
-            r = ref.talker.model(inputs_embeds=torch.tensor(e), attention_mask=am, past_key_values=past, use_cache=True,
-                                 position_ids=(pos + i)[None].expand(3, -1, -1))
+            r = ref.talker.model(
+                inputs_embeds=torch.tensor(e),
+                attention_mask=am,
+                past_key_values=past,
+                use_cache=True,
+                position_ids=(pos + i)[None].expand(3, -1, -1),
+            )
             past = r.past_key_values
             h, cache = run(jnp.asarray(e), jnp.ones((2, 1), bool), cache)
-            assert_close(logits(h), ref.talker.codec_head(r.last_hidden_state).numpy(), 1e-4,
-                         f"gpu-policy talker step {i} logits [{name}]")
+            assert_close(
+                logits(h),
+                ref.talker.codec_head(r.last_hidden_state).numpy(),
+                1e-4,
+                f"gpu-policy talker step {i} logits [{name}]",
+            )
 
 
 @pytest.mark.reference
@@ -177,14 +208,24 @@ def test_code_predictor_teacher_forced_logits_match_reference(tiny_model, name):
     code0 = torch.tensor(rng.randint(0, 2048, (2, 1)))
     with torch.no_grad():
         e0_ref = ref.talker.model.codec_embedding(code0)
-        codes15 = ref.talker.code_predictor.generate(inputs_embeds=torch.cat([past[:, None], e0_ref], 1), max_new_tokens=15,
-                                                     do_sample=False, return_dict_in_generate=True).sequences
+        codes15 = ref.talker.code_predictor.generate(
+            inputs_embeds=torch.cat([past[:, None], e0_ref], 1),
+            max_new_tokens=15,
+            do_sample=False,
+            return_dict_in_generate=True,
+        ).sequences
         codes = torch.cat([code0, codes15], 1)
         want, _ = ref.talker.forward_sub_talker_finetune(codes, past)
-    e0 = Talker(cfg.talker, GPU).apply({"params": params["talker"]}, jnp.asarray(code0.numpy()), method=Talker.embed_codec)
+    e0 = Talker(cfg.talker, GPU).apply(
+        {"params": params["talker"]}, jnp.asarray(code0.numpy()), method=Talker.embed_codec
+    )
     got = CodePredictor(cfg.talker, GPU).apply(
-        {"params": params["talker"]["code_predictor"]}, jnp.asarray(past.numpy()), e0[:, 0], jnp.asarray(codes.numpy()),
-        method=CodePredictor.teacher_forced_logits)
+        {"params": params["talker"]["code_predictor"]},
+        jnp.asarray(past.numpy()),
+        e0[:, 0],
+        jnp.asarray(codes.numpy()),
+        method=CodePredictor.teacher_forced_logits,
+    )
     assert_close(got, want.numpy(), 1e-4, f"gpu-policy code predictor 15 logit sets [{name}]")
     np.testing.assert_array_equal(np.argmax(np.asarray(got), -1), codes15.numpy())
 
@@ -218,8 +259,11 @@ def test_greedy_custom_voice_matches_reference_api(tiny_full_model):
     ours = Qwen3TTSModel.from_pretrained(folder, policy=GPU)
     assert ours.policy == GPU and ours.speech_tokenizer.policy == GPU
     kw = dict(speaker=["Eric", "vivian"], language=["Auto", "German"], instruct="Speak slowly and warmly.", **GREEDY)
-    _compare(ours.generate_custom_voice(TEXTS, **kw), _reference_api(folder).generate_custom_voice(TEXTS, **kw),
-             "gpu-policy custom voice")
+    _compare(
+        ours.generate_custom_voice(TEXTS, **kw),
+        _reference_api(folder).generate_custom_voice(TEXTS, **kw),
+        "gpu-policy custom voice",
+    )
 
 
 @pytest.mark.reference
@@ -230,11 +274,19 @@ def test_greedy_voice_clone_icl_matches_reference_api(tiny_full_model):
     _, folder = tiny_full_model("base-0b6-gqa")
     t = np.arange(int(1.3 * 16000)) / 16000
     f = 140 + 60 * np.sin(2 * np.pi * 1.3 * t)
-    audio = ((0.4 * np.sin(2 * np.pi * np.cumsum(f) / 16000) + 0.05 * np.random.RandomState(0).randn(len(t))).astype(np.float32), 16000)
+    audio = (
+        (0.4 * np.sin(2 * np.pi * np.cumsum(f) / 16000) + 0.05 * np.random.RandomState(0).randn(len(t))).astype(
+            np.float32
+        ),
+        16000,
+    )
     kw = dict(language="english", ref_audio=audio, ref_text="This is what the reference says.", **GREEDY)
     ours = Qwen3TTSModel.from_pretrained(folder, policy=GPU)
-    _compare(ours.generate_voice_clone(TEXTS[0], **kw), _reference_api(folder).generate_voice_clone(TEXTS[0], **kw),
-             "gpu-policy voice clone (ICL)")
+    _compare(
+        ours.generate_voice_clone(TEXTS[0], **kw),
+        _reference_api(folder).generate_voice_clone(TEXTS[0], **kw),
+        "gpu-policy voice clone (ICL)",
+    )
 
 
 def test_streaming_equals_offline_with_donated_codec_state():

@@ -59,14 +59,20 @@ def _talker_case(tiny_model, name, policy):
     with torch.no_grad():
         am = torch.tensor(mask).long()
         pos0 = (am.cumsum(-1) - 1).masked_fill(am == 0, 1)
-        out = ref.talker.model(inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True,
-                               position_ids=pos0[None].expand(3, -1, -1))
+        out = ref.talker.model(
+            inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True, position_ids=pos0[None].expand(3, -1, -1)
+        )
         want.append(ref.talker.codec_head(out.last_hidden_state).numpy()[mask])
         past, pos = out.past_key_values, torch.tensor(mask.sum(1))[:, None]
         for i, e in enumerate(steps):
             am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
-            r = ref.talker.model(inputs_embeds=torch.tensor(e), attention_mask=am, past_key_values=past, use_cache=True,
-                                 position_ids=(pos + i)[None].expand(3, -1, -1))
+            r = ref.talker.model(
+                inputs_embeds=torch.tensor(e),
+                attention_mask=am,
+                past_key_values=past,
+                use_cache=True,
+                position_ids=(pos + i)[None].expand(3, -1, -1),
+            )
             past = r.past_key_values
             want.append(ref.talker.codec_head(r.last_hidden_state).numpy()[:, 0])
             h, cache = run(jnp.asarray(e), jnp.ones((2, 1), bool), cache)
@@ -81,8 +87,10 @@ def test_talker_logits_within_bf16_bounds(tiny_model, name, policy):
     assert got.dtype == np.float32
     rel = row_relative_error(got, want)
     top1 = topk_agreement(got, want, 1)
-    print(f"[bf16] talker logits [{name}, {policy}]: {len(rel)} positions, rel. err p50 {np.median(rel):.2e} "
-          f"p99 {np.quantile(rel, 0.99):.2e} max {rel.max():.2e}, top-1 agreement {top1:.3f}")
+    print(
+        f"[bf16] talker logits [{name}, {policy}]: {len(rel)} positions, rel. err p50 {np.median(rel):.2e} "
+        f"p99 {np.quantile(rel, 0.99):.2e} max {rel.max():.2e}, top-1 agreement {top1:.3f}"
+    )
     assert np.quantile(rel, 0.99) <= TALKER_REL_P99 and rel.max() <= TALKER_REL_MAX and top1 >= TALKER_TOP1
 
 
@@ -107,13 +115,21 @@ def test_code_predictor_logits_within_bf16_bounds(tiny_model, name):
     with torch.no_grad():
         want, _ = ref.talker.forward_sub_talker_finetune(torch.tensor(codes), torch.tensor(past))
     e0 = Talker(cfg.talker, policy).apply({"params": params}, jnp.asarray(codes[:, :1]), method=Talker.embed_codec)
-    got = np.asarray(CodePredictor(cfg.talker, policy).apply(
-        {"params": params["code_predictor"]}, jnp.asarray(past), e0[:, 0], jnp.asarray(codes),
-        method=CodePredictor.teacher_forced_logits))
+    got = np.asarray(
+        CodePredictor(cfg.talker, policy).apply(
+            {"params": params["code_predictor"]},
+            jnp.asarray(past),
+            e0[:, 0],
+            jnp.asarray(codes),
+            method=CodePredictor.teacher_forced_logits,
+        )
+    )
     rel = row_relative_error(got, want.numpy())
     top1 = topk_agreement(got, want.numpy(), 1)
-    print(f"[bf16] predictor logits [{name}]: {len(rel)} sets, rel. err p50 {np.median(rel):.2e} "
-          f"p99 {np.quantile(rel, 0.99):.2e} max {rel.max():.2e}, top-1 agreement {top1:.3f}")
+    print(
+        f"[bf16] predictor logits [{name}]: {len(rel)} sets, rel. err p50 {np.median(rel):.2e} "
+        f"p99 {np.quantile(rel, 0.99):.2e} max {rel.max():.2e}, top-1 agreement {top1:.3f}"
+    )
     assert np.quantile(rel, 0.99) <= PREDICTOR_REL_P99 and top1 >= PREDICTOR_TOP1
 
 

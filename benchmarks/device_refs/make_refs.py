@@ -45,8 +45,10 @@ def reference_models(model_cfg: dict, codec_cfg: dict, model_t: dict, codec_t: d
         unknown = sorted(k for k in tensors if k not in state)
         params = {k for k, _ in module.named_parameters()}
         if unknown or any(k in params for k in missing):
-            raise AssertionError(f"{what}: tensors not in the reference {unknown[:5]}, parameters left unset "
-                                 f"{[k for k in missing if k in params][:5]}")
+            raise AssertionError(
+                f"{what}: tensors not in the reference {unknown[:5]}, parameters left unset "
+                f"{[k for k in missing if k in params][:5]}"
+            )
         if missing:
             print(f"{what}: buffers left as built (not in the key table): {missing}")
         module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, strict=False)
@@ -79,17 +81,29 @@ def main() -> None:
     with torch.no_grad():
         am = torch.tensor(mask).long()
         pos0 = (am.cumsum(-1) - 1).masked_fill(am == 0, 1)
-        r = ref.talker.model(inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True, position_ids=pos0[None].expand(3, -1, -1))
+        r = ref.talker.model(
+            inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True, position_ids=pos0[None].expand(3, -1, -1)
+        )
         prefill = ref.talker.codec_head(r.last_hidden_state).numpy()
         past, pos, stepped = r.past_key_values, torch.tensor(mask.sum(1))[:, None], []
         for i, e in enumerate(steps):
             am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
-            r = ref.talker.model(inputs_embeds=torch.tensor(e), attention_mask=am, past_key_values=past, use_cache=True,
-                                 position_ids=(pos + i)[None].expand(3, -1, -1))
+            r = ref.talker.model(
+                inputs_embeds=torch.tensor(e),
+                attention_mask=am,
+                past_key_values=past,
+                use_cache=True,
+                position_ids=(pos + i)[None].expand(3, -1, -1),
+            )
             past = r.past_key_values
             stepped.append(ref.talker.codec_head(r.last_hidden_state).numpy()[:, 0])
-    out.update(talker_x=x, talker_mask=mask, talker_steps=steps, talker_prefill_logits=prefill.astype(np.float32),
-               talker_step_logits=np.stack(stepped).astype(np.float32))
+    out.update(
+        talker_x=x,
+        talker_mask=mask,
+        talker_steps=steps,
+        talker_prefill_logits=prefill.astype(np.float32),
+        talker_step_logits=np.stack(stepped).astype(np.float32),
+    )
 
     # Code predictor: the 15 teacher-forced logit sets of 2 frames.
     past_h = rng.randn(2, d).astype(np.float32)
@@ -105,9 +119,14 @@ def main() -> None:
         reqs = dc.greedy_requests(ours)
     with torch.no_grad():
         greedy, _ = ref.generate(
-            input_ids=[torch.tensor([r.text_ids]) for r in reqs], languages=[r.language for r in reqs],
-            speakers=[r.speaker for r in reqs], non_streaming_mode=True, max_new_tokens=case["greedy_max_new_tokens"],
-            do_sample=False, subtalker_dosample=False)
+            input_ids=[torch.tensor([r.text_ids]) for r in reqs],
+            languages=[r.language for r in reqs],
+            speakers=[r.speaker for r in reqs],
+            non_streaming_mode=True,
+            max_new_tokens=case["greedy_max_new_tokens"],
+            do_sample=False,
+            subtalker_dosample=False,
+        )
     for i, c in enumerate(greedy):
         out[f"greedy_codes_{i}"] = c.numpy().astype(np.int64)
 
@@ -119,8 +138,10 @@ def main() -> None:
 
     path = HERE / "tiny_custom_voice.npz"
     np.savez_compressed(path, **out)
-    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB): greedy frames {[len(c) for c in greedy]}, "
-          f"codec rms {wave.std():.3f}, clamped {np.mean(np.abs(wave) >= 1):.3f}")
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB): greedy frames {[len(c) for c in greedy]}, "
+        f"codec rms {wave.std():.3f}, clamped {np.mean(np.abs(wave) >= 1):.3f}"
+    )
 
 
 if __name__ == "__main__":

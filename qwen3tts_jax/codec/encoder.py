@@ -184,7 +184,8 @@ class MimiAttention(nn.Module):
     ) -> Float[Array, "b t d"]:
         cfg = self.cfg
         b, t, d = x.shape
-        dense = lambda n, name: Linear(n, cfg.attention_bias, x.dtype, self.param_dtype, self.matmul, name=name)  # noqa: E731
+        dense = lambda n, name: Linear(  # noqa: E731
+            n, cfg.attention_bias, x.dtype, self.param_dtype, self.matmul, name=name)
         q = dense(cfg.num_attention_heads * cfg.head_dim, "q_proj")(x).reshape(b, t, cfg.num_attention_heads, cfg.head_dim)
         k = dense(cfg.num_key_value_heads * cfg.head_dim, "k_proj")(x).reshape(b, t, cfg.num_key_value_heads, cfg.head_dim)
         v = dense(cfg.num_key_value_heads * cfg.head_dim, "v_proj")(x).reshape(b, t, cfg.num_key_value_heads, cfg.head_dim)
@@ -219,7 +220,8 @@ class MimiTransformerLayer(nn.Module):
         self, h: Float[Array, "b t d"], cos: Float[Array, "b t x"], sin: Float[Array, "b t x"], mask: Bool[Array, "b t s"]
     ) -> Float[Array, "b t d"]:
         cfg, pd = self.cfg, self.param_dtype
-        a = MimiAttention(cfg, pd, self.matmul, name="self_attn")(LayerNorm(cfg.norm_eps, pd, name="input_layernorm")(h), cos, sin, mask)
+        attn = MimiAttention(cfg, pd, self.matmul, name="self_attn")
+        a = attn(LayerNorm(cfg.norm_eps, pd, name="input_layernorm")(h), cos, sin, mask)
         h = h + LayerScale(cfg.layer_scale_initial_scale, pd, name="self_attn_layer_scale")(a)
         m = MimiMLP(cfg, pd, self.matmul, name="mlp")(LayerNorm(cfg.norm_eps, pd, name="post_attention_layernorm")(h))
         return h + LayerScale(cfg.layer_scale_initial_scale, pd, name="mlp_layer_scale")(m)
@@ -395,8 +397,8 @@ def encoder_stages(
 
 @functools.partial(jax.jit, static_argnames=("cfg", "dtype", "matmul"))
 def encode(
-    params: Params, cfg: Qwen3TTSTokenizerV2Config, wav: Float[Array, "b n"], lengths: Int[Array, "b"], dtype: Any = jnp.float32,
-    matmul: str = "weight_stationary",
+    params: Params, cfg: Qwen3TTSTokenizerV2Config, wav: Float[Array, "b n"], lengths: Int[Array, "b"],
+    dtype: Any = jnp.float32, matmul: str = "weight_stationary",
 ) -> Int[Array, "b t q"]:
     """`Qwen3TTSTokenizerV2Model.encode` of a right-padded batch → codes `(b, ceil(n/1920), 16)`.
 

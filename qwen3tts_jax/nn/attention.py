@@ -103,7 +103,8 @@ def _weighted(p: Float[Array, "b k g t s"], v: Float[Array, "b s k x"], few: boo
     if few:
         pt = jax.lax.optimization_barrier(p.transpose(0, 3, 4, 1, 2))  # b t s k g (small: no head_dim)
         return jnp.sum(pt[..., None] * v[:, None, :, :, None, :], axis=2, dtype=jnp.float32).astype(p.dtype)
-    return jnp.einsum("bkgts,bskx->btkgx", p, v, precision=precision(p.dtype), preferred_element_type=jnp.float32).astype(p.dtype)
+    pv = jnp.einsum("bkgts,bskx->btkgx", p, v, precision=precision(p.dtype), preferred_element_type=jnp.float32)
+    return pv.astype(p.dtype)
 
 
 def attend_live(
@@ -186,7 +187,8 @@ class Attention(nn.Module):
         write_index: Int[Array, ""],
     ) -> tuple[Float[Array, "b t d"], KVCache]:
         b, t, d = x.shape
-        dense = lambda n, name: Linear(n, self.use_bias, self.dtype, self.param_dtype, self.matmul, name=name)  # noqa: E731
+        dense = lambda n, name: Linear(  # noqa: E731
+            n, self.use_bias, self.dtype, self.param_dtype, self.matmul, name=name)
         q = dense(self.num_heads * self.head_dim, "q_proj")(x).reshape(b, t, self.num_heads, self.head_dim)
         k = dense(self.num_kv_heads * self.head_dim, "k_proj")(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = dense(self.num_kv_heads * self.head_dim, "v_proj")(x).reshape(b, t, self.num_kv_heads, self.head_dim)
