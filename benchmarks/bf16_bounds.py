@@ -80,8 +80,11 @@ def talker_run(model, frames, steps: int):
     prompt, trailing = build_prompt(model._embedder, cfg, req)
     inputs = model._embedder.codes(frames) + trailing[np.minimum(np.arange(len(frames)), len(trailing) - 1)]
     talker = Talker(cfg.talker, policy)
-    run = jax.jit(lambda e, m, c: talker.apply({"params": params}, e, m, c), donate_argnums=(2,))
-    logits = jax.jit(lambda h: talker.apply({"params": params}, h, method=Talker.logits))
+    # params are arguments, never closed over: a closure would bake gigabytes of constants into the program
+    step = jax.jit(lambda p, e, m, c: talker.apply({"params": p}, e, m, c), donate_argnums=(3,))
+    head = jax.jit(lambda p, h: talker.apply({"params": p}, h, method=Talker.logits))
+    run = lambda e, m, c: step(params, e, m, c)  # noqa: E731
+    logits = lambda h: head(params, h)  # noqa: E731
     slots = -(-(len(prompt) + steps) // 256) * 256
     h, cache = run(
         jnp.asarray(prompt[None], policy.dtype),

@@ -293,8 +293,11 @@ def ours_talker(model, x, mask, steps):
 
     cfg, policy, params = model.config.talker, model.policy, model.params["talker"]
     talker = Talker(cfg, policy)
-    run = jax.jit(lambda e, m, c: talker.apply({"params": params}, e, m, c))
-    logits = jax.jit(lambda h: talker.apply({"params": params}, h, method=Talker.logits))
+    # params are arguments, never closed over (a closure would make them constants of the program)
+    step = jax.jit(lambda p, e, m, c: talker.apply({"params": p}, e, m, c))
+    head = jax.jit(lambda p, h: talker.apply({"params": p}, h, method=Talker.logits))
+    run = lambda e, m, c: step(params, e, m, c)  # noqa: E731
+    logits = lambda h: head(params, h)  # noqa: E731
     hidden, cache = run(
         jnp.asarray(x), jnp.asarray(mask), talker_cache(cfg, policy, x.shape[0], CASE["step_cache_slots"])
     )
@@ -685,6 +688,7 @@ def main(argv=None) -> int:
     if not args.skip_speed:
         run.section("speed", speed, run, sizes)
     run.data["loaded_audio_io_at_end"] = sorted(m for m in ("soundfile", "soxr") if m in sys.modules)
+    run.write()
     print(f"[device_check] wrote {args.out} ({run.data['elapsed_s']} s); failed: {run.failed or 'none'}", flush=True)
     return 1 if run.failed else 0
 
