@@ -72,13 +72,21 @@ def talker_run(model, frames, steps: int):
     import jax.numpy as jnp
     import numpy as np
 
-    from qwen3tts_jax.prompt import build_prompt
+    from qwen3tts_jax.prompt import (codebook_tables, embed_prompts, embed_text_ids, prompt_tracks,
+                                     sum_codebook_embeddings)
     from qwen3tts_jax.talker import Talker, talker_cache
 
     cfg, policy, params = model.config, model.policy, model.params["talker"]
-    req = model._custom_requests(TEXT, "ryan", "english", None, True)[0]
-    prompt, trailing = build_prompt(model._embedder, cfg, req)
-    inputs = model._embedder.codes(frames) + trailing[np.minimum(np.arange(len(frames)), len(trailing) - 1)]
+    req = model.custom_voice_prompts(TEXT, "ryan", "english", None, True)[0]
+    prompt = embed_prompts(params, cfg, policy, [req], step=1)[0][0]  # step 1: no padding positions
+    # The frame step's input: Σ of the frame's 16 codebook embeddings + its text track entry (the
+    # track's ids for frames 0, 1, ..., then tts_pad), as `generate.FrameSampler.frame_step` builds it.
+    track = np.append(prompt_tracks(cfg, req).trailing, cfg.tts_pad_token_id)
+    ids = track[np.minimum(np.arange(len(frames)), len(track) - 1)]
+    text = embed_text_ids(params, jnp.asarray(ids[None], jnp.int32), cfg.talker, policy)[0]
+    codes = sum_codebook_embeddings(codebook_tables(params, cfg.talker.num_code_groups), jnp.asarray(frames),
+                                    policy.dtype)
+    inputs = np.asarray((codes + text).astype(jnp.float32))
     talker = Talker(cfg.talker, policy)
     # params are arguments, never closed over: a closure would bake gigabytes of constants into the program
     step = jax.jit(lambda p, e, m, c: talker.apply({"params": p}, e, m, c), donate_argnums=(3,))

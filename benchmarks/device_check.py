@@ -18,9 +18,10 @@ is 1 if any parity check failed or any section raised.
    against the bounds in `BF16_TINY` (greedy codes in bf16 are reported, not asserted: one bf16
    rounding can flip a near-tie and the sequence diverges from there).
 3. `speed` (bf16, `random:0.6b-customvoice`, weights drawn on the device by `jax.random`):
-   weight build time, single-stream ×RT (audio seconds per wall second, EOS suppressed for
-   `--frames` frames, codec decode included) and its cold first call, streaming time to first
-   audio (warm), batch 8/32/64 aggregate ×RT, prefill of 256 tokens, codec decode of 300 frames.
+   weight build time, single-stream ×RT (audio seconds per wall second, EOS blocked by
+   `min_new_tokens=` for `--frames` frames, codec decode included) and its cold first call,
+   streaming time to first audio (warm), batch 8/32/64 aggregate ×RT, the engine's admission
+   (prefill) of a 256-token prompt, codec decode of 300 frames.
    The persistent compilation cache is off: "cold" means compiled in this process.
 
 `--quick` runs the same code on `random:tiny` with a few frames (what CI runs so this script
@@ -273,7 +274,7 @@ def write_tiny_folder(folder: Path, seed: int = TINY_SEED) -> tuple[Path, list[f
 def greedy_requests(model) -> list:
     """The greedy case's prompt requests, built by the public API's own request builder."""
     c = CASE
-    return model._custom_requests(
+    return model.custom_voice_prompts(
         list(c["greedy_texts"]), list(c["greedy_speakers"]), list(c["greedy_languages"]), None, True
     )
 
@@ -432,45 +433,20 @@ def parity(_: dict, dtype: str) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def eos_blocked(tokens: int):
-    """The one place that suppresses EOS: inside, every talker sampling config the API builds
-    blocks EOS for the first `tokens` tokens (`SamplingConfig.min_new_tokens`). With
-    `max_new_tokens=tokens` a request then runs exactly `tokens - 1` frames. When the engine's
-    per-request `min_new_tokens=` lands, pass that instead and drop this."""
-    from qwen3tts_jax import api
-    from qwen3tts_jax.sampling import SamplingConfig
-
-    class Blocked:
-        @staticmethod
-        def from_configs(gen, talker_config):
-            return SamplingConfig.from_generation_config(
-                gen,
-                vocab_size=talker_config.vocab_size,
-                eos_token_id=talker_config.codec_eos_token_id,
-                min_new_tokens=tokens,
-            )
-
-    api.SamplingConfig = Blocked
-    try:
-        yield
-    finally:
-        api.SamplingConfig = SamplingConfig
-
-
 def offline(model, batch: int, frames: int) -> float:
-    """One `generate_custom_voice` call of `batch` texts, `frames` frames each (EOS blocked);
+    """One `generate_custom_voice` call of `batch` texts, `frames` frames each (EOS blocked by
+    `min_new_tokens` for every token: `max_new_tokens=frames + 1` tokens give `frames` frames);
     returns the audio seconds produced."""
     texts = [SPEED_TEXTS[i % len(SPEED_TEXTS)] for i in range(batch)]
     speakers = [SPEED_SPEAKERS[i % len(SPEED_SPEAKERS)] for i in range(batch)]
-    with eos_blocked(frames + 1):
-        wavs, sr = model.generate_custom_voice(
-            texts if batch > 1 else texts[0],
-            speakers if batch > 1 else speakers[0],
-            language="english",
-            max_new_tokens=frames + 1,
-            seed=0,
-        )
+    wavs, sr = model.generate_custom_voice(
+        texts if batch > 1 else texts[0],
+        speakers if batch > 1 else speakers[0],
+        language="english",
+        max_new_tokens=frames + 1,
+        min_new_tokens=frames + 1,
+        seed=0,
+    )
     lengths = {len(w) for w in wavs}
     if lengths != {frames * 1920}:
         raise AssertionError(
@@ -480,50 +456,68 @@ def offline(model, batch: int, frames: int) -> float:
 
 
 def streamed(model, frames: int) -> tuple[float, float, float]:
-    """One streaming call (first chunk after 1 frame, then 4-frame chunks): (time to first audio,
-    total time, audio seconds)."""
+    """One streaming call (first chunk after 1 frame, then 4-frame chunks; EOS blocked as in
+    `offline`): (time to first audio, total time, audio seconds)."""
     t0, first, samples = time.perf_counter(), None, 0
-    with eos_blocked(frames + 1):
-        for chunk, _ in model.stream_custom_voice(
-            SPEED_TEXTS[0],
-            "ryan",
-            language="english",
-            max_new_tokens=frames + 1,
-            chunk_frames=4,
-            first_chunk_frames=1,
-            seed=0,
-        ):
-            if first is None:
-                first = time.perf_counter() - t0
-            samples += len(chunk)
+    for chunk, _ in model.stream_custom_voice(
+        SPEED_TEXTS[0],
+        "ryan",
+        language="english",
+        max_new_tokens=frames + 1,
+        min_new_tokens=frames + 1,
+        chunk_frames=4,
+        first_chunk_frames=1,
+        seed=0,
+    ):
+        if first is None:
+            first = time.perf_counter() - t0
+        samples += len(chunk)
     return first, time.perf_counter() - t0, samples / 24000
 
 
-def time_prefill(model, tokens: int, reps: int = 5) -> dict:
-    """The jitted prefill (stack, head, first-token sampling, cache init) of a `tokens`-position
-    prompt of random embeddings, batch 1. Reaches into `generate.compiled`: switch to the
-    engine's prefill when it lands."""
+def time_prefill(model, tokens: int, frames: int, reps: int = 5) -> dict:
+    """The engine's admission program (`generate.compiled(sampler).admit`: prompt embedding,
+    talker prefill, codec head, first-token sampling, the rows written into the slots) of one
+    `tokens`-position prompt of random text ids into a 1-slot state sized for `frames` frames,
+    with the sampling program of the model's generation config. Inputs are placed on the device
+    before timing (what is timed is the device program and its dispatch, not the host's
+    tokenization or transfers); the state it returns is fed to the next call (donated)."""
     import jax
-    import jax.numpy as jnp
+    import numpy as np
 
     from qwen3tts_jax import generate as gen
+    from qwen3tts_jax.engine import TEXT_TRACK_BUCKET, TRAILING_BUCKET
+    from qwen3tts_jax.prompt import PromptTracks, collate_tracks
     from qwen3tts_jax.sampling import SamplingConfig
 
-    cfg = model.config
-    decoder = gen.Decoder(cfg, model.policy, SamplingConfig.from_configs(model.generation_config, cfg.talker))
-    prefill = gen.compiled(decoder)[0]
-    key = jax.random.PRNGKey(0)
-    embeds = jax.random.normal(key, (1, tokens, cfg.talker.transformer.hidden_size), jnp.float32).astype(
-        model.policy.dtype
-    )
-    mask = jnp.ones((1, tokens), bool)
-    frames = gen.frame_budget(tokens + 1)
-    slots = gen.cache_slots(tokens, frames)
-    run = lambda: jax.block_until_ready(prefill(model.params["talker"], embeds, mask, slots, frames, key).token)  # noqa: E731
+    cfg, t = model.config, model.config.talker
+    sampling = SamplingConfig.from_configs(model.generation_config, t)
+    sampler = gen.FrameSampler(cfg, model.policy, sampling.program(), model.placement)
+    compiled = gen.compiled(sampler)
+    rng = np.random.RandomState(0)
+    on, off = np.ones(tokens, bool), np.zeros(tokens, bool)
+    zeros = np.zeros(tokens, np.int32)
+    tracks = PromptTracks(rng.randint(0, t.text_vocab_size, tokens).astype(np.int32), on, zeros, off, off,
+                          np.zeros((tokens, t.num_code_groups - 1), np.int32), off, None,
+                          np.full(1, cfg.tts_pad_token_id, np.int32))
+    put = model.placement.put
+    batch = put(collate_tracks([tracks], t.transformer.hidden_size, tokens, left=True), "prompt")
+    trailing = put(np.full((1, TRAILING_BUCKET), cfg.tts_pad_token_id, np.int32), "input/trailing_ids")
+    rows, limits = put(np.zeros(1, np.int32), "input/rows"), put(np.full(1, frames + 1, np.int32), "input/limits")
+    keys = put(np.asarray(jax.random.PRNGKey(0), np.uint32)[None], "input/keys")
+    values = put(sampling.values(1), "input/values")
+    state = compiled.init(1, gen.cache_slots(tokens, frames), TEXT_TRACK_BUCKET, 1)
+
+    def run():
+        nonlocal state
+        state = compiled.admit(model.params["talker"], state, batch, trailing, rows, keys, values, limits)
+        jax.block_until_ready(state.token)
+
     _, cold = _timed(run)
     warm = [_timed(run)[1] for _ in range(reps)]
     return {
         "tokens": tokens,
+        "what": "generate.compiled(FrameSampler).admit of one prompt into a 1-slot state",
         "cold_s": _r(cold),
         "warm_ms": _r(statistics.median(warm) * 1000, 2),
         "warm_ms_all": [_r(w * 1000, 2) for w in warm],
@@ -610,7 +604,7 @@ def speed(result: dict, run: Run, sizes: dict) -> dict:
     item("single_stream", 20, single)
     item("streaming", 15, stream)
     item("codec_decode", 10, lambda: time_codec(model, sizes["codec_frames"]))
-    item("prefill", 10, lambda: time_prefill(model, sizes["prefill_tokens"]))
+    item("prefill", 10, lambda: time_prefill(model, sizes["prefill_tokens"], frames))
     for b in sizes["batches"]:
         item(f"batch_{b}", 40, batch(b))
     result["peak_device_bytes"] = _peak_memory()
