@@ -72,8 +72,13 @@ def talker_run(model, frames, steps: int):
     import jax.numpy as jnp
     import numpy as np
 
-    from qwen3tts_jax.prompt import (codebook_tables, embed_prompts, embed_text_ids, prompt_tracks,
-                                     sum_codebook_embeddings)
+    from qwen3tts_jax.prompt import (
+        codebook_tables,
+        embed_prompts,
+        embed_text_ids,
+        prompt_tracks,
+        sum_codebook_embeddings,
+    )
     from qwen3tts_jax.talker import Talker, talker_cache
 
     cfg, policy, params = model.config, model.policy, model.params["talker"]
@@ -84,8 +89,9 @@ def talker_run(model, frames, steps: int):
     track = np.append(prompt_tracks(cfg, req).trailing, cfg.tts_pad_token_id)
     ids = track[np.minimum(np.arange(len(frames)), len(track) - 1)]
     text = embed_text_ids(params, jnp.asarray(ids[None], jnp.int32), cfg.talker, policy)[0]
-    codes = sum_codebook_embeddings(codebook_tables(params, cfg.talker.num_code_groups), jnp.asarray(frames),
-                                    policy.dtype)
+    codes = sum_codebook_embeddings(
+        codebook_tables(params, cfg.talker.num_code_groups), jnp.asarray(frames), policy.dtype
+    )
     inputs = np.asarray((codes + text).astype(jnp.float32))
     talker = Talker(cfg.talker, policy)
     # params are arguments, never closed over: a closure would bake gigabytes of constants into the program

@@ -495,11 +495,18 @@ def time_prefill(model, tokens: int, frames: int, reps: int = 5) -> dict:
     sampler = gen.FrameSampler(cfg, model.policy, sampling.program(), model.placement)
     compiled = gen.compiled(sampler)
     rng = np.random.RandomState(0)
-    on, off = np.ones(tokens, bool), np.zeros(tokens, bool)
-    zeros = np.zeros(tokens, np.int32)
-    tracks = PromptTracks(rng.randint(0, t.text_vocab_size, tokens).astype(np.int32), on, zeros, off, off,
-                          np.zeros((tokens, t.num_code_groups - 1), np.int32), off, None,
-                          np.full(1, cfg.tts_pad_token_id, np.int32))
+    off = np.zeros(tokens, bool)
+    tracks = PromptTracks(  # every position a text position
+        text_ids=rng.randint(0, t.text_vocab_size, tokens).astype(np.int32),
+        text_on=np.ones(tokens, bool),
+        codec_ids=np.zeros(tokens, np.int32),
+        codec_on=off,
+        spk_on=off,
+        res_codes=np.zeros((tokens, t.num_code_groups - 1), np.int32),
+        res_on=off,
+        speaker=None,
+        trailing=np.full(1, cfg.tts_pad_token_id, np.int32),
+    )
     put = model.placement.put
     batch = put(collate_tracks([tracks], t.transformer.hidden_size, tokens, left=True), "prompt")
     trailing = put(np.full((1, TRAILING_BUCKET), cfg.tts_pad_token_id, np.int32), "input/trailing_ids")
