@@ -88,7 +88,8 @@ class Qwen3TTSModel:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype: Any = None,
-                        scan_layers: bool | None = None, seed: int = 0, mesh: Any = None, **kwargs) -> Qwen3TTSModel:
+                        scan_layers: bool | None = None, seed: int = 0, mesh: Any = None, policy: Policy | None = None,
+                        **kwargs) -> Qwen3TTSModel:
         """A model folder, a Hugging Face repo id (downloaded with huggingface_hub), or
         `random:<name>` (seeded random weights of a released architecture, see `presets`).
 
@@ -98,12 +99,17 @@ class Qwen3TTSModel:
         `mesh` ("data=4,model=2", a dict, or a ("data", "model") `jax.sharding.Mesh`) runs on a
         device mesh: batches split over `data`, talker / code predictor / codec decoder weights
         over `model` (see `qwen3tts_jax.sharding`); each process reads only its weight slices.
+
+        `policy` (a `config.Policy`) replaces the backend's (`Policy.for_backend`): e.g.
+        `Policy.for_backend("gpu")` compiles the GPU/TPU program on any machine; `dtype` and
+        `scan_layers`, when given too, replace its fields.
         """
         unknown = sorted(set(kwargs) - _TORCH_ONLY)
         if unknown:
             raise TypeError(f"Qwen3TTSModel.from_pretrained: unexpected keyword argument(s) {unknown}")
-        dt = as_dtype(dtype if dtype is not None else kwargs.get("torch_dtype"))
-        policy = Policy.for_backend(dtype=dt)
+        dtype = dtype if dtype is not None else kwargs.get("torch_dtype")
+        policy = Policy.resolve(policy, dtype, "Qwen3TTSModel.from_pretrained")
+        dt = as_dtype(policy.param_dtype)
         if scan_layers is not None:
             policy = dataclasses.replace(policy, scan_layers=scan_layers)
         placement = Placement(None if mesh is None else make_mesh(mesh))
@@ -116,7 +122,7 @@ class Qwen3TTSModel:
         check_model_folder(folder, "pretrained_model_name_or_path")
         params = load_model_params(folder, cfg, dtype=dt, scan_layers=policy.scan_layers,
                                    shardings=placement.loader(model_units(cfg)))  # each process reads its slices
-        speech = Qwen3TTSTokenizer.from_pretrained(folder / "speech_tokenizer", dtype=dt)
+        speech = Qwen3TTSTokenizer.from_pretrained(folder / "speech_tokenizer", policy=policy)
         speech.params = placement.codec_params(speech.params, speech.config)
         return cls(cfg, placement.model_params(params, cfg), TextTokenizer.from_pretrained(folder), speech,
                    GenerationConfig.from_model_dir(folder), policy, str(folder), placement)
@@ -134,9 +140,12 @@ class Qwen3TTSModel:
 
         kind, size = parse_random_spec(spec)
         cfg = Qwen3TTSConfig.from_dict(presets.model_config(kind, size), f"{spec} config")
-        params = layout_model_params(random_model_params(cfg, seed, policy.param_dtype), cfg, policy.scan_layers)
+        on_device = jax.default_backend() != "cpu"  # draw on the accelerator: no multi-GB host build and copy
+        params = random_model_params(cfg, seed, policy.param_dtype, on_device)
+        params = layout_model_params(params, cfg, policy.scan_layers)
         codec_cfg = Qwen3TTSTokenizerV2Config.from_dict(presets.tokenizer_config(tiny=size == "tiny"), f"{spec} tokenizer config")
-        speech = Qwen3TTSTokenizer(codec_cfg, random_codec_params(codec_cfg, seed, policy.param_dtype), policy)
+        codec_params = random_codec_params(codec_cfg, seed, policy.param_dtype, on_device)
+        speech = Qwen3TTSTokenizer(codec_cfg, codec_params, policy)
         text = byte_level_text_tokenizer()
         gen_cfg = GenerationConfig.from_dict(presets.random_generation_config(), f"{spec} generation config")
         speech.params = placement.codec_params(speech.params, codec_cfg)

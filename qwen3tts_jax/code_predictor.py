@@ -49,9 +49,11 @@ class CodePredictor(nn.Module):
         self.model = CodePredictorModel(
             cp.transformer, p, num_embeddings=n, codebook_size=cp.vocab_size, embedding_dim=talker_hidden
         )
-        self.lm_head = [Linear(cp.vocab_size, False, p.dtype, p.param_dtype) for _ in range(n)]
+        self.lm_head = [
+            Linear(cp.vocab_size, False, p.dtype, p.param_dtype, p.matmul, out_dtype=jnp.float32) for _ in range(n)
+        ]
         if self.has_projection:
-            self.small_to_mtp_projection = Linear(cp.transformer.hidden_size, True, p.dtype, p.param_dtype)
+            self.small_to_mtp_projection = Linear(cp.transformer.hidden_size, True, p.dtype, p.param_dtype, p.matmul)
 
     @property
     def has_projection(self) -> bool:
@@ -89,4 +91,5 @@ def embed_codes(params: dict, j: int, ids: Int[Array, "*_"], policy: Policy) -> 
 
 def head_logits(params: dict, j: int, hidden: Float[Array, "... c"], policy: Policy) -> Float[Array, "... v"]:
     """`CodePredictor.head(j, hidden)` on the predictor's param tree, without a Flax `apply`."""
-    return linear(hidden.astype(policy.dtype), params[f"lm_head_{j}"]["weight"]).astype(jnp.float32)
+    weight = params[f"lm_head_{j}"]["weight"]
+    return linear(hidden.astype(policy.dtype), weight, form=policy.matmul, out_dtype=jnp.float32)

@@ -178,6 +178,19 @@ class Policy:
         return Policy(dtype=dtype, param_dtype=dtype, scan_layers=True, matmul="xla", few_query_attention=False,
                       donate_codec_state=True, predictor_loop="scan")
 
+    @staticmethod
+    def resolve(policy: "Policy | None", dtype: Any, where: str) -> "Policy":
+        """A loader's policy: `policy` as given (an explicit `dtype` replaces both of its dtypes)
+        or, without one, the backend's for `dtype`. `where` names the caller in errors."""
+        if policy is None:
+            return Policy.for_backend(dtype=as_dtype(dtype))
+        if not isinstance(policy, Policy):
+            raise TypeError(f"{where}: policy must be a qwen3tts_jax.config.Policy, got {policy!r}")
+        if dtype is None:
+            return policy
+        dt = as_dtype(dtype)
+        return dataclasses.replace(policy, dtype=dt, param_dtype=dt)
+
 
 # --------------------------------------------------------------------------------------------
 # Model configs

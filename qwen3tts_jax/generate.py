@@ -138,8 +138,8 @@ class FrameSampler:
             table, head, k = xs
             emb = jnp.take(table, prev, axis=0)[:, None].astype(self.policy.dtype)
             h, cache = cp.apply(p, emb, jnp.ones((b, 1), bool), cache)
-            nxt = sampling.sample_subtalker(linear(h[:, -1], head).astype(jnp.float32), k,
-                                            values, sub)
+            logits = linear(h[:, -1], head, form=self.policy.matmul, out_dtype=jnp.float32)
+            nxt = sampling.sample_subtalker(logits, k, values, sub)
             return (cache, nxt), nxt
 
         _, rest = jax.lax.scan(body, (cache, code), (tables, heads, jnp.swapaxes(step_keys[:, 1:], 0, 1)))

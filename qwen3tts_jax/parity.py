@@ -1,5 +1,6 @@
-"""Numerical comparison helpers for the notebooks: per-layer states of our modules and error
-statistics. No torch here; the reference side lives in `notebooks/_support.py`.
+"""Numerical comparison helpers for the notebooks, the bf16 bounds and the device check:
+per-layer states of our modules and error statistics. No torch here; the reference side lives in
+`notebooks/_support.py`.
 
 `talker_hidden_states` returns what the reference's `Qwen3TTSTalkerModel.forward(...,
 output_hidden_states=True)` exposes (the input embeddings, then each decoder layer's output, then
@@ -58,6 +59,25 @@ def topk_agreement(ours, ref, k: int) -> float:
     a, r = np.asarray(ours).reshape(-1, np.shape(ours)[-1]), np.asarray(ref).reshape(-1, np.shape(ref)[-1])
     ta, tr = np.argsort(-a, axis=-1)[:, :k], np.argsort(-r, axis=-1)[:, :k]
     return float(np.mean([set(x) == set(y) for x, y in zip(ta, tr)]))
+
+
+def row_relative_error(ours, ref) -> np.ndarray:
+    """Per row (last axis = vocabulary): ‖ours − ref‖₂ / ‖ref‖₂ — the bf16 bound's measure of a
+    logit vector (scale-free, dominated by the large logits that decide sampling)."""
+    a, r = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    if a.shape != r.shape:
+        raise ValueError(f"row_relative_error: shapes differ {a.shape} vs {r.shape}")
+    a, r = a.reshape(-1, a.shape[-1]), r.reshape(-1, r.shape[-1])
+    return np.linalg.norm(a - r, axis=-1) / np.maximum(np.linalg.norm(r, axis=-1), 1e-30)
+
+
+def snr_db(ours, ref) -> float:
+    """Signal-to-noise ratio of `ours` against `ref` (waveforms): 10·log10(Σref² / Σ(ours−ref)²)."""
+    a, r = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    if a.shape != r.shape:
+        raise ValueError(f"snr_db: shapes differ {a.shape} vs {r.shape}")
+    noise = float(np.sum((a - r) ** 2))
+    return float("inf") if noise == 0 else float(10 * np.log10(np.sum(r**2) / noise))
 
 
 def code_agreement(ours, ref) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig, SpeakerEncoderConfig
 from qwen3tts_jax.mel import SPEAKER_MEL, log_mel_spectrogram
+from qwen3tts_jax.nn.linear import precision
 from qwen3tts_jax.nn.params import existing_param
 from qwen3tts_jax.typing import Array, Float, HostArray, Params
 
@@ -58,7 +59,7 @@ def conv1d_same_reflect(
         x = jnp.pad(x, ((0, 0), (left, right), (0, 0)), mode="reflect")  # (b, t + d·(k-1), i)
     y = jax.lax.conv_general_dilated(
         x, weight.astype(x.dtype), window_strides=(1,), padding="VALID", rhs_dilation=(dilation,),
-        dimension_numbers=("NWC", "OIW", "NWC"),
+        dimension_numbers=("NWC", "OIW", "NWC"), precision=precision(x.dtype),
     )
     return y if bias is None else y + bias.astype(x.dtype)
 

@@ -179,11 +179,13 @@ class Qwen3TTSTokenizer:
         self._prepared: tuple[dict, dict] | None = None  # (decoder params, their laid-out copy)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype: Any = None, **kwargs) -> Qwen3TTSTokenizer:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype: Any = None,
+                        policy: Policy | None = None, **kwargs) -> Qwen3TTSTokenizer:
         """Load a `speech_tokenizer/` folder (or a model folder containing one, or a HF repo id).
 
         `dtype` is the compute and weight dtype (None → float32, the reference's default; the
-        RVQ codebooks stay float32 whatever it is). Torch-only loader kwargs (`device_map`,
+        RVQ codebooks stay float32 whatever it is). `policy` replaces the backend's (see
+        `Qwen3TTSModel.from_pretrained`). Torch-only loader kwargs (`device_map`,
         `attn_implementation`, ...) are accepted and ignored; anything else is an error.
         """
         unknown = sorted(set(kwargs) - _TORCH_ONLY_KWARGS)
@@ -191,11 +193,11 @@ class Qwen3TTSTokenizer:
             raise TypeError(f"Qwen3TTSTokenizer.from_pretrained: unexpected keyword argument(s) {unknown}")
         if dtype is None and kwargs.get("torch_dtype") is not None:
             dtype = kwargs["torch_dtype"]
+        policy = Policy.resolve(policy, dtype, "Qwen3TTSTokenizer.from_pretrained")
         folder = _resolve_dir(pretrained_model_name_or_path)
         cfg = Qwen3TTSTokenizerV2Config.from_model_dir(folder)
-        dt = as_dtype(dtype)
-        params = load_codec_params(folder, dtype=dt, cfg=cfg)
-        return cls(cfg, params, Policy(dtype=dt, param_dtype=dt), _read_preprocessor(folder, cfg), str(folder))
+        params = load_codec_params(folder, dtype=as_dtype(policy.param_dtype), cfg=cfg)
+        return cls(cfg, params, policy, _read_preprocessor(folder, cfg), str(folder))
 
     # ---------------------------------------------------------------------------------------- #
 
@@ -214,7 +216,8 @@ class Qwen3TTSTokenizer:
         for i, w in enumerate(wavs):
             batch[i, : len(w)] = w
         codes = np.asarray(
-            codec_encoder.encode(self.params["encoder"], self.config, jnp.asarray(batch), jnp.asarray(lengths), self.policy.dtype)
+            codec_encoder.encode(self.params["encoder"], self.config, jnp.asarray(batch), jnp.asarray(lengths),
+                                 self.policy.dtype, self.policy.matmul)
         )
         n_frames = -(-lengths // frame)
         out = [codes[i, : int(n)].astype(np.int64) for i, n in enumerate(n_frames)]

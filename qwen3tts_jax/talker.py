@@ -45,8 +45,8 @@ class TextProjection(nn.Module):
     @nn.compact
     def __call__(self, x: Float[Array, "... e"]) -> Float[Array, "... d"]:
         p = self.policy
-        h = Linear(self.intermediate_size, True, p.dtype, p.param_dtype, name="linear_fc1")(x)
-        return Linear(self.output_size, True, p.dtype, p.param_dtype, name="linear_fc2")(jax.nn.silu(h))
+        h = Linear(self.intermediate_size, True, p.dtype, p.param_dtype, p.matmul, name="linear_fc1")(x)
+        return Linear(self.output_size, True, p.dtype, p.param_dtype, p.matmul, name="linear_fc2")(jax.nn.silu(h))
 
 
 class Talker(nn.Module):
@@ -60,7 +60,7 @@ class Talker(nn.Module):
             text_hidden_size=cfg.text_hidden_size,
         )
         self.text_projection = TextProjection(cfg.text_hidden_size, cfg.transformer.hidden_size, p)
-        self.codec_head = Linear(cfg.vocab_size, False, p.dtype, p.param_dtype)
+        self.codec_head = Linear(cfg.vocab_size, False, p.dtype, p.param_dtype, p.matmul, out_dtype=jnp.float32)
 
     def __call__(
         self, embeds: Float[Array, "b t d"], mask: Bool[Array, "b t"], cache: DecoderCache

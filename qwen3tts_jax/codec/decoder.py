@@ -150,9 +150,9 @@ class ConvNeXtBlock(nn.Module):
         new: dict = {}
         h = _conv_step(dw, x, history, "dwconv", new)
         h = LayerNorm(1e-6, p.param_dtype, name="norm")(h)
-        h = Linear(4 * self.dim, True, p.dtype, p.param_dtype, name="pwconv1")(h)
+        h = Linear(4 * self.dim, True, p.dtype, p.param_dtype, p.matmul, name="pwconv1")(h)
         h = jax.nn.gelu(h, approximate=False)  # torch nn.GELU(): exact erf form
-        h = Linear(self.dim, True, p.dtype, p.param_dtype, name="pwconv2")(h)
+        h = Linear(self.dim, True, p.dtype, p.param_dtype, p.matmul, name="pwconv2")(h)
         gamma = existing_param(self, "gamma", nn.initializers.constant(1e-6), (self.dim,), p.param_dtype)
         return x + gamma.astype(h.dtype) * h, new
 
@@ -235,13 +235,15 @@ class TransformerLayer(nn.Module):
             use_bias=cfg.attention_bias,
             dtype=p.dtype,
             param_dtype=p.param_dtype,
+            matmul=p.matmul,
+            few_query=p.few_query_attention,
             name="self_attn",
         )
         a, kv = attn(
             RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="input_layernorm")(h), cos, sin, mask, kv, write_index
         )
         h = h + LayerScale(cfg.layer_scale_initial_scale, p.param_dtype, name="self_attn_layer_scale")(a)
-        m = SwiGLU(cfg.intermediate_size, p.dtype, p.param_dtype, name="mlp")(
+        m = SwiGLU(cfg.intermediate_size, p.dtype, p.param_dtype, p.matmul, name="mlp")(
             RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="post_attention_layernorm")(h)
         )
         h = h + LayerScale(cfg.layer_scale_initial_scale, p.param_dtype, name="mlp_layer_scale")(m)
@@ -269,10 +271,10 @@ class PreTransformer(nn.Module):
 
     def setup(self):
         cfg, p = self.cfg, self.policy
-        self.input_proj = Linear(cfg.hidden_size, True, p.dtype, p.param_dtype)
+        self.input_proj = Linear(cfg.hidden_size, True, p.dtype, p.param_dtype, p.matmul)
         self.layers = [TransformerLayer(cfg, p) for _ in range(cfg.num_hidden_layers)]
         self.norm = RMSNorm(cfg.rms_norm_eps, p.param_dtype)
-        self.output_proj = Linear(cfg.latent_dim, True, p.dtype, p.param_dtype)
+        self.output_proj = Linear(cfg.latent_dim, True, p.dtype, p.param_dtype, p.matmul)
 
     @property
     def past(self) -> int:

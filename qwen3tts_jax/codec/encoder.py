@@ -176,6 +176,7 @@ class MimiAttention(nn.Module):
 
     cfg: MimiEncoderConfig
     param_dtype: Any = jnp.float32
+    matmul: str = "weight_stationary"  # `Policy.matmul`
 
     @nn.compact
     def __call__(
@@ -183,7 +184,8 @@ class MimiAttention(nn.Module):
     ) -> Float[Array, "b t d"]:
         cfg = self.cfg
         b, t, d = x.shape
-        dense = lambda n, name: Linear(n, cfg.attention_bias, x.dtype, self.param_dtype, name=name)  # noqa: E731
+        dense = lambda n, name: Linear(  # noqa: E731
+            n, cfg.attention_bias, x.dtype, self.param_dtype, self.matmul, name=name)
         q = dense(cfg.num_attention_heads * cfg.head_dim, "q_proj")(x).reshape(b, t, cfg.num_attention_heads, cfg.head_dim)
         k = dense(cfg.num_key_value_heads * cfg.head_dim, "k_proj")(x).reshape(b, t, cfg.num_key_value_heads, cfg.head_dim)
         v = dense(cfg.num_key_value_heads * cfg.head_dim, "v_proj")(x).reshape(b, t, cfg.num_key_value_heads, cfg.head_dim)
@@ -197,12 +199,13 @@ class MimiMLP(nn.Module):
 
     cfg: MimiEncoderConfig
     param_dtype: Any = jnp.float32
+    matmul: str = "weight_stationary"  # `Policy.matmul`
 
     @nn.compact
     def __call__(self, x: Float[Array, "b t d"]) -> Float[Array, "b t d"]:
-        h = Linear(self.cfg.intermediate_size, False, x.dtype, self.param_dtype, name="fc1")(x)
+        h = Linear(self.cfg.intermediate_size, False, x.dtype, self.param_dtype, self.matmul, name="fc1")(x)
         h = jax.nn.gelu(h, approximate=False)
-        return Linear(x.shape[-1], False, x.dtype, self.param_dtype, name="fc2")(h)
+        return Linear(x.shape[-1], False, x.dtype, self.param_dtype, self.matmul, name="fc2")(h)
 
 
 class MimiTransformerLayer(nn.Module):
@@ -210,15 +213,17 @@ class MimiTransformerLayer(nn.Module):
 
     cfg: MimiEncoderConfig
     param_dtype: Any = jnp.float32
+    matmul: str = "weight_stationary"  # `Policy.matmul`
 
     @nn.compact
     def __call__(
         self, h: Float[Array, "b t d"], cos: Float[Array, "b t x"], sin: Float[Array, "b t x"], mask: Bool[Array, "b t s"]
     ) -> Float[Array, "b t d"]:
         cfg, pd = self.cfg, self.param_dtype
-        a = MimiAttention(cfg, pd, name="self_attn")(LayerNorm(cfg.norm_eps, pd, name="input_layernorm")(h), cos, sin, mask)
+        attn = MimiAttention(cfg, pd, self.matmul, name="self_attn")
+        a = attn(LayerNorm(cfg.norm_eps, pd, name="input_layernorm")(h), cos, sin, mask)
         h = h + LayerScale(cfg.layer_scale_initial_scale, pd, name="self_attn_layer_scale")(a)
-        m = MimiMLP(cfg, pd, name="mlp")(LayerNorm(cfg.norm_eps, pd, name="post_attention_layernorm")(h))
+        m = MimiMLP(cfg, pd, self.matmul, name="mlp")(LayerNorm(cfg.norm_eps, pd, name="post_attention_layernorm")(h))
         return h + LayerScale(cfg.layer_scale_initial_scale, pd, name="mlp_layer_scale")(m)
 
 
@@ -228,6 +233,7 @@ class MimiTransformer(nn.Module):
 
     cfg: MimiEncoderConfig
     param_dtype: Any = jnp.float32
+    matmul: str = "weight_stationary"  # `Policy.matmul`
 
     @nn.compact
     def __call__(self, h: Float[Array, "b t d"]) -> Float[Array, "b t d"]:
@@ -236,7 +242,7 @@ class MimiTransformer(nn.Module):
         cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta, h.dtype)
         mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
         for i in range(self.cfg.num_hidden_layers):
-            h = MimiTransformerLayer(self.cfg, self.param_dtype, name=f"layers_{i}")(h, cos, sin, mask)
+            h = MimiTransformerLayer(self.cfg, self.param_dtype, self.matmul, name=f"layers_{i}")(h, cos, sin, mask)
         return h
 
 
@@ -338,13 +344,14 @@ class Qwen3TTSTokenizerV2Encoder(nn.Module):
     num_codes: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    matmul: str = "weight_stationary"  # `Policy.matmul`
 
     @nn.compact
     def __call__(self, wav: Float[HostArray, "b n"], boundary: Int[Array, ""]) -> dict[str, Array]:
         cfg = self.cfg
         x = wav.astype(self.dtype)[..., None]  # b n 1 (channels last)
         seanet, valid = SEANetEncoder(cfg, self.param_dtype, name="encoder")(x, boundary)  # b t25 d
-        h = MimiTransformer(cfg, self.param_dtype, name="encoder_transformer")(seanet)
+        h = MimiTransformer(cfg, self.param_dtype, self.matmul, name="encoder_transformer")(seanet)
         down = h
         if cfg.has_downsample:
             down, valid = MimiConv1d(cfg.hidden_size, cfg.downsample_kernel_size, stride=cfg.downsample_stride,
@@ -369,8 +376,8 @@ def bucket_samples(num_samples: int, frame_size: int, min_frames: int = 16) -> i
     return size * frame_size
 
 
-def _module(cfg: Qwen3TTSTokenizerV2Config, dtype) -> Qwen3TTSTokenizerV2Encoder:
-    return Qwen3TTSTokenizerV2Encoder(cfg.encoder, cfg.encoder_valid_num_quantizers, dtype=dtype)
+def _module(cfg: Qwen3TTSTokenizerV2Config, dtype, matmul: str = "weight_stationary") -> Qwen3TTSTokenizerV2Encoder:
+    return Qwen3TTSTokenizerV2Encoder(cfg.encoder, cfg.encoder_valid_num_quantizers, dtype=dtype, matmul=matmul)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "dtype"))
@@ -383,9 +390,10 @@ def encoder_stages(
     return _module(cfg, dtype).apply({"params": params}, wav, boundary)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "dtype"))
+@functools.partial(jax.jit, static_argnames=("cfg", "dtype", "matmul"))
 def encode(
-    params: Params, cfg: Qwen3TTSTokenizerV2Config, wav: Float[HostArray, "b n"], lengths: Int[HostArray, " b"], dtype: Any = jnp.float32
+    params: Params, cfg: Qwen3TTSTokenizerV2Config, wav: Float[HostArray, "b n"], lengths: Int[HostArray, " b"],
+    dtype: Any = jnp.float32, matmul: str = "weight_stationary",
 ) -> Int[Array, "b t q"]:
     """`Qwen3TTSTokenizerV2Model.encode` of a right-padded batch → codes `(b, ceil(n/1920), 16)`.
 
@@ -398,7 +406,7 @@ def encode(
     lengths = jnp.asarray(lengths, jnp.int32)
     wav = jnp.where(jnp.arange(n)[None, :] < lengths[:, None], wav, jnp.zeros((), wav.dtype))
     boundary = jnp.max(lengths)
-    codes = _module(cfg, dtype).apply({"params": params}, wav, boundary)["codes"]  # b t q
+    codes = _module(cfg, dtype, matmul).apply({"params": params}, wav, boundary)["codes"]  # b t q
     t = codes.shape[1]
     keep = jnp.arange(t)[None, :] < num_frames(lengths, cfg.encoder.frame_size)[:, None]  # b t
     return jnp.where(keep[..., None], codes, -1)

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from qwen3tts_jax.codec.config import DecoderConfig
+from qwen3tts_jax.nn.linear import precision
 from qwen3tts_jax.typing import Array, Float, HostArray, Int
 
 CODEBOOK_EPS = 1e-5  # `EuclideanCodebook.epsilon` / `MimiEuclideanCodebook.epsilon`
@@ -59,7 +60,7 @@ def codebook_lookup(
 
 def _proj(x: Float[Array, "b t i"], weight: Float[HostArray, "o i 1"]) -> Float[Array, "b t o"]:
     """A bias-free 1x1 Conv1d (`input_proj` / `output_proj`), channels-last."""
-    return jnp.einsum("bti,oi->bto", x, weight[:, :, 0].astype(x.dtype))
+    return jnp.einsum("bti,oi->bto", x, weight[:, :, 0].astype(x.dtype), precision=precision(x.dtype))
 
 
 def _group_sum(group: Mapping[str, Any], codes: Int[Array, "b n t"]) -> Float[Array, "b t d"]:

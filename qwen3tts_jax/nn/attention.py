@@ -70,26 +70,28 @@ def attend(
     return _weighted(probs, v.astype(q.dtype), False).reshape(b, t, h, x)
 
 
-# Up to this many queries per row, `attend_live` on CPU computes q·k and p·v as fused
-# multiply-reduce loops over each block in the cache's own (b, s, k, x) layout. As per-head dots,
-# XLA:CPU first transposes every K and V block to (b, k, s, x) (batch dims leading), an extra
-# copy per block, layer and step, measured slower. Over a short whole cache (`attend`) the dots
-# measured faster and stay. Figures: benchmarks/RESULTS.md, "attention".
+# Up to this many queries per row, `attend_live` with `few_query=True` (`Policy.few_query_attention`,
+# XLA:CPU) computes q·k and p·v as fused multiply-reduce loops over each block in the cache's own
+# (b, s, k, x) layout. As per-head dots, XLA:CPU first transposes every K and V block to
+# (b, k, s, x) (batch dims leading), an extra copy per block, layer and step, measured slower.
+# Over a short whole cache (`attend`) the dots measured faster and stay. Figures:
+# benchmarks/RESULTS.md, "attention". GPU/TPU take the dots (their matrix units; no such copy).
 FEW_QUERIES = 4
 
 
-def _few_queries(t: int) -> bool:
-    return t <= FEW_QUERIES and jax.default_backend() == "cpu"
+def _few_queries(t: int, few_query: bool) -> bool:
+    return few_query and t <= FEW_QUERIES
 
 
 def _scores(qg: Float[Array, "b t k g x"], k: Float[Array, "b s k x"], few: bool) -> Float[Array, "b k g t s"]:
-    """q·k over head_dim (GQA groups g share a kv head)."""
+    """q·k over head_dim (GQA groups g share a kv head), accumulated and returned in fp32."""
     if few:
         # The barrier materialises the (small) queries: otherwise XLA fuses their RoPE into the
         # reduction and recomputes it for every slot (3-4x slower).
         qg = jax.lax.optimization_barrier(qg)
-        return jnp.sum(qg[:, :, None] * k[:, None, :, :, None, :], axis=-1).transpose(0, 3, 4, 1, 2)  # b t s k g → b k g t s
-    return jnp.einsum("btkgx,bskx->bkgts", qg, k, precision=precision(qg.dtype))
+        prod = qg[:, :, None] * k[:, None, :, :, None, :]
+        return jnp.sum(prod, axis=-1, dtype=jnp.float32).transpose(0, 3, 4, 1, 2)  # b t s k g → b k g t s
+    return jnp.einsum("btkgx,bskx->bkgts", qg, k, precision=precision(qg.dtype), preferred_element_type=jnp.float32)
 
 
 def _masked_scores(
@@ -97,16 +99,17 @@ def _masked_scores(
 ) -> Float[Array, "b k g t s"]:
     """q·k · scale in fp32, the float32 minimum where `mask` is False (finite, as the reference's
     additive mask: a fully masked row stays finite)."""
-    sc = _scores(qg, k.astype(qg.dtype), few) * jnp.asarray(scale, qg.dtype)
-    return jnp.where(mask[:, None, None, :, :], sc.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+    sc = _scores(qg, k.astype(qg.dtype), few) * jnp.asarray(scale, jnp.float32)
+    return jnp.where(mask[:, None, None, :, :], sc, jnp.finfo(jnp.float32).min)
 
 
 def _weighted(p: Float[Array, "b k g t s"], v: Float[Array, "b s k x"], few: bool) -> Float[Array, "b t k g x"]:
-    """Σ_s p · v."""
+    """Σ_s p · v, accumulated in fp32, returned in p's dtype."""
     if few:
         pt = jax.lax.optimization_barrier(p.transpose(0, 3, 4, 1, 2))  # b t s k g (small: no head_dim)
-        return jnp.sum(pt[..., None] * v[:, None, :, :, None, :], axis=2)
-    return jnp.einsum("bkgts,bskx->btkgx", p, v, precision=precision(p.dtype))
+        return jnp.sum(pt[..., None] * v[:, None, :, :, None, :], axis=2, dtype=jnp.float32).astype(p.dtype)
+    pv = jnp.einsum("bkgts,bskx->btkgx", p, v, precision=precision(p.dtype), preferred_element_type=jnp.float32)
+    return pv.astype(p.dtype)
 
 
 def attend_live(
@@ -117,6 +120,7 @@ def attend_live(
     scale: float,
     live: Int[Array, ""],
     block: int,
+    few_query: bool = True,
 ) -> Float[Array, "b t h x"]:
     """`attend` over only the first `live` slots of a large cache, `block` slots at a time.
 
@@ -127,12 +131,13 @@ def attend_live(
     sum in fp32), so the cost follows the tokens written, not the budget, and one compilation
     serves every length. The last block is clamped inside the cache and the slots it shares with
     the previous block are masked out, so any `s >= block` works. Rows masked in every live slot
-    come out finite (as in `attend`) and are never used.
+    come out finite (as in `attend`) and are never used. `few_query` is
+    `Policy.few_query_attention` (the block products' form for decode steps, see FEW_QUERIES).
     """
     b, t, h, x = q.shape
     s, kv_heads = k.shape[1], k.shape[2]
     g = h // kv_heads
-    few = _few_queries(t)
+    few = _few_queries(t, few_query)
     qg = q.reshape(b, t, kv_heads, g, x)  # b t k g x
     neg = jnp.finfo(jnp.float32).min
 
@@ -173,6 +178,8 @@ class Attention(nn.Module):
     block_size: int = 0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    matmul: str = "weight_stationary"  # `Policy.matmul`, for the q/k/v/o projections
+    few_query: bool = True  # `Policy.few_query_attention`, for decode steps over a large cache
 
     @nn.compact
     def __call__(
@@ -185,7 +192,8 @@ class Attention(nn.Module):
         write_index: Int[Array, ""] | Int[Array, " b"],
     ) -> tuple[Float[Array, "b t d"], KVCache]:
         b, t, d = x.shape
-        dense = lambda n, name: Linear(n, self.use_bias, self.dtype, self.param_dtype, name=name)  # noqa: E731
+        dense = lambda n, name: Linear(  # noqa: E731
+            n, self.use_bias, self.dtype, self.param_dtype, self.matmul, name=name)
         q = dense(self.num_heads * self.head_dim, "q_proj")(x).reshape(b, t, self.num_heads, self.head_dim)
         k = dense(self.num_kv_heads * self.head_dim, "k_proj")(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = dense(self.num_kv_heads * self.head_dim, "v_proj")(x).reshape(b, t, self.num_kv_heads, self.head_dim)
@@ -196,7 +204,7 @@ class Attention(nn.Module):
         cache = write_kv(cache, k, v, write_index)
         if 0 < self.block_size < cache.k.shape[1]:
             live = jnp.max(write_index) + t  # the longest row's written prefix; `mask` handles the rest
-            out = attend_live(q, cache.k, cache.v, mask, self.head_dim**-0.5, live, self.block_size)
+            out = attend_live(q, cache.k, cache.v, mask, self.head_dim**-0.5, live, self.block_size, self.few_query)
         else:
             out = attend(q, cache.k, cache.v, mask, self.head_dim**-0.5)
         return dense(d, "o_proj")(out.reshape(b, t, self.num_heads * self.head_dim)), cache

@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from qwen3tts_jax.nn.linear import precision
 from qwen3tts_jax.nn.params import existing_param
 from qwen3tts_jax.typing import Array, Float, HostArray
 
@@ -88,13 +89,14 @@ def conv1d(
     k = weight.shape[2] if kernel_layout == "OIH" else weight.shape[0]
     if k == 1 and groups == 1 and stride == 1 and padding == (0, 0):  # pointwise: a plain matmul
         if kernel_layout == "OIH":
-            y = jnp.einsum("bti,oi->bto", x, weight[:, :, 0])
+            y = jnp.einsum("bti,oi->bto", x, weight[:, :, 0], precision=precision(x.dtype))
         else:
-            y = jnp.einsum("bti,io->bto", x, weight[0])
+            y = jnp.einsum("bti,io->bto", x, weight[0], precision=precision(x.dtype))
     else:
+        # precision: fp32 stays fp32 on GPUs too (their default runs fp32 convs as TF32).
         y = jax.lax.conv_general_dilated(
             x, weight, window_strides=(stride,), padding=[padding], rhs_dilation=(dilation,),
-            feature_group_count=groups, dimension_numbers=("NHC", kernel_layout, "NHC"),
+            feature_group_count=groups, dimension_numbers=("NHC", kernel_layout, "NHC"), precision=precision(x.dtype),
         )
     return y if bias is None else y + bias
 

@@ -2,8 +2,9 @@
 
 Mirrors `torch.nn.Linear` / `torch.nn.Embedding`. The kernel keeps PyTorch's `(out, in)` layout:
 no transpose at load, and at small batch XLA:CPU runs the weight-stationary `(out, in)` dot about
-twice as fast as `(in, out)` (see shared perf notes). Params are named `weight`/`bias` like the
-checkpoint so the key table stays readable.
+twice as fast as `(in, out)` (see shared perf notes). Which form a product takes is the policy's
+`matmul` field, passed down as an argument, never read from the backend here. Params are named
+`weight`/`bias` like the checkpoint so the key table stays readable.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import jax.numpy as jnp
 from qwen3tts_jax.nn.params import existing_param
 from qwen3tts_jax.typing import Array, Float, HostArray, Int
 
-__all__ = ["Embedding", "Linear", "existing_param", "linear", "precision"]
+__all__ = ["MATMUL_FORMS", "Embedding", "Linear", "existing_param", "linear", "precision"]
+
+MATMUL_FORMS = ("weight_stationary", "xla")
 
 
 def precision(dtype) -> jax.lax.Precision:
@@ -27,46 +30,62 @@ def precision(dtype) -> jax.lax.Precision:
     return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else jax.lax.Precision.DEFAULT
 
 
-# Up to this many rows `x @ weight.T` runs weight-stationary on CPU (see `linear`). Measured on
-# the 2-core CPU machine, 12 of the 0.6B talker's weights in one program (benchmarks/RESULTS.md,
-# "matmul forms"): weight-stationary / XLA's own form = 2.55x at 8 rows, 2.05x at 32, 1.46x at
-# 64, 1.19x at 128, 0.96x at 256, 0.92x at 512; the crossover lies between 128 and 256.
+# Up to this many rows `x @ weight.T` runs weight-stationary under `form="weight_stationary"`
+# (see `linear`): the measured crossover with XLA's own form on the CPU (benchmarks/RESULTS.md,
+# "matmul forms").
 WEIGHT_STATIONARY_ROWS = 192
 
 
-def linear(x: Float[Array, "... i"], weight: Float[HostArray, "o i"], bias: Float[HostArray, " o"] | None = None) -> Float[Array, "... o"]:
-    """`x @ weight.T + bias` in x's dtype.
+def linear(
+    x: Float[Array, "... i"],
+    weight: Float[HostArray, "o i"],
+    bias: Float[HostArray, " o"] | None = None,
+    form: str = "weight_stationary",
+    out_dtype: Any = None,
+) -> Float[Array, "... o"]:
+    """`x @ weight.T + bias` computed in x's dtype with fp32 accumulation; the result in
+    `out_dtype` (None: x's dtype; fp32 for logits, so a bf16 head is not rounded to bf16).
 
-    On XLA:CPU, for few rows (decode steps, short prefills) the product is computed as
-    `weight · xᵀ → (o, n)` and transposed afterwards: the `(o, i)` weight streams through once
-    with the n rows held, the form that keeps a batch-8 step as fast as batch 1. The
-    optimization barrier stops XLA's algebraic simplifier from folding the transpose back into
-    the dot (which would restore the `(n, o)` form, 2.5-3x slower at n = 4..16)."""
+    `form` is `Policy.matmul`. "weight_stationary" (XLA:CPU): for few rows (decode steps, short
+    prefills) the product is computed as `weight · xᵀ → (o, n)` and transposed afterwards: the
+    `(o, i)` weight streams through once with the n rows held, the form that keeps a batch-8 step
+    as fast as batch 1. The optimization barrier stops XLA's algebraic simplifier from folding
+    the transpose back into the dot (which would restore the `(n, o)` form, 2.5-3x slower at
+    n = 4..16). "xla" (GPU/TPU): one dot, laid out by the compiler."""
+    if form not in MATMUL_FORMS:
+        raise ValueError(f"linear: form must be one of {MATMUL_FORMS}, got {form!r}")
+    out_dtype = jnp.dtype(out_dtype or x.dtype)
     w = weight.astype(x.dtype)
     rows = math.prod(x.shape[:-1])
-    if 1 < rows <= WEIGHT_STATIONARY_ROWS and jax.default_backend() == "cpu":
+    # fp32 accumulation whatever the input dtype; cast once at the end.
+    acc = dict(precision=precision(x.dtype), preferred_element_type=jnp.float32)
+    if form == "weight_stationary" and 1 < rows <= WEIGHT_STATIONARY_ROWS:
         x2 = x.reshape(rows, x.shape[-1])
-        y = jax.lax.dot_general(w, x2, (((1,), (1,)), ((), ())), precision=precision(x.dtype))  # o n
+        y = jax.lax.dot_general(w, x2, (((1,), (1,)), ((), ())), **acc)  # o n
         y = jax.lax.optimization_barrier(y).T.reshape(*x.shape[:-1], w.shape[0])
     else:
-        y = jnp.einsum("...i,oi->...o", x, w, precision=precision(x.dtype))
-    return y if bias is None else y + bias.astype(x.dtype)
+        y = jnp.einsum("...i,oi->...o", x, w, **acc)
+    y = y.astype(out_dtype)
+    return y if bias is None else y + bias.astype(out_dtype)
 
 
 class Linear(nn.Module):
-    """`torch.nn.Linear(in, features, bias=use_bias)` with weight `(features, in)`."""
+    """`torch.nn.Linear(in, features, bias=use_bias)` with weight `(features, in)`; `matmul` is
+    the policy's product form, `out_dtype` as in `linear`."""
 
     features: int
     use_bias: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    matmul: str = "weight_stationary"
+    out_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: Float[Array, "... i"]) -> Float[Array, "... o"]:
         init = nn.initializers.lecun_normal(in_axis=1, out_axis=0)
         weight = existing_param(self, "weight", init, (self.features, x.shape[-1]), self.param_dtype)
         bias = existing_param(self, "bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
-        return linear(x.astype(self.dtype), weight, bias)
+        return linear(x.astype(self.dtype), weight, bias, self.matmul, self.out_dtype)
 
 
 class Embedding(nn.Module):

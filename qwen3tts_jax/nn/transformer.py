@@ -87,11 +87,11 @@ class DecoderLayer(nn.Module):
         attn = Attention(
             cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, qk_norm=True, norm_eps=cfg.rms_norm_eps,
             use_bias=cfg.attention_bias, block_size=p.attention_block, dtype=p.dtype, param_dtype=p.param_dtype,
-            name="self_attn",
+            matmul=p.matmul, few_query=p.few_query_attention, name="self_attn",
         )
         a, kv = attn(RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="input_layernorm")(h), cos, sin, mask, kv, write_index)
         h = h + a
-        mlp = SwiGLU(cfg.intermediate_size, p.dtype, p.param_dtype, name="mlp")
+        mlp = SwiGLU(cfg.intermediate_size, p.dtype, p.param_dtype, p.matmul, name="mlp")
         h = h + mlp(RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="post_attention_layernorm")(h))
         return h, kv
 
