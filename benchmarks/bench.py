@@ -1,6 +1,7 @@
 """Side-by-side speed of qwen3tts-jax and the official PyTorch qwen-tts 0.1.1, one command.
 
-    .venv/bin/python benchmarks/bench.py --quick        # the check that everything runs (tens of minutes on 2 loaded cores)
+    .venv/bin/python benchmarks/bench.py --quick        # the check that everything runs (tens of minutes on 2 loaded
+    cores)
     .venv/bin/python benchmarks/bench.py                # the full run (about an hour; use nohup)
     .venv/bin/python benchmarks/bench.py --device gpu   # ours in bf16 on a GPU (UNTESTED, see below)
 
@@ -124,8 +125,12 @@ def _r(x, nd=3):
 
 def _git() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return rev + (" (+ uncommitted changes)" if dirty else "")
     except OSError:
         return "unknown"
@@ -147,8 +152,13 @@ def _machine() -> dict:
                 mem_gb = round(int(line.split()[1]) / 2**20, 1)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "python": platform.python_version(),
-            "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -223,9 +233,14 @@ def worker_official(args) -> dict:
         stamps.clear()
         with torch.no_grad():
             codes, _ = model.generate(
-                input_ids=ids, instruct_ids=[None] * len(texts), languages=[LANGUAGE] * len(texts),
-                speakers=[SPEAKER] * len(texts), non_streaming_mode=True, max_new_tokens=frames + 1,
-                do_sample=False, subtalker_dosample=False,
+                input_ids=ids,
+                instruct_ids=[None] * len(texts),
+                languages=[LANGUAGE] * len(texts),
+                speakers=[SPEAKER] * len(texts),
+                non_streaming_mode=True,
+                max_new_tokens=frames + 1,
+                do_sample=False,
+                subtalker_dosample=False,
             )
         assert len(stamps) == frames + 1, (len(stamps), frames)
         assert all(c.shape[0] == frames for c in codes), [c.shape for c in codes]
@@ -238,9 +253,14 @@ def worker_official(args) -> dict:
             dt, codes = decode_run(texts, args.frames)
             times.append(dt)
         per = _median(times)
-        out[f"decode_{name}"] = {"batch": len(texts), "frames": args.frames, "s_per_step": _r(per, 4),
-                                 "frames_per_s": _r(len(texts) / per), "x_realtime": _r(len(texts) * FRAME_S / per),
-                                 "runs_s_per_step": [_r(x, 4) for x in times]}
+        out[f"decode_{name}"] = {
+            "batch": len(texts),
+            "frames": args.frames,
+            "s_per_step": _r(per, 4),
+            "frames_per_s": _r(len(texts) / per),
+            "x_realtime": _r(len(texts) * FRAME_S / per),
+            "runs_s_per_step": [_r(x, 4) for x in times],
+        }
         if name == "b1":
             np.save(args.codes_out, codes[0])
 
@@ -264,13 +284,22 @@ def worker_official(args) -> dict:
     # No streaming in the official package: its first audio is the whole utterance's audio.
     def utterance():
         t = time.perf_counter()
-        wavs, sr = api.generate_custom_voice(TEXT_1, speaker=SPEAKER, language=LANGUAGE, max_new_tokens=args.frames + 1,
-                                             do_sample=False, subtalker_dosample=False)
+        wavs, sr = api.generate_custom_voice(
+            TEXT_1,
+            speaker=SPEAKER,
+            language=LANGUAGE,
+            max_new_tokens=args.frames + 1,
+            do_sample=False,
+            subtalker_dosample=False,
+        )
         return time.perf_counter() - t
 
     times = [utterance() for _ in range(max(1, args.reps - 1))]
-    out["first_audio"] = {"s": _r(_median(times)), "what": f"generate_custom_voice of {args.frames} frames (no streaming)",
-                          "runs_s": [_r(x) for x in times]}
+    out["first_audio"] = {
+        "s": _r(_median(times)),
+        "what": f"generate_custom_voice of {args.frames} frames (no streaming)",
+        "runs_s": [_r(x) for x in times],
+    }
 
     # End to end, batch 8: 8 texts in one generate_custom_voice (default sampling), EOS blocked
     # by the hook, so both sides make `frames` frames per text.
@@ -280,12 +309,16 @@ def worker_official(args) -> dict:
         times = []
         for _ in range(args.e2e_reps):
             t = time.perf_counter()
-            wavs, _ = api.generate_custom_voice(TEXTS_8, speaker=[SPEAKER] * 8, language=[LANGUAGE] * 8,
-                                                max_new_tokens=frames + 1)
+            wavs, _ = api.generate_custom_voice(
+                TEXTS_8, speaker=[SPEAKER] * 8, language=[LANGUAGE] * 8, max_new_tokens=frames + 1
+            )
             times.append(time.perf_counter() - t)
         assert all(len(w) == frames * 1920 for w in wavs), [len(w) for w in wavs]
-        out["e2e_b8"][str(frames)] = {"s": _r(_median(times)), "runs_s": [_r(x) for x in times],
-                                      "audio_s_per_s": _r(8 * frames * FRAME_S / _median(times))}
+        out["e2e_b8"][str(frames)] = {
+            "s": _r(_median(times)),
+            "runs_s": [_r(x) for x in times],
+            "audio_s_per_s": _r(8 * frames * FRAME_S / _median(times)),
+        }
 
     # torch matvec probe (for reference; the floor uses ours' probe)
     w = [torch.randn(PROBE_SHAPE[1], PROBE_SHAPE[2]) for _ in range(PROBE_SHAPE[0])]
@@ -331,10 +364,12 @@ class CompileTimer:
     (`jax.monitoring`; public). On a persistent-cache hit "backend compile" is the cache read and
     deserialisation, also reported alone as `cache_read_s`."""
 
-    EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace_s",
-              "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
-              "/jax/core/compile/backend_compile_duration": "backend_compile_s",
-              "/jax/compilation_cache/cache_retrieval_time_sec": "cache_read_s"}
+    EVENTS = {
+        "/jax/core/compile/jaxpr_trace_duration": "trace_s",
+        "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+        "/jax/core/compile/backend_compile_duration": "backend_compile_s",
+        "/jax/compilation_cache/cache_retrieval_time_sec": "cache_read_s",
+    }
 
     def __init__(self):
         import jax.monitoring
@@ -372,7 +407,9 @@ GREEDY = {"do_sample": False, "subtalker_dosample": False}
 def _stream_ttfa(model, frames) -> float:
     """Wall time from the `stream_custom_voice` call (prompt building included) to its first chunk."""
     t = time.perf_counter()
-    it = model.stream_custom_voice(TEXT_1, SPEAKER, language=LANGUAGE, chunk_frames=4, max_new_tokens=frames + 1, **GREEDY)
+    it = model.stream_custom_voice(
+        TEXT_1, SPEAKER, language=LANGUAGE, chunk_frames=4, max_new_tokens=frames + 1, **GREEDY
+    )
     next(it)
     dt = time.perf_counter() - t
     it.close()
@@ -449,8 +486,13 @@ def _frame_bytes(params, bytes_per_weight: int, groups: int) -> dict:
     cp_layers = size({k: v for k, v in cp["model"].items() if k.startswith("layers")}) + size(cp["model"]["norm"])
     cp_heads = size({k: v for k, v in cp.items() if k.startswith("lm_head")})
     weights = talker_layers + head + (groups - 1) * cp_layers + cp_heads
-    return {"talker_layers": talker_layers, "codec_head": head, "predictor_layers_x15": (groups - 1) * cp_layers,
-            "predictor_heads": cp_heads, "bytes": weights * bytes_per_weight}
+    return {
+        "talker_layers": talker_layers,
+        "codec_head": head,
+        "predictor_layers_x15": (groups - 1) * cp_layers,
+        "predictor_heads": cp_heads,
+        "bytes": weights * bytes_per_weight,
+    }
 
 
 def _probe(jax, jnp, dtype):
@@ -463,8 +505,10 @@ def _probe(jax, jnp, dtype):
 
     @jax.jit
     def f(ws, x):
-        return sum(jnp.einsum("bi,oi->bo", x, w, precision=jax.lax.Precision.HIGHEST if dtype == jnp.float32 else None)[0, 0]
-                   for w in ws)
+        return sum(
+            jnp.einsum("bi,oi->bo", x, w, precision=jax.lax.Precision.HIGHEST if dtype == jnp.float32 else None)[0, 0]
+            for w in ws
+        )
 
     f(ws, x).block_until_ready()
     nbytes = n * o * i * jnp.dtype(dtype).itemsize
@@ -491,8 +535,13 @@ def worker_ours(args) -> dict:
     if args.device == "gpu" and jax.default_backend() != "gpu":
         raise SystemExit(f"--device gpu: JAX's default backend is {jax.default_backend()!r}, no GPU")
     timer = CompileTimer()
-    out: dict = {"jax": jax.__version__, "jaxlib": __import__("jaxlib").__version__, "backend": jax.default_backend(),
-                 "devices": [str(d) for d in jax.devices()], "loadavg_start": os.getloadavg()}
+    out: dict = {
+        "jax": jax.__version__,
+        "jaxlib": __import__("jaxlib").__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "loadavg_start": os.getloadavg(),
+    }
     t = time.perf_counter()
     model = _load_ours(args)
     out["import_s"] = _r(t - t_import, 2)
@@ -505,8 +554,9 @@ def worker_ours(args) -> dict:
         return model.requests(prompts, seed=0, **{**GREEDY, "audio": False, **extra, **kw})
 
     def engine_for(reqs):
-        return model.engine(EngineShape.fit(reqs, model.config, model.placement), chunk_frames=CHUNK_CAPACITY,
-                            first_chunk_frames=1)
+        return model.engine(
+            EngineShape.fit(reqs, model.config, model.placement), chunk_frames=CHUNK_CAPACITY, first_chunk_frames=1
+        )
 
     # ---- cold: the first offline call (batch 1, codes only), persistent cache empty
     snap, t = timer.snapshot(), time.perf_counter()
@@ -537,9 +587,15 @@ def worker_ours(args) -> dict:
                 bws.append(bw)
                 fracs.append(fb["bytes"] / bw / per)
         per = _median(times)
-        rec = {"batch": len(texts), "frames": args.frames, "cache_slots": engine.shape.cache_slots, "s_per_step": _r(per, 4),
-               "frames_per_s": _r(len(texts) / per), "x_realtime": _r(len(texts) * FRAME_S / per),
-               "runs_s_per_step": [_r(x, 4) for x in times]}
+        rec = {
+            "batch": len(texts),
+            "frames": args.frames,
+            "cache_slots": engine.shape.cache_slots,
+            "s_per_step": _r(per, 4),
+            "frames_per_s": _r(len(texts) / per),
+            "x_realtime": _r(len(texts) * FRAME_S / per),
+            "runs_s_per_step": [_r(x, 4) for x in times],
+        }
         if name == "b1":
             codes = results[0].codes
             rec["probe_gbps"] = _r(_median(bws) / 1e9, 1)
@@ -568,8 +624,12 @@ def worker_ours(args) -> dict:
             res = engine.run(reqs)
             times.append(time.perf_counter() - t)
         assert res[0].finish_reason == "length" and res[0].frames == 0, res[0]
-        out[f"prefill_{length}"] = {"s": _r(_median(times)), "runs_s": [_r(x) for x in times], "prompt_positions": n,
-                                    "what": "Engine.run of one request with max_new_tokens=1 (admission)"}
+        out[f"prefill_{length}"] = {
+            "s": _r(_median(times)),
+            "runs_s": [_r(x) for x in times],
+            "prompt_positions": n,
+            "what": "Engine.run of one request with max_new_tokens=1 (admission)",
+        }
         del engine
 
     # ---- end to end, batch 8: generate_custom_voice (default sampling), EOS blocked
@@ -583,12 +643,19 @@ def worker_ours(args) -> dict:
             wavs, _ = model.generate_custom_voice(TEXTS_8, SPEAKER, LANGUAGE, **kw)
             times.append(time.perf_counter() - t)
         assert all(len(w) == frames * 1920 for w in wavs), [len(w) for w in wavs]
-        out["e2e_b8"][str(frames)] = {"s": _r(_median(times)), "runs_s": [_r(x) for x in times],
-                                      "audio_s_per_s": _r(8 * frames * FRAME_S / _median(times))}
+        out["e2e_b8"][str(frames)] = {
+            "s": _r(_median(times)),
+            "runs_s": [_r(x) for x in times],
+            "audio_s_per_s": _r(8 * frames * FRAME_S / _median(times)),
+        }
 
     # ---- streaming time to first audio (warm)
     times = [_stream_ttfa(model, args.frames) for _ in range(max(1, args.reps))]
-    out["first_audio"] = {"s": _r(_median(times)), "what": "stream_custom_voice, first chunk 1 frame (then 4-frame chunks), warm", "runs_s": [_r(x) for x in times]}
+    out["first_audio"] = {
+        "s": _r(_median(times)),
+        "what": "stream_custom_voice, first chunk 1 frame (then 4-frame chunks), warm",
+        "runs_s": [_r(x) for x in times],
+    }
     out["loadavg_end"] = os.getloadavg()
     out["peak_rss_mb"] = round(_rss_mb())
     return out
@@ -623,9 +690,32 @@ def worker_ours_cached(args) -> dict:
 def _run_worker(kind: str, args, extra: list[str], log) -> dict:
     with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as fh:
         path = fh.name
-    cmd = [sys.executable, __file__, "--worker", kind, "--worker-out", path, "--folder", str(args.folder),
-           "--frames", str(args.frames), "--reps", str(args.reps), "--seed", str(args.seed), "--device", args.device,
-           "--cache-dir", str(args.cache_dir), "--e2e-reps", str(args.e2e_reps)] + (["--quick"] if args.quick else []) + extra
+    cmd = (
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            kind,
+            "--worker-out",
+            path,
+            "--folder",
+            str(args.folder),
+            "--frames",
+            str(args.frames),
+            "--reps",
+            str(args.reps),
+            "--seed",
+            str(args.seed),
+            "--device",
+            args.device,
+            "--cache-dir",
+            str(args.cache_dir),
+            "--e2e-reps",
+            str(args.e2e_reps),
+        ]
+        + (["--quick"] if args.quick else [])
+        + extra
+    )
     log(f"# running {kind} worker ...")
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -642,9 +732,21 @@ def _run_worker(kind: str, args, extra: list[str], log) -> dict:
 def _codec(args, log) -> dict:
     frames = ["50"] if args.quick else ["50", "300"]
     log("# running benchmarks/codec_decode.py ...")
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "codec_decode.py"), "--frames", *frames,
-                           "--reps", str(args.reps), "--seed", str(args.seed)],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "codec_decode.py"),
+            "--frames",
+            *frames,
+            "--reps",
+            str(args.reps),
+            "--seed",
+            str(args.seed),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         return {"error": f"codec_decode.py exit {proc.returncode}"}
@@ -654,8 +756,20 @@ def _codec(args, log) -> dict:
 def _arrivals(args, log) -> dict:
     """benchmarks/engine.py in its own process: requests arriving while others run, vs alone."""
     log("# running benchmarks/engine.py (staggered arrivals) ...")
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "engine.py"), "--model", str(args.folder), "--frames", str(args.frames),
-           "--reps", str(max(1, args.reps - 1)), "--seed", str(args.seed), "--cache-dir", str(args.cache_dir)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "engine.py"),
+        "--model",
+        str(args.folder),
+        "--frames",
+        str(args.frames),
+        "--reps",
+        str(max(1, args.reps - 1)),
+        "--seed",
+        str(args.seed),
+        "--cache-dir",
+        str(args.cache_dir),
+    ]
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -670,8 +784,17 @@ def _arrivals(args, log) -> dict:
 def _row(name, unit, official, ours, better, target=None, met=None, note=""):
     ratio = None if official in (None, 0) or ours is None else ours / official
     speed = None if ratio in (None, 0) else (ratio if better == "higher" else 1 / ratio)
-    return {"figure": name, "unit": unit, "official": official, "ours": ours, "ours_over_official": _r(ratio),
-            "speedup": _r(speed, 2), "target": target, "met": met, "note": note}
+    return {
+        "figure": name,
+        "unit": unit,
+        "official": official,
+        "ours": ours,
+        "ours_over_official": _r(ratio),
+        "speedup": _r(speed, 2),
+        "target": target,
+        "met": met,
+        "note": note,
+    }
 
 
 def build_table(res: dict) -> list[dict]:
@@ -680,66 +803,187 @@ def build_table(res: dict) -> list[dict]:
     for b in ("b1", "b8"):
         ro, rj = o[f"decode_{b}"], j[f"decode_{b}"]
         target = "≥ 1.0× official" if b == "b1" else "≥ 2× official"
-        rows.append(_row(f"frame rate, batch {ro['batch']} ({ro['frames']} frames)", "frames/s", ro["frames_per_s"], rj["frames_per_s"],
-                         "higher", target, rj["frames_per_s"] / ro["frames_per_s"] >= (1.0 if b == "b1" else 2.0),
-                         f"×RT official {ro['x_realtime']}, ours {rj['x_realtime']}"))
+        rows.append(
+            _row(
+                f"frame rate, batch {ro['batch']} ({ro['frames']} frames)",
+                "frames/s",
+                ro["frames_per_s"],
+                rj["frames_per_s"],
+                "higher",
+                target,
+                rj["frames_per_s"] / ro["frames_per_s"] >= (1.0 if b == "b1" else 2.0),
+                f"×RT official {ro['x_realtime']}, ours {rj['x_realtime']}",
+            )
+        )
     b1, b8 = j["decode_b1"], j["decode_b8"]
     scale = b8["frames_per_s"] / b1["frames_per_s"]
     rows.append(_row("batch-8 aggregate / our batch 1", "×", None, _r(scale, 2), "higher", "≥ 4×", scale >= 4))
-    rows.append(_row("frame step: fraction of the bandwidth floor (batch 1)", "", None, b1["fraction_of_floor"], "higher", "≥ 0.85",
-                     b1["fraction_of_floor"] >= 0.85,
-                     f"{b1['weight_gbps']} GB/s of weights vs probe {b1['probe_gbps']} GB/s (torch probe {o.get('probe_torch_gbps')} GB/s)"))
+    rows.append(
+        _row(
+            "frame step: fraction of the bandwidth floor (batch 1)",
+            "",
+            None,
+            b1["fraction_of_floor"],
+            "higher",
+            "≥ 0.85",
+            b1["fraction_of_floor"] >= 0.85,
+            f"{b1['weight_gbps']} GB/s of weights vs probe {b1['probe_gbps']} GB/s (torch probe "
+            f"{o.get('probe_torch_gbps')} GB/s)",
+        )
+    )
     if "decode_b1_budget8192" in j:
         lb = j["decode_b1_budget8192"]
-        rows.append(_row("frame rate, batch 1, budget 8192 frames (API default)", "frames/s", None, lb["frames_per_s"], "higher",
-                         note=f"{_r(lb['frames_per_s'] / b1['frames_per_s'], 2)}× the short-budget rate"))
+        rows.append(
+            _row(
+                "frame rate, batch 1, budget 8192 frames (API default)",
+                "frames/s",
+                None,
+                lb["frames_per_s"],
+                "higher",
+                note=f"{_r(lb['frames_per_s'] / b1['frames_per_s'], 2)}× the short-budget rate",
+            )
+        )
     if "codes_identical" in b1:
-        rows.append(_row("greedy codes identical to official (batch 1)", "", None, b1["codes_identical"], "higher",
-                         note="" if b1["codes_identical"] else f"first differing frame {b1.get('first_differing_frame')}"))
+        rows.append(
+            _row(
+                "greedy codes identical to official (batch 1)",
+                "",
+                None,
+                b1["codes_identical"],
+                "higher",
+                note="" if b1["codes_identical"] else f"first differing frame {b1.get('first_differing_frame')}",
+            )
+        )
     for n in (64, 256):
         po, pj = o[f"prefill_{n}"]["s"], j[f"prefill_{n}"]["s"]
-        rows.append(_row(f"prefill, {n}-token prompt", "s", po, pj, "lower", "≥ 1.5× official", po / pj >= 1.5,
-                         f"ours: admission of a {j[f'prefill_{n}']['prompt_positions']}-position prompt"))
+        rows.append(
+            _row(
+                f"prefill, {n}-token prompt",
+                "s",
+                po,
+                pj,
+                "lower",
+                "≥ 1.5× official",
+                po / pj >= 1.5,
+                f"ours: admission of a {j[f'prefill_{n}']['prompt_positions']}-position prompt",
+            )
+        )
     for frames in E2E_FRAMES:
         eo, ej = o.get("e2e_b8", {}).get(str(frames)), j.get("e2e_b8", {}).get(str(frames))
         if eo and ej:
-            rows.append(_row(f"end to end, batch 8, {frames} frames (generate_custom_voice)", "s", eo["s"], ej["s"], "lower",
-                             "≥ 2× official", eo["s"] / ej["s"] >= 2,
-                             f"audio s per wall s: official {eo['audio_s_per_s']}, ours {ej['audio_s_per_s']}"))
+            rows.append(
+                _row(
+                    f"end to end, batch 8, {frames} frames (generate_custom_voice)",
+                    "s",
+                    eo["s"],
+                    ej["s"],
+                    "lower",
+                    "≥ 2× official",
+                    eo["s"] / ej["s"] >= 2,
+                    f"audio s per wall s: official {eo['audio_s_per_s']}, ours {ej['audio_s_per_s']}",
+                )
+            )
     a = res.get("arrivals", {})
     if "staggered" in a:
         s, alone = a["staggered"], a["alone"]
-        rows.append(_row(f"{s['requests']} requests {s['gap_s']} s apart: audio s per wall s / one alone", "×", None,
-                         s["throughput_over_alone"], "higher", "≥ 4×", s["throughput_over_alone"] >= 4,
-                         f"{s['audio_s_per_s']} audio s/s vs alone {alone['audio_s_per_s']} ({s['frames']} frames each)"))
-        rows.append(_row("time to first audio, joining a running batch / alone", "×", None, s["ttfa_join_over_alone"],
-                         "lower", "≤ 2×", s["ttfa_join_over_alone"] <= 2,
-                         f"joining: median {s['ttfa_join_median_s']} s, max {s['ttfa_join_max_s']} s; alone "
-                         f"{alone['ttfa_s']} s (1 slot), {a['alone_in_batch_engine']['ttfa_s']} s (idle {s['slots']}-slot engine)"))
+        rows.append(
+            _row(
+                f"{s['requests']} requests {s['gap_s']} s apart: audio s per wall s / one alone",
+                "×",
+                None,
+                s["throughput_over_alone"],
+                "higher",
+                "≥ 4×",
+                s["throughput_over_alone"] >= 4,
+                f"{s['audio_s_per_s']} audio s/s vs alone {alone['audio_s_per_s']} ({s['frames']} frames each)",
+            )
+        )
+        rows.append(
+            _row(
+                "time to first audio, joining a running batch / alone",
+                "×",
+                None,
+                s["ttfa_join_over_alone"],
+                "lower",
+                "≤ 2×",
+                s["ttfa_join_over_alone"] <= 2,
+                f"joining: median {s['ttfa_join_median_s']} s, max {s['ttfa_join_max_s']} s; alone "
+                f"{alone['ttfa_s']} s (1 slot), {a['alone_in_batch_engine']['ttfa_s']} s (idle {s['slots']}-slot "
+                "engine)",
+            )
+        )
     for n in (50, 300):
         if f"T{n}" in c:
             co = c[f"T{n}"]
-            rows.append(_row(f"codec decode, {n} frames", "s", co["reference_s"], co["ours_s"], "lower", "≥ 1.0× official",
-                             co["reference_s"] / co["ours_s"] >= 1.0, f"max |diff| {co['max_abs_err']:.1e}"))
+            rows.append(
+                _row(
+                    f"codec decode, {n} frames",
+                    "s",
+                    co["reference_s"],
+                    co["ours_s"],
+                    "lower",
+                    "≥ 1.0× official",
+                    co["reference_s"] / co["ours_s"] >= 1.0,
+                    f"max |diff| {co['max_abs_err']:.1e}",
+                )
+            )
     if "stream_k1" in c:
         rows.append(_row("codec streaming step, 1 frame (80 ms audio)", "ms", None, c["stream_k1"]["step_ms"], "lower"))
     fo, fj = o["first_audio"]["s"], j["first_audio"]["s"]
-    rows.append(_row("time to first audio (ours: stream, warm; official: whole utterance)", "s", fo, fj, "lower",
-                     note=f"official {o['first_audio']['what']}"))
+    rows.append(
+        _row(
+            "time to first audio (ours: stream, warm; official: whole utterance)",
+            "s",
+            fo,
+            fj,
+            "lower",
+            note=f"official {o['first_audio']['what']}",
+        )
+    )
     cc = j["compile_cold"]
-    rows.append(_row("cold jit compile, first offline call (batch 1: admission + frame loop)", "s", None, cc["total_s"],
-                     "lower", "≤ 30 s", cc["total_s"] <= 30,
-                     f"{cc['programs']} programs: trace {cc['trace_s']} s, lower {cc['lower_s']} s, XLA {cc['backend_compile_s']} s;"
-                     f" the call {cc['first_call_s']} s"))
-    rows.append(_row("first streaming call, first process (compiles)", "s", None, j["first_stream_call_ttfa_s"], "lower"))
-    rows.append(_row("time to first audio, second process (persistent cache)", "s", None, j2["ttfa_s"], "lower", "≤ 5 s",
-                     j2["ttfa_s"] <= 5, f"import {j2['import_s']} s, load {j2['load_s']} s, process start → audio "
-                                        f"{j2['process_to_first_audio_s']} s; in the call {j2['ttfa_compile']['programs']} programs "
-                                        f"from the cache ({j2['ttfa_compile']['cache_read_s']} s read), trace+lower "
-                                        f"{_r(j2['ttfa_compile']['trace_s'] + j2['ttfa_compile']['lower_s'], 2)} s"))
+    rows.append(
+        _row(
+            "cold jit compile, first offline call (batch 1: admission + frame loop)",
+            "s",
+            None,
+            cc["total_s"],
+            "lower",
+            "≤ 30 s",
+            cc["total_s"] <= 30,
+            f"{cc['programs']} programs: trace {cc['trace_s']} s, lower {cc['lower_s']} s, XLA "
+            f"{cc['backend_compile_s']} s;"
+            f" the call {cc['first_call_s']} s",
+        )
+    )
+    rows.append(
+        _row("first streaming call, first process (compiles)", "s", None, j["first_stream_call_ttfa_s"], "lower")
+    )
+    rows.append(
+        _row(
+            "time to first audio, second process (persistent cache)",
+            "s",
+            None,
+            j2["ttfa_s"],
+            "lower",
+            "≤ 5 s",
+            j2["ttfa_s"] <= 5,
+            f"import {j2['import_s']} s, load {j2['load_s']} s, process start → audio "
+            f"{j2['process_to_first_audio_s']} s; in the call {j2['ttfa_compile']['programs']} programs "
+            f"from the cache ({j2['ttfa_compile']['cache_read_s']} s read), trace+lower "
+            f"{_r(j2['ttfa_compile']['trace_s'] + j2['ttfa_compile']['lower_s'], 2)} s",
+        )
+    )
     rows.append(_row("model load (same folder)", "s", o["load_s"], j["load_s"], "lower"))
-    rows.append(_row("peak RSS, benchmark process", "MB", o["peak_rss_mb"], j["peak_rss_mb"], "lower",
-                     note=f"ours second process {j2['peak_rss_mb']} MB"))
+    rows.append(
+        _row(
+            "peak RSS, benchmark process",
+            "MB",
+            o["peak_rss_mb"],
+            j["peak_rss_mb"],
+            "lower",
+            note=f"ours second process {j2['peak_rss_mb']} MB",
+        )
+    )
     return rows
 
 
@@ -767,8 +1011,24 @@ def markdown(res: dict, rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r[k]) for k in ("figure", "unit", "official", "ours", "ours_over_official", "speedup",
-                                                             "target", "met", "note")) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                _fmt(r[k])
+                for k in (
+                    "figure",
+                    "unit",
+                    "official",
+                    "ours",
+                    "ours_over_official",
+                    "speedup",
+                    "target",
+                    "met",
+                    "note",
+                )
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -781,7 +1041,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qwen3tts-bench")
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--official-json", type=Path, default=None, help="reuse an earlier run's official figures (development)")
+    ap.add_argument(
+        "--official-json", type=Path, default=None, help="reuse an earlier run's official figures (development)"
+    )
     ap.add_argument("--e2e-reps", type=int, default=None, help="timed runs per end-to-end figure (default 2, quick 1)")
     ap.add_argument("--no-codec", action="store_true")
     ap.add_argument("--no-arrivals", action="store_true", help="skip benchmarks/engine.py (staggered arrivals)")
@@ -813,17 +1075,30 @@ def main() -> None:
     log("# setup: full-size random-weight model folder (cached) ...")
     # Its own process (torch's memory is given back), through this file: an installed package
     # named `benchmarks` shadows this folder for `import benchmarks.bench`.
-    setup = subprocess.run([sys.executable, __file__, "--worker", "setup", "--workdir", str(args.workdir), "--seed", str(args.seed)],
-                           cwd=ROOT, capture_output=True, text=True)
+    setup = subprocess.run(
+        [sys.executable, __file__, "--worker", "setup", "--workdir", str(args.workdir), "--seed", str(args.seed)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if setup.returncode != 0:
         sys.stderr.write(setup.stderr[-4000:])
         raise SystemExit("setup failed")
     args.folder = Path(setup.stdout.strip().splitlines()[-1])
     args.cache_dir = args.workdir / "jax-cache"
     codes = args.workdir / "official-codes-b1.npy"
-    res: dict = {"benchmark": "qwen3tts-jax vs qwen-tts 0.1.1", "mode": "quick" if args.quick else "full",
-                 "device": args.device, "frames": args.frames, "reps": args.reps, "seed": args.seed,
-                 "date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": _git(), "machine": _machine(), "setup_s": round(time.perf_counter() - t, 1)}
+    res: dict = {
+        "benchmark": "qwen3tts-jax vs qwen-tts 0.1.1",
+        "mode": "quick" if args.quick else "full",
+        "device": args.device,
+        "frames": args.frames,
+        "reps": args.reps,
+        "seed": args.seed,
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "commit": _git(),
+        "machine": _machine(),
+        "setup_s": round(time.perf_counter() - t, 1),
+    }
     if args.official_json:
         res["official"] = json.loads(args.official_json.read_text())["official"]
     else:
@@ -838,7 +1113,13 @@ def main() -> None:
         res["codec"] = _codec(args, log)
     rows = build_table(res)
     res["table"] = rows
-    out = args.out or ROOT / "benchmarks" / "results" / f"bench{'-quick' if args.quick else ''}{'-gpu' if args.device == 'gpu' else ''}.json"
+    out = (
+        args.out
+        or ROOT
+        / "benchmarks"
+        / "results"
+        / f"bench{'-quick' if args.quick else ''}{'-gpu' if args.device == 'gpu' else ''}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
     md = markdown(res, rows)

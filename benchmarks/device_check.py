@@ -313,19 +313,10 @@ def ours_predictor(model, past, codes):
     import jax.numpy as jnp
     import numpy as np
 
-    from qwen3tts_jax.code_predictor import CodePredictor
-    from qwen3tts_jax.talker import Talker
+    from qwen3tts_jax.finetune import subtalker_logits  # the predictor's teacher-forced forward
 
-    cfg, policy, params = model.config.talker, model.policy, model.params["talker"]
-    e0 = Talker(cfg, policy).apply({"params": params}, jnp.asarray(codes[:, :1]), method=Talker.embed_codec)
     return np.asarray(
-        CodePredictor(cfg, policy).apply(
-            {"params": params["code_predictor"]},
-            jnp.asarray(past),
-            e0[:, 0],
-            jnp.asarray(codes),
-            method=CodePredictor.teacher_forced_logits,
-        )
+        subtalker_logits(model.config, model.policy, model.params["talker"], jnp.asarray(past), jnp.asarray(codes))
     )
 
 

@@ -53,8 +53,14 @@ def _alone(loop, request, reps: int, sr: int) -> dict:
     ttfa = statistics.median(r["ttfa_s"] for r in runs)
     total = statistics.median(r["total_s"] for r in runs)
     audio = runs[0]["audio_s"]
-    return {"ttfa_s": _r(ttfa), "total_s": _r(total, 2), "audio_s": _r(audio, 2), "audio_s_per_s": _r(audio / total),
-            "runs_ttfa_s": [_r(r["ttfa_s"]) for r in runs], "runs_total_s": [_r(r["total_s"], 2) for r in runs]}
+    return {
+        "ttfa_s": _r(ttfa),
+        "total_s": _r(total, 2),
+        "audio_s": _r(audio, 2),
+        "audio_s_per_s": _r(audio / total),
+        "runs_ttfa_s": [_r(r["ttfa_s"]) for r in runs],
+        "runs_total_s": [_r(r["total_s"], 2) for r in runs],
+    }
 
 
 def _staggered(loop, requests, gap: float, sr: int, timer: CompileTimer) -> dict:
@@ -71,9 +77,15 @@ def _staggered(loop, requests, gap: float, sr: int, timer: CompileTimer) -> dict
     wall = end - t0
     audio = sum(len(r.audio) for r in results) / sr
     ttfa = [r.time_to_first_audio for r in results]
-    return {"wall_s": _r(wall, 2), "audio_s": _r(audio, 2), "audio_s_per_s": _r(audio / wall),
-            "ttfa_s": [_r(x) for x in ttfa], "total_s": [_r(r.total_time, 2) for r in results],
-            "active_at_submit": active_at_submit, "compile_during_run": timer.since(snap)}
+    return {
+        "wall_s": _r(wall, 2),
+        "audio_s": _r(audio, 2),
+        "audio_s_per_s": _r(audio / wall),
+        "ttfa_s": [_r(x) for x in ttfa],
+        "total_s": [_r(r.total_time, 2) for r in results],
+        "active_at_submit": active_at_submit,
+        "compile_during_run": timer.since(snap),
+    }
 
 
 def _first_chunks(handle, n: int) -> None:
@@ -133,8 +145,16 @@ def main() -> None:
 
     log = lambda s: print(f"# {time.strftime('%H:%M:%S')} {s}", file=sys.stderr, flush=True)  # noqa: E731
     timer = CompileTimer()
-    out: dict = {"benchmark": "engine arrivals", "model": args.model, "frames": args.frames, "gap_s": args.gap,
-                 "requests": args.requests, "reps": args.reps, "loadavg_start": os.getloadavg(), "jax": jax.__version__}
+    out: dict = {
+        "benchmark": "engine arrivals",
+        "model": args.model,
+        "frames": args.frames,
+        "gap_s": args.gap,
+        "requests": args.requests,
+        "reps": args.reps,
+        "loadavg_start": os.getloadavg(),
+        "jax": jax.__version__,
+    }
     t = time.perf_counter()
     model = Qwen3TTSModel.from_pretrained(args.model)
     out["load_s"] = _r(time.perf_counter() - t, 2)
@@ -171,8 +191,12 @@ def main() -> None:
     join = [statistics.median(r["ttfa_s"][1:]) for r in runs] if args.requests > 1 else [None]
     agg = statistics.median(r["audio_s_per_s"] for r in runs)
     out["staggered"] = {
-        "requests": args.requests, "gap_s": args.gap, "frames": args.frames, "slots": batch.shape.slots,
-        "audio_s_per_s": _r(agg), "throughput_over_alone": _r(agg / alone["audio_s_per_s"], 2),
+        "requests": args.requests,
+        "gap_s": args.gap,
+        "frames": args.frames,
+        "slots": batch.shape.slots,
+        "audio_s_per_s": _r(agg),
+        "throughput_over_alone": _r(agg / alone["audio_s_per_s"], 2),
         "ttfa_first_s": _r(statistics.median(r["ttfa_s"][0] for r in runs)),
         "ttfa_join_median_s": _r(statistics.median(join)) if join[0] is not None else None,
         "ttfa_join_max_s": _r(max(max(r["ttfa_s"][1:]) for r in runs)) if join[0] is not None else None,

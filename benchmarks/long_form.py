@@ -67,8 +67,13 @@ def main() -> None:
 
     t = time.perf_counter()
     model = Qwen3TTSModel.from_pretrained(args.model)
-    out = {"model": args.model, "jax": jax.__version__, "load_s": round(time.perf_counter() - t, 1),
-           "loadavg_start": os.getloadavg(), "texts": {}}
+    out = {
+        "model": args.model,
+        "jax": jax.__version__,
+        "load_s": round(time.perf_counter() - t, 1),
+        "loadavg_start": os.getloadavg(),
+        "texts": {},
+    }
     greedy = dict(do_sample=False, subtalker_dosample=False)
     # The stories told twice over, cut to the length asked for (at a sentence end where one is near).
     english = (ENGLISH + "\n\n" + ENGLISH)[:2000]
@@ -80,8 +85,10 @@ def main() -> None:
         res["segmented_offline_s"] = round(time.perf_counter() - t, 1)
         res["audio_s"] = round(len(wav[0]) / sr, 2)
         reps = model.last_long_form[0]
-        res["segments"] = [{"chars": len(r.text), "frames": r.frames, "budget": r.max_new_tokens, "finish": r.finish_reason}
-                           for r in reps]
+        res["segments"] = [
+            {"chars": len(r.text), "frames": r.frames, "budget": r.max_new_tokens, "finish": r.finish_reason}
+            for r in reps
+        ]
         t = time.perf_counter()
         first = None
         for _ in model.stream_custom_voice(text, "ryan", language=lang, long_form=True, **greedy):

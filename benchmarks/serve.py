@@ -268,7 +268,8 @@ def table(r: dict) -> str:
         f"{m['cpu']}, {m['cores']} cores, load average {r['loadavg_start'][0]:.1f}→{r['loadavg_end'][0]:.1f}; "
         f"{r['date']}, commit {r['commit']}; server ready after {r.get('server_ready_s', 0):.0f} s.",
         "",
-        "| c | streams | TTFA p50 (s) | TTFA p95 (s) | audio-s/s (aggregate) | per-stream ×RT (median) | underrun fraction "
+        "| c | streams | TTFA p50 (s) | TTFA p95 (s) | audio-s/s (aggregate) | per-stream ×RT (median) | underrun "
+        "fraction "
         "| warm-up pass wall (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -37,8 +37,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_CONFIGS = "none;none:8;data=1;data=2;data=4;data=8;model=2;model=4;data=4,model=2;data=2,model=4"
-TEXTS = ("The quick brown fox jumps over the lazy dog.", "A second sentence for the batch.",
-         "Sharded inference on a CPU mesh.", "One more line of text to speak.")
+TEXTS = (
+    "The quick brown fox jumps over the lazy dog.",
+    "A second sentence for the batch.",
+    "Sharded inference on a CPU mesh.",
+    "One more line of text to speak.",
+)
 
 
 def _timed(fn, reps: int) -> tuple[float, float, object]:
@@ -74,9 +78,16 @@ def run_config(spec: str, args) -> dict:
     frames = int(sum(r.frames for r in results))
     audio_s = float(sum(len(w) for w in wavs)) / 24000
     return {
-        "config": spec + (f":{batch}" if batch else ""), "devices": devices, "batch": rows, "frames": frames, "load_s": round(load_s, 2),
-        "first_call_s": round(gen_first + syn_first, 2), "generate_s": round(gen_s, 4), "synthesize_s": round(syn_s, 4),
-        "frames_per_s": round(frames / gen_s, 2), "audio_s_per_s": round(audio_s / syn_s, 3),
+        "config": spec + (f":{batch}" if batch else ""),
+        "devices": devices,
+        "batch": rows,
+        "frames": frames,
+        "load_s": round(load_s, 2),
+        "first_call_s": round(gen_first + syn_first, 2),
+        "generate_s": round(gen_s, 4),
+        "synthesize_s": round(syn_s, 4),
+        "frames_per_s": round(frames / gen_s, 2),
+        "audio_s_per_s": round(audio_s / syn_s, 3),
         "ms_per_frame_step": round(1000 * gen_s / max(1, frames // rows), 2),
     }
 
@@ -85,8 +96,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="random:tiny")
     ap.add_argument("--devices", type=int, default=8, help="virtual CPU devices (set before JAX starts)")
-    ap.add_argument("--configs", default=DEFAULT_CONFIGS,
-                    help="';'-separated mesh specs, 'none' = no mesh; ':B' sets the batch (default rows-per-replica x data)")
+    ap.add_argument(
+        "--configs",
+        default=DEFAULT_CONFIGS,
+        help="';'-separated mesh specs, 'none' = no mesh; ':B' sets the batch (default rows-per-replica x data)",
+    )
     ap.add_argument("--rows-per-replica", type=int, default=2, help="batch rows per data-axis replica")
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--reps", type=int, default=3)
@@ -97,8 +111,14 @@ def main() -> None:
 
     if args.devices:  # before any backend query; only the CPU backend reads it
         jax.config.update("jax_num_cpu_devices", args.devices)
-    header = {"host": platform.node(), "cpu_count": os.cpu_count(), "backend": jax.default_backend(),
-              "devices": jax.device_count(), "model": args.model, "jax": jax.__version__}
+    header = {
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "backend": jax.default_backend(),
+        "devices": jax.device_count(),
+        "model": args.model,
+        "jax": jax.__version__,
+    }
     print(json.dumps({"setup": header}), flush=True)
     rows = []
     for spec in args.configs.split(";"):
@@ -106,11 +126,16 @@ def main() -> None:
         rows.append(r)
         print(json.dumps(r), flush=True)
     base = next((r for r in rows if r["config"] == "none"), rows[0])
-    print(f"\n{'config':<18}{'devices':>8}{'batch':>6}{'frames/s':>10}{'x':>6}{'audio s/s':>11}{'ms/step':>9}{'first call s':>14}")
+    print(
+        f"\n{'config':<18}{'devices':>8}{'batch':>6}{'frames/s':>10}{'x':>6}"
+        f"{'audio s/s':>11}{'ms/step':>9}{'first call s':>14}"
+    )
     for r in rows:
-        print(f"{r['config']:<18}{r['devices']:>8}{r['batch']:>6}{r['frames_per_s']:>10.1f}"
-              f"{r['frames_per_s'] / base['frames_per_s']:>6.2f}{r['audio_s_per_s']:>11.3f}{r['ms_per_frame_step']:>9.1f}"
-              f"{r['first_call_s']:>14.1f}")
+        print(
+            f"{r['config']:<18}{r['devices']:>8}{r['batch']:>6}{r['frames_per_s']:>10.1f}"
+            f"{r['frames_per_s'] / base['frames_per_s']:>6.2f}{r['audio_s_per_s']:>11.3f}{r['ms_per_frame_step']:>9.1f}"
+            f"{r['first_call_s']:>14.1f}"
+        )
 
 
 if __name__ == "__main__":

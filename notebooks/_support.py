@@ -89,12 +89,17 @@ def reference_talker_states(ref_model, embeds, mask) -> dict:
     dtype = next(talker.parameters()).dtype
     seen, hooks = {}, []
     for i, layer in enumerate(talker.model.layers):
-        hooks.append(layer.register_forward_hook(
-            lambda mod, args, out, i=i: seen.__setitem__(f"layer_{i}", (out[0] if isinstance(out, tuple) else out))))
+        hooks.append(
+            layer.register_forward_hook(
+                lambda mod, args, out, i=i: seen.__setitem__(f"layer_{i}", (out[0] if isinstance(out, tuple) else out))
+            )
+        )
     try:
         with torch.no_grad():
             x = torch.from_numpy(np.asarray(embeds, np.float32)).to(dtype)
-            out = talker(inputs_embeds=x, attention_mask=torch.from_numpy(np.asarray(mask)).long(), output_hidden_states=True)
+            out = talker(
+                inputs_embeds=x, attention_mask=torch.from_numpy(np.asarray(mask)).long(), output_hidden_states=True
+            )
     finally:
         for h in hooks:
             h.remove()
@@ -119,13 +124,21 @@ def reference_codes(ref_api, requests, max_new_tokens: int):
         prompts = dict(
             ref_code=[None if r.ref_code is None else torch.tensor(np.asarray(r.ref_code)) for r in requests],
             ref_spk_embedding=[torch.tensor(np.asarray(r.speaker_embedding, np.float32)) for r in requests],
-            x_vector_only_mode=[r.ref_code is None for r in requests], icl_mode=[r.ref_code is not None for r in requests])
+            x_vector_only_mode=[r.ref_code is None for r in requests],
+            icl_mode=[r.ref_code is not None for r in requests],
+        )
     with torch.no_grad():
         codes, _ = ref_api.model.generate(
-            input_ids=ids, instruct_ids=instruct if any(i is not None for i in instruct) else None,
-            ref_ids=ref_ids if any(i is not None for i in ref_ids) else None, voice_clone_prompt=prompts,
-            languages=[r.language for r in requests], speakers=speakers, non_streaming_mode=requests[0].non_streaming_mode,
-            max_new_tokens=max_new_tokens, **GREEDY)
+            input_ids=ids,
+            instruct_ids=instruct if any(i is not None for i in instruct) else None,
+            ref_ids=ref_ids if any(i is not None for i in ref_ids) else None,
+            voice_clone_prompt=prompts,
+            languages=[r.language for r in requests],
+            speakers=speakers,
+            non_streaming_mode=requests[0].non_streaming_mode,
+            max_new_tokens=max_new_tokens,
+            **GREEDY,
+        )
     return [c.numpy() for c in codes]
 
 

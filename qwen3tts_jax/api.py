@@ -32,8 +32,18 @@ from qwen3tts_jax.speech_tokenizer import Qwen3TTSTokenizer
 from qwen3tts_jax.text import TextTokenizer
 from qwen3tts_jax.weights import layout_model_params, load_model_params
 
-SAMPLE_KWARGS = ("do_sample", "top_k", "top_p", "temperature", "repetition_penalty", "subtalker_dosample",
-                 "subtalker_top_k", "subtalker_top_p", "subtalker_temperature", "max_new_tokens")
+SAMPLE_KWARGS = (
+    "do_sample",
+    "top_k",
+    "top_p",
+    "temperature",
+    "repetition_penalty",
+    "subtalker_dosample",
+    "subtalker_top_k",
+    "subtalker_top_p",
+    "subtalker_temperature",
+    "max_new_tokens",
+)
 # Additions to the reference's generation kwargs (see `_gen_config`).
 EXTRA_KWARGS = ("min_new_tokens",)
 # Accepted for signature compatibility with the reference loader and ignored (torch-only).
@@ -63,12 +73,23 @@ class StreamStats:
     audio_seconds: float = 0.0
 
 
+_KIND_NAMES = {"base": "Base", "custom_voice": "CustomVoice", "voice_design": "VoiceDesign"}  # as in the hub ids
+
+
 class Qwen3TTSModel:
     """Qwen3-TTS (12 Hz family) in JAX. Build with `from_pretrained`."""
 
-    def __init__(self, config: Qwen3TTSConfig, params: dict, text_tokenizer: TextTokenizer,
-                 speech_tokenizer: Qwen3TTSTokenizer, generation_config: GenerationConfig, policy: Policy,
-                 path: str | None = None, placement: Placement = Placement()):
+    def __init__(
+        self,
+        config: Qwen3TTSConfig,
+        params: dict,
+        text_tokenizer: TextTokenizer,
+        speech_tokenizer: Qwen3TTSTokenizer,
+        generation_config: GenerationConfig,
+        policy: Policy,
+        path: str | None = None,
+        placement: Placement = Placement(),
+    ):
         self.config, self.params, self.policy = config, params, policy
         self.placement = placement  # one device, or the ("data", "model") mesh the params are placed on
         self.processor = self.text_tokenizer = text_tokenizer
@@ -87,9 +108,16 @@ class Qwen3TTSModel:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype: Any = None,
-                        scan_layers: bool | None = None, seed: int = 0, mesh: Any = None, policy: Policy | None = None,
-                        **kwargs) -> Qwen3TTSModel:
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        dtype: Any = None,
+        scan_layers: bool | None = None,
+        seed: int = 0,
+        mesh: Any = None,
+        policy: Policy | None = None,
+        **kwargs,
+    ) -> Qwen3TTSModel:
         """A model folder, a Hugging Face repo id (downloaded with huggingface_hub), or
         `random:<name>` (seeded random weights of a released architecture, see `presets`).
 
@@ -120,12 +148,21 @@ class Qwen3TTSModel:
         folder = resolve_folder(name)
         cfg = Qwen3TTSConfig.from_model_dir(folder)
         check_model_folder(folder, "pretrained_model_name_or_path")
-        params = load_model_params(folder, cfg, dtype=dt, scan_layers=policy.scan_layers,
-                                   shardings=placement.loader(model_units(cfg)))  # each process reads its slices
+        params = load_model_params(
+            folder, cfg, dtype=dt, scan_layers=policy.scan_layers, shardings=placement.loader(model_units(cfg))
+        )  # each process reads its slices
         speech = Qwen3TTSTokenizer.from_pretrained(folder / "speech_tokenizer", policy=policy)
         speech.params = placement.codec_params(speech.params, speech.config)
-        return cls(cfg, placement.model_params(params, cfg), TextTokenizer.from_pretrained(folder), speech,
-                   GenerationConfig.from_model_dir(folder), policy, str(folder), placement)
+        return cls(
+            cfg,
+            placement.model_params(params, cfg),
+            TextTokenizer.from_pretrained(folder),
+            speech,
+            GenerationConfig.from_model_dir(folder),
+            policy,
+            str(folder),
+            placement,
+        )
 
     @classmethod
     def _random(cls, spec: str, policy: Policy, seed: int, placement: Placement = Placement()) -> Qwen3TTSModel:
@@ -143,7 +180,9 @@ class Qwen3TTSModel:
         on_device = jax.default_backend() != "cpu"  # draw on the accelerator: no multi-GB host build and copy
         params = random_model_params(cfg, seed, policy.param_dtype, on_device)
         params = layout_model_params(params, cfg, policy.scan_layers)
-        codec_cfg = Qwen3TTSTokenizerV2Config.from_dict(presets.tokenizer_config(tiny=size == "tiny"), f"{spec} tokenizer config")
+        codec_cfg = Qwen3TTSTokenizerV2Config.from_dict(
+            presets.tokenizer_config(tiny=size == "tiny"), f"{spec} tokenizer config"
+        )
         codec_params = random_codec_params(codec_cfg, seed, policy.param_dtype, on_device)
         speech = Qwen3TTSTokenizer(codec_cfg, codec_params, policy)
         text = byte_level_text_tokenizer()
@@ -163,7 +202,8 @@ class Qwen3TTSModel:
         if self.tts_model_type != kind:
             raise ValueError(
                 f"{method} needs a {kind!r} model (tts_model_type={kind!r}); this model is {self.tts_model_type!r} "
-                f"(size {self.tts_model_size}). Use a Qwen3-TTS-12Hz-*-{ {'base': 'Base', 'custom_voice': 'CustomVoice', 'voice_design': 'VoiceDesign'}[kind]} model."
+                f"(size {self.tts_model_size}). Use a "
+                f"Qwen3-TTS-12Hz-*-{_KIND_NAMES[kind]} model."
             )
 
     def _languages(self, language, n: int) -> list[str]:
@@ -193,12 +233,16 @@ class Qwen3TTSModel:
         sampling = SamplingConfig.from_configs(cfg, self.config.talker)
         if min_new is not None:  # an addition: EOS blocked for the first `min_new_tokens` (benchmarks)
             min_new = checks.check_int("min_new_tokens", min_new, 0)
-            sampling = dataclasses.replace(sampling, talker=dataclasses.replace(sampling.talker, min_new_tokens=min_new))
+            sampling = dataclasses.replace(
+                sampling, talker=dataclasses.replace(sampling.talker, min_new_tokens=min_new)
+            )
         return cfg, sampling, checks.prng_key(seed, key)
 
     # ------------------------------------------------------------------ voice clone prompts
 
-    def create_voice_clone_prompt(self, ref_audio, ref_text=None, x_vector_only_mode=False) -> list[VoiceClonePromptItem]:
+    def create_voice_clone_prompt(
+        self, ref_audio, ref_text=None, x_vector_only_mode=False
+    ) -> list[VoiceClonePromptItem]:
         """Reference audio (+ transcript for ICL) → reusable prompt items (`voice_clone_prompt=`)."""
         self._require("base", "create_voice_clone_prompt")
         audios = _as_list(ref_audio) if isinstance(ref_audio, list) else [ref_audio]
@@ -214,9 +258,14 @@ class Qwen3TTSModel:
         shortest = max(min_samples(self.config.speaker_encoder), 1920)
         for i, w in enumerate(wavs):
             if len(w) < shortest:
-                raise ValueError(f"ref_audio[{i}]: {len(w)} samples at 24 kHz is too short (need >= {shortest}, {shortest / 24000:.3f} s)")
+                raise ValueError(
+                    f"ref_audio[{i}]: {len(w)} samples at 24 kHz is too short (need >= {shortest}, "
+                    f"{shortest / 24000:.3f} s)"
+                )
             if float(np.max(np.abs(w))) < SILENCE_PEAK:
-                raise ValueError(f"ref_audio[{i}]: the audio is silent (peak {float(np.max(np.abs(w))):.2e}); nothing to clone")
+                raise ValueError(
+                    f"ref_audio[{i}]: the audio is silent (peak {float(np.max(np.abs(w))):.2e}); nothing to clone"
+                )
         codes = self.speech_tokenizer.encode([(w, 24000) for w in wavs]).audio_codes
         items = []
         for w, c, t, xo in zip(wavs, codes, texts, xvec):
@@ -229,8 +278,16 @@ class Qwen3TTSModel:
     # any work) and return tokenized `PromptRequest`s; `requests` adds sampling, budget and keys;
     # `run`/`engine` generate. `generate_*` is exactly these three steps.
 
-    def voice_clone_prompts(self, text, language=None, ref_audio=None, ref_text=None, x_vector_only_mode=False,
-                            voice_clone_prompt=None, non_streaming_mode=False) -> list[PromptRequest]:
+    def voice_clone_prompts(
+        self,
+        text,
+        language=None,
+        ref_audio=None,
+        ref_text=None,
+        x_vector_only_mode=False,
+        voice_clone_prompt=None,
+        non_streaming_mode=False,
+    ) -> list[PromptRequest]:
         self._require("base", "generate_voice_clone")
         texts = self._texts(text)
         langs = self._languages(language, len(texts))
@@ -249,14 +306,23 @@ class Qwen3TTSModel:
             icl = it.icl_mode and it.ref_code is not None
             if icl and not it.ref_text:
                 raise ValueError(f"voice_clone_prompt[{i}]: ICL mode needs its ref_text")
-            reqs.append(PromptRequest(
-                self.text_tokenizer.assistant_text_ids(t).input_ids, lang,
-                speaker_embedding=np.asarray(it.ref_spk_embedding, np.float32) if (it.icl_mode or it.x_vector_only_mode) else None,
-                ref_text_ids=self.text_tokenizer.ref_text_ids(it.ref_text).input_ids if icl else None,
-                ref_code=np.asarray(it.ref_code) if icl else None, non_streaming_mode=bool(non_streaming_mode)))
+            reqs.append(
+                PromptRequest(
+                    self.text_tokenizer.assistant_text_ids(t).input_ids,
+                    lang,
+                    speaker_embedding=np.asarray(it.ref_spk_embedding, np.float32)
+                    if (it.icl_mode or it.x_vector_only_mode)
+                    else None,
+                    ref_text_ids=self.text_tokenizer.ref_text_ids(it.ref_text).input_ids if icl else None,
+                    ref_code=np.asarray(it.ref_code) if icl else None,
+                    non_streaming_mode=bool(non_streaming_mode),
+                )
+            )
         return reqs
 
-    def custom_voice_prompts(self, text, speaker, language=None, instruct=None, non_streaming_mode=True) -> list[PromptRequest]:
+    def custom_voice_prompts(
+        self, text, speaker, language=None, instruct=None, non_streaming_mode=True
+    ) -> list[PromptRequest]:
         self._require("custom_voice", "generate_custom_voice")
         texts = self._texts(text)
         langs = self._languages(language, len(texts))
@@ -265,14 +331,21 @@ class Qwen3TTSModel:
         non_streaming_mode = checks.check_bool("non_streaming_mode", non_streaming_mode)
         if self.tts_model_size == "0b6":  # as the reference: the 0.6B CustomVoice model takes no instruct
             if any(_as_list(instruct)):
-                warnings.warn("instruct is ignored: the 0.6B CustomVoice model takes no instruction (the 1.7B does)",
-                              stacklevel=3)
+                warnings.warn(
+                    "instruct is ignored: the 0.6B CustomVoice model takes no instruction (the 1.7B does)", stacklevel=3
+                )
             instruct = None
         instructs = _broadcast("instruct", _as_list(instruct) if instruct is not None else [""], len(texts))
-        return [PromptRequest(self.text_tokenizer.assistant_text_ids(t).input_ids, lang, s,
-                              instruct_ids=self.text_tokenizer.instruct_ids(ins).input_ids if ins else None,
-                              non_streaming_mode=bool(non_streaming_mode))
-                for t, lang, s, ins in zip(texts, langs, speakers, instructs)]
+        return [
+            PromptRequest(
+                self.text_tokenizer.assistant_text_ids(t).input_ids,
+                lang,
+                s,
+                instruct_ids=self.text_tokenizer.instruct_ids(ins).input_ids if ins else None,
+                non_streaming_mode=bool(non_streaming_mode),
+            )
+            for t, lang, s, ins in zip(texts, langs, speakers, instructs)
+        ]
 
     def voice_design_prompts(self, text, instruct, language=None, non_streaming_mode=True) -> list[PromptRequest]:
         self._require("voice_design", "generate_voice_design")
@@ -283,15 +356,21 @@ class Qwen3TTSModel:
         for i, ins in enumerate(instructs):
             if not isinstance(ins, str):  # '' stays allowed: the reference takes it as "no description"
                 raise ValueError(f"instruct[{i}]: generate_voice_design needs a voice description string, got {ins!r}")
-        return [PromptRequest(self.text_tokenizer.assistant_text_ids(t).input_ids, lang,
-                              instruct_ids=self.text_tokenizer.instruct_ids(ins).input_ids if ins else None,
-                              non_streaming_mode=bool(non_streaming_mode))
-                for t, lang, ins in zip(texts, langs, instructs)]
+        return [
+            PromptRequest(
+                self.text_tokenizer.assistant_text_ids(t).input_ids,
+                lang,
+                instruct_ids=self.text_tokenizer.instruct_ids(ins).input_ids if ins else None,
+                non_streaming_mode=bool(non_streaming_mode),
+            )
+            for t, lang, ins in zip(texts, langs, instructs)
+        ]
 
     # ------------------------------------------------------------------ requests → the engine
 
-    def requests(self, prompts: list[PromptRequest], audio: bool = True, owners: list[int] | None = None,
-                 **kwargs) -> list[Request]:
+    def requests(
+        self, prompts: list[PromptRequest], audio: bool = True, owners: list[int] | None = None, **kwargs
+    ) -> list[Request]:
         """Engine requests for already-built prompts, with the generation kwargs of `generate_*`
         (`seed=`/`key=` give request i the key `fold_in(key, i)`: request 0 of a batch draws
         what it draws alone; with `owners`, request i draws with the key of text `owners[i]`,
@@ -302,11 +381,16 @@ class Qwen3TTSModel:
             n = prompt_tracks(self.config, p).length
             if n + gen_cfg.max_new_tokens > budget:
                 raise ValueError(
-                    f"text[{i}]: the prompt is {n} positions and max_new_tokens={gen_cfg.max_new_tokens}; together they exceed "
-                    f"the model's position budget max_position_embeddings={budget}. Shorten the text or lower max_new_tokens.")
+                    f"text[{i}]: the prompt is {n} positions and max_new_tokens={gen_cfg.max_new_tokens}; together "
+                    "they exceed "
+                    f"the model's position budget max_position_embeddings={budget}. Shorten the text or lower "
+                    "max_new_tokens."
+                )
         keys = request_keys(key, len(prompts) if owners is None else max(owners) + 1)
-        return [Request(p, sampling, gen_cfg.max_new_tokens, keys[i if owners is None else owners[i]], audio=audio)
-                for i, p in enumerate(prompts)]
+        return [
+            Request(p, sampling, gen_cfg.max_new_tokens, keys[i if owners is None else owners[i]], audio=audio)
+            for i, p in enumerate(prompts)
+        ]
 
     def engine(self, shape: EngineShape, **kwargs) -> Engine:
         """A generation engine over this model with the given slots and lengths (see
@@ -327,8 +411,11 @@ class Qwen3TTSModel:
         count = lambda s: len(self.text_tokenizer.encode(s))  # noqa: E731
         segments = long_form.split_texts(texts, [p.language for p in prompts], options, count)
         owners = [i for i, segs in enumerate(segments) for _ in segs]
-        seg_prompts = [dataclasses.replace(prompts[i], text_ids=self.text_tokenizer.assistant_text_ids(seg.text).input_ids)
-                       for i, segs in enumerate(segments) for seg in segs]
+        seg_prompts = [
+            dataclasses.replace(prompts[i], text_ids=self.text_tokenizer.assistant_text_ids(seg.text).input_ids)
+            for i, segs in enumerate(segments)
+            for seg in segs
+        ]
         explicit = kwargs.get("max_new_tokens")
         return long_form.plan(segments, self.requests(seg_prompts, owners=owners, **kwargs), explicit, options)
 
@@ -336,7 +423,9 @@ class Qwen3TTSModel:
         sr = self.speech_tokenizer.get_output_sample_rate()
         options = LongFormOptions.of(long_form_opt)
         if options is not None:
-            wavs, self.last_long_form = long_form.run(self, self._long_form_plan(prompts, text, kwargs, options), options)
+            wavs, self.last_long_form = long_form.run(
+                self, self._long_form_plan(prompts, text, kwargs, options), options
+            )
             return wavs, sr
         out = []
         for p, r in zip(prompts, self.run(self.requests(prompts, **kwargs))):
@@ -362,40 +451,106 @@ class Qwen3TTSModel:
     # (`qwen3tts_jax.long_form`); `model.last_long_form` says how each segment ended. Off by
     # default: a text is then one run, exactly as the reference.
 
-    def generate_voice_clone(self, text, language=None, ref_audio=None, ref_text=None, x_vector_only_mode=False,
-                             voice_clone_prompt=None, non_streaming_mode=False, long_form=False, **kwargs):
-        reqs = self.voice_clone_prompts(text, language, ref_audio, ref_text, x_vector_only_mode, voice_clone_prompt, non_streaming_mode)
+    def generate_voice_clone(
+        self,
+        text,
+        language=None,
+        ref_audio=None,
+        ref_text=None,
+        x_vector_only_mode=False,
+        voice_clone_prompt=None,
+        non_streaming_mode=False,
+        long_form=False,
+        **kwargs,
+    ):
+        reqs = self.voice_clone_prompts(
+            text, language, ref_audio, ref_text, x_vector_only_mode, voice_clone_prompt, non_streaming_mode
+        )
         return self._synthesize(reqs, kwargs, long_form, text)
 
-    def generate_custom_voice(self, text, speaker, language=None, instruct=None, non_streaming_mode=True, long_form=False,
-                              **kwargs):
-        return self._synthesize(self.custom_voice_prompts(text, speaker, language, instruct, non_streaming_mode), kwargs,
-                                long_form, text)
+    def generate_custom_voice(
+        self, text, speaker, language=None, instruct=None, non_streaming_mode=True, long_form=False, **kwargs
+    ):
+        return self._synthesize(
+            self.custom_voice_prompts(text, speaker, language, instruct, non_streaming_mode), kwargs, long_form, text
+        )
 
     def generate_voice_design(self, text, instruct, language=None, non_streaming_mode=True, long_form=False, **kwargs):
-        return self._synthesize(self.voice_design_prompts(text, instruct, language, non_streaming_mode), kwargs,
-                                long_form, text)
+        return self._synthesize(
+            self.voice_design_prompts(text, instruct, language, non_streaming_mode), kwargs, long_form, text
+        )
 
     # ------------------------------------------------------------------ streaming
 
-    def stream_voice_clone(self, text, language=None, ref_audio=None, ref_text=None, x_vector_only_mode=False,
-                           voice_clone_prompt=None, non_streaming_mode=False, chunk_frames: int = 4,
-                           first_chunk_frames: int = 1, long_form=False, **kwargs):
-        reqs = self.voice_clone_prompts(text, language, ref_audio, ref_text, x_vector_only_mode, voice_clone_prompt, non_streaming_mode)
+    def stream_voice_clone(
+        self,
+        text,
+        language=None,
+        ref_audio=None,
+        ref_text=None,
+        x_vector_only_mode=False,
+        voice_clone_prompt=None,
+        non_streaming_mode=False,
+        chunk_frames: int = 4,
+        first_chunk_frames: int = 1,
+        long_form=False,
+        **kwargs,
+    ):
+        reqs = self.voice_clone_prompts(
+            text, language, ref_audio, ref_text, x_vector_only_mode, voice_clone_prompt, non_streaming_mode
+        )
         return self._stream(reqs, kwargs, chunk_frames, first_chunk_frames, long_form, text)
 
-    def stream_custom_voice(self, text, speaker, language=None, instruct=None, non_streaming_mode=True,
-                            chunk_frames: int = 4, first_chunk_frames: int = 1, long_form=False, **kwargs):
-        return self._stream(self.custom_voice_prompts(text, speaker, language, instruct, non_streaming_mode), kwargs,
-                            chunk_frames, first_chunk_frames, long_form, text)
+    def stream_custom_voice(
+        self,
+        text,
+        speaker,
+        language=None,
+        instruct=None,
+        non_streaming_mode=True,
+        chunk_frames: int = 4,
+        first_chunk_frames: int = 1,
+        long_form=False,
+        **kwargs,
+    ):
+        return self._stream(
+            self.custom_voice_prompts(text, speaker, language, instruct, non_streaming_mode),
+            kwargs,
+            chunk_frames,
+            first_chunk_frames,
+            long_form,
+            text,
+        )
 
-    def stream_voice_design(self, text, instruct, language=None, non_streaming_mode=True, chunk_frames: int = 4,
-                            first_chunk_frames: int = 1, long_form=False, **kwargs):
-        return self._stream(self.voice_design_prompts(text, instruct, language, non_streaming_mode), kwargs,
-                            chunk_frames, first_chunk_frames, long_form, text)
+    def stream_voice_design(
+        self,
+        text,
+        instruct,
+        language=None,
+        non_streaming_mode=True,
+        chunk_frames: int = 4,
+        first_chunk_frames: int = 1,
+        long_form=False,
+        **kwargs,
+    ):
+        return self._stream(
+            self.voice_design_prompts(text, instruct, language, non_streaming_mode),
+            kwargs,
+            chunk_frames,
+            first_chunk_frames,
+            long_form,
+            text,
+        )
 
-    def _stream(self, prompts: list[PromptRequest], kwargs: dict, chunk_frames: int,
-                first_chunk_frames: int = 1, long_form_opt=False, text=None) -> Iterator[tuple[np.ndarray, int]]:
+    def _stream(
+        self,
+        prompts: list[PromptRequest],
+        kwargs: dict,
+        chunk_frames: int,
+        first_chunk_frames: int = 1,
+        long_form_opt=False,
+        text=None,
+    ) -> Iterator[tuple[np.ndarray, int]]:
         """Yield `(float32 audio chunk, 24000)` as frames are produced: the first chunk after
         `first_chunk_frames` frames (audio starts as early as possible), then `chunk_frames`
         frames per chunk, decoded by the codec's causal streaming decoder. The same engine and
@@ -410,8 +565,11 @@ class Qwen3TTSModel:
             plan = self._long_form_plan(prompts, text, kwargs, options)
             return self._stream_long(plan, options, chunk_frames, first_chunk_frames)
         reqs = self.requests(prompts, **kwargs)
-        engine = self.engine(EngineShape.fit(reqs, self.config, self.placement), chunk_frames=chunk_frames,
-                             first_chunk_frames=first_chunk_frames)
+        engine = self.engine(
+            EngineShape.fit(reqs, self.config, self.placement),
+            chunk_frames=chunk_frames,
+            first_chunk_frames=first_chunk_frames,
+        )
         return self._stream_iter(engine, reqs[0])
 
     def _stream_long(self, plan, options, chunk_frames, first_chunk_frames):

@@ -183,11 +183,15 @@ def check_duration(n: int, sr: int, name: str = "audio", max_seconds: float = MA
     """Refuse a sample rate outside [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] and a clip longer than
     `max_seconds`, before resampling allocates `n * target / sr` samples."""
     if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
-        raise ValueError(f"{name}: sampling rate {sr} Hz is outside [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz "
-                         f"({n} samples would last {n / sr:.6g} s); check the rate the audio is labelled with")
+        raise ValueError(
+            f"{name}: sampling rate {sr} Hz is outside [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz "
+            f"({n} samples would last {n / sr:.6g} s); check the rate the audio is labelled with"
+        )
     if n / sr > max_seconds:
-        raise ValueError(f"{name}: {n} samples at {sr} Hz last {n / sr:.1f} s; the limit is {max_seconds:g} s "
-                         f"(split longer audio into pieces)")
+        raise ValueError(
+            f"{name}: {n} samples at {sr} Hz last {n / sr:.1f} s; the limit is {max_seconds:g} s "
+            f"(split longer audio into pieces)"
+        )
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -221,7 +225,12 @@ def _is_sr_value(x: Any) -> bool:
 
 def _items(audios: Any, name: str) -> list[tuple[Any, str]]:
     """Split `audios` into single items, each with the name used in error messages."""
-    if isinstance(audios, tuple) and len(audios) == 2 and _is_sr_value(audios[1]) and not isinstance(audios[0], (str, os.PathLike)):
+    if (
+        isinstance(audios, tuple)
+        and len(audios) == 2
+        and _is_sr_value(audios[1])
+        and not isinstance(audios[0], (str, os.PathLike))
+    ):
         return [(audios, name)]
     if isinstance(audios, (list, tuple)):
         if any(_is_sr_value(a) for a in audios):

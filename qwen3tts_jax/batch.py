@@ -119,7 +119,9 @@ def read_items(path: str | os.PathLike) -> list[Item]:
 
 def _check_id(item_id: str, where: str) -> None:
     if not _ID.fullmatch(item_id):
-        raise ValueError(f"{where}: id {item_id!r} must be 1-128 characters of [A-Za-z0-9._-], not starting with '.', '_' or '-'")
+        raise ValueError(
+            f"{where}: id {item_id!r} must be 1-128 characters of [A-Za-z0-9._-], not starting with '.', '_' or '-'"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,8 +215,11 @@ def _pick(items: Sequence[Item], defaults: Defaults, name: str) -> list:
 
 
 # Which voice fields each model type takes (the others are refused rather than ignored).
-_VOICE_FIELDS = {"custom_voice": {"speaker", "instruct"}, "voice_design": {"instruct"},
-                 "base": {"ref_audio", "ref_text", "x_vector_only"}}
+_VOICE_FIELDS = {
+    "custom_voice": {"speaker", "instruct"},
+    "voice_design": {"instruct"},
+    "base": {"ref_audio", "ref_text", "x_vector_only"},
+}
 _KIND_NAMES = {"custom_voice": "CustomVoice", "voice_design": "VoiceDesign", "base": "Base"}
 
 
@@ -236,16 +241,19 @@ def check_items(model, items: Sequence[Item], defaults: Defaults) -> None:
     for it in items:
         for field in others:
             if getattr(it, field) not in (None, False):
-                raise ValueError(f"{it}: field {field!r} is not used by a {_KIND_NAMES[kind]} model "
-                                 f"(this model takes {sorted(allowed)}); remove it")
+                raise ValueError(
+                    f"{it}: field {field!r} is not used by a {_KIND_NAMES[kind]} model "
+                    f"(this model takes {sorted(allowed)}); remove it"
+                )
         checks.check_languages([_pick([it], defaults, "language")[0]], languages, name=f"{it}: language")
         if kind == "custom_voice" and _pick([it], defaults, "speaker")[0] is not None:
             checks.check_speakers([_pick([it], defaults, "speaker")[0]], speakers, name=f"{it}: speaker")
     if kind == "voice_design":
         missing = [it.id for it, ins in zip(items, _pick(items, defaults, "instruct")) if not ins]
         if missing:
-            raise ValueError(f"{_missing(items, missing)}: a VoiceDesign model needs an instruct "
-                             f"(item field or --instruct)")
+            raise ValueError(
+                f"{_missing(items, missing)}: a VoiceDesign model needs an instruct (item field or --instruct)"
+            )
     if kind == "base":
         refs = _pick(items, defaults, "ref_audio")
         missing = [it.id for it, r in zip(items, refs) if not r]
@@ -256,9 +264,11 @@ def check_items(model, items: Sequence[Item], defaults: Defaults) -> None:
             if is_local_source(ref):
                 checks.check_input_file(ref, f"{it}: ref_audio")
             if not xvec and not (text or "").strip():
-                raise ValueError(f"{it}: ref_audio {ref!r} has no ref_text; give its transcript (ICL cloning) or "
-                                 f"set x_vector_only (item field or --x-vector-only) to clone from the speaker "
-                                 f"embedding only")
+                raise ValueError(
+                    f"{it}: ref_audio {ref!r} has no ref_text; give its transcript (ICL cloning) or "
+                    f"set x_vector_only (item field or --x-vector-only) to clone from the speaker "
+                    f"embedding only"
+                )
 
 
 def synthesize_batch(model, items: Sequence[Item], defaults: Defaults, key, gen_kwargs: dict):
@@ -269,15 +279,21 @@ def synthesize_batch(model, items: Sequence[Item], defaults: Defaults, key, gen_
     if kind == "custom_voice":
         first = (model.get_supported_speakers() or [None])[0]
         speakers = [s or first for s in _pick(items, defaults, "speaker")]
-        return model.generate_custom_voice(texts, speakers, language=langs, instruct=_pick(items, defaults, "instruct"),
-                                           key=key, **gen_kwargs)
+        return model.generate_custom_voice(
+            texts, speakers, language=langs, instruct=_pick(items, defaults, "instruct"), key=key, **gen_kwargs
+        )
     if kind == "voice_design":
         instructs = _pick(items, defaults, "instruct")
         return model.generate_voice_design(texts, instructs, language=langs, key=key, **gen_kwargs)
-    return model.generate_voice_clone(texts, language=langs, ref_audio=_pick(items, defaults, "ref_audio"),
-                                      ref_text=_pick(items, defaults, "ref_text"),
-                                      x_vector_only_mode=[bool(x) for x in _pick(items, defaults, "x_vector_only")],
-                                      key=key, **gen_kwargs)
+    return model.generate_voice_clone(
+        texts,
+        language=langs,
+        ref_audio=_pick(items, defaults, "ref_audio"),
+        ref_text=_pick(items, defaults, "ref_text"),
+        x_vector_only_mode=[bool(x) for x in _pick(items, defaults, "x_vector_only")],
+        key=key,
+        **gen_kwargs,
+    )
 
 
 @dataclasses.dataclass
@@ -290,10 +306,20 @@ class Summary:
     audio_seconds: float = 0.0
 
 
-def run_batch(model, items: Sequence[Item], out_dir: str | os.PathLike, *, batch_size: int, seed: int = 0,
-              defaults: Defaults = Defaults(), gen_kwargs: dict | None = None, audio_format: str = "wav",
-              writer: bool = True, log: Callable[[str], None] | None = None,
-              make_key: Callable[[int, int], Any] | None = None) -> Summary:
+def run_batch(
+    model,
+    items: Sequence[Item],
+    out_dir: str | os.PathLike,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    defaults: Defaults = Defaults(),
+    gen_kwargs: dict | None = None,
+    audio_format: str = "wav",
+    writer: bool = True,
+    log: Callable[[str], None] | None = None,
+    make_key: Callable[[int, int], Any] | None = None,
+) -> Summary:
     """Synthesize every item not already done in `out_dir` (see the module docstring).
 
     `writer=False` computes without writing (the non-zero processes of a multi-host run, which
@@ -332,16 +358,28 @@ def run_batch(model, items: Sequence[Item], out_dir: str | os.PathLike, *, batch
             if writer:
                 redone = redone or it.id in records
                 write_audio_atomic(out_dir / name, wav, sr, name="--out-dir")
-                rec = {"id": it.id, "text": it.text, "audio": name, "sample_rate": int(sr), "samples": int(len(wav)),
-                       "seconds": round(len(wav) / sr, 4), "batch": k // batch_size}
+                rec = {
+                    "id": it.id,
+                    "text": it.text,
+                    "audio": name,
+                    "sample_rate": int(sr),
+                    "samples": int(len(wav)),
+                    "seconds": round(len(wav) / sr, 4),
+                    "batch": k // batch_size,
+                }
                 if (gen_kwargs or {}).get("long_form"):  # how each segment ended
                     segs = model.last_long_form[batch.index(it)]
-                    rec["segments"] = [{"text": g.text, "frames": g.frames, "finish_reason": g.finish_reason} for g in segs]
+                    rec["segments"] = [
+                        {"text": g.text, "frames": g.frames, "finish_reason": g.finish_reason} for g in segs
+                    ]
                 append_manifest(out_dir, rec)
                 records[it.id] = rec
             summary.written += 1
             summary.audio_seconds += len(wav) / sr
-        log(f"batch {k // batch_size + 1}/{-(-len(items) // batch_size)}: {len(todo)} item(s) in {time.perf_counter() - t:.1f} s")
+        log(
+            f"batch {k // batch_size + 1}/{-(-len(items) // batch_size)}: {len(todo)} item(s) in "
+            f"{time.perf_counter() - t:.1f} s"
+        )
     if redone:
         load_manifest(out_dir)  # drops the superseded lines of items written again
     summary.seconds = time.perf_counter() - start
@@ -401,21 +439,45 @@ def main(args) -> int:
         gen_kwargs["long_form"] = True
     # Batches are cut before loading (and recorded: with sampling, an item's draws depend on its batch).
     batch_size = args.batch_size or (parse_mesh_spec(args.mesh)["data"] if args.mesh else 1)
-    settings = {"model": args.model, "seed": args.seed, "greedy": bool(args.greedy), "max_new_tokens": args.max_new_tokens,
-                "dtype": args.dtype, "format": args.format, "batch_size": batch_size,
-                "long_form": bool(gen_kwargs.get("long_form"))}
+    settings = {
+        "model": args.model,
+        "seed": args.seed,
+        "greedy": bool(args.greedy),
+        "max_new_tokens": args.max_new_tokens,
+        "dtype": args.dtype,
+        "format": args.format,
+        "batch_size": batch_size,
+        "long_form": bool(gen_kwargs.get("long_form")),
+    }
     t0 = time.perf_counter()
     model = Qwen3TTSModel.from_pretrained(args.model, dtype=args.dtype, seed=args.seed, mesh=args.mesh)
     defaults = Defaults(args.speaker, args.language, args.instruct, args.ref_audio, args.ref_text, args.x_vector_only)
     check_items(model, items, defaults)  # before the output folder is created or anything synthesised
     out_dir = prepare_out_dir(args.out_dir, settings, writer)
-    print(f"loaded {args.model} ({model.tts_model_type}) in {time.perf_counter() - t0:.1f} s; {len(items)} items, "
-          f"batches of {batch_size}" + (f", mesh {dict(model.mesh.shape)}" if model.mesh is not None else ""), file=sys.stderr)
-    s = run_batch(model, items, out_dir, batch_size=batch_size, seed=args.seed, defaults=defaults, gen_kwargs=gen_kwargs,
-                  audio_format=args.format, writer=writer)
-    where = f"manifest {out_dir / MANIFEST}" if writer else f"written by process 0 (this is process {jax.process_index()})"
-    print(f"{s.items} items: {s.skipped} already done, {s.written} synthesized ({s.audio_seconds:.1f} s of audio) in "
-          f"{s.seconds:.1f} s; {where}", file=sys.stderr)
+    print(
+        f"loaded {args.model} ({model.tts_model_type}) in {time.perf_counter() - t0:.1f} s; {len(items)} items, "
+        f"batches of {batch_size}" + (f", mesh {dict(model.mesh.shape)}" if model.mesh is not None else ""),
+        file=sys.stderr,
+    )
+    s = run_batch(
+        model,
+        items,
+        out_dir,
+        batch_size=batch_size,
+        seed=args.seed,
+        defaults=defaults,
+        gen_kwargs=gen_kwargs,
+        audio_format=args.format,
+        writer=writer,
+    )
+    where = (
+        f"manifest {out_dir / MANIFEST}" if writer else f"written by process 0 (this is process {jax.process_index()})"
+    )
+    print(
+        f"{s.items} items: {s.skipped} already done, {s.written} synthesized ({s.audio_seconds:.1f} s of audio) in "
+        f"{s.seconds:.1f} s; {where}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -260,9 +260,15 @@ def _synthesize(args) -> int:
             text, ref_audio=args.ref_audio, ref_text=args.ref_text, x_vector_only_mode=args.x_vector_only, **kw
         )
     budget = kw.get("max_new_tokens", model.generation_config.max_new_tokens)
-    limit = "long form: a budget per segment" if long_form else f"up to {budget - 1} frames ({(budget - 1) / 12.5:.1f} s of audio)"
-    print(f"loaded {args.model} ({kind}, {model.tts_model_size}) in {time.perf_counter() - t0:.1f} s; {limit}",
-          file=sys.stderr)
+    limit = (
+        "long form: a budget per segment"
+        if long_form
+        else f"up to {budget - 1} frames ({(budget - 1) / 12.5:.1f} s of audio)"
+    )
+    print(
+        f"loaded {args.model} ({kind}, {model.tts_model_size}) in {time.perf_counter() - t0:.1f} s; {limit}",
+        file=sys.stderr,
+    )
     # The first chunk carries the compilation (or the read from the persistent cache): its own
     # step, so the progress bar's rate is the frame rate.
     where = f"compiled programs cached in {cache}" if cache is not None else "persistent compilation cache off"
@@ -280,7 +286,10 @@ def _synthesize(args) -> int:
         chunks.append(first[0])
         sr = first[1]
         with tqdm(
-            total=None if long_form else budget - 1, initial=len(first[0]) // 1920, unit="frame", desc="synthesizing",
+            total=None if long_form else budget - 1,
+            initial=len(first[0]) // 1920,
+            unit="frame",
+            desc="synthesizing",
             file=sys.stderr,
         ) as bar:
             for wav, _ in stream:
@@ -299,8 +308,11 @@ def _synthesize(args) -> int:
     )
     if long_form:
         for i, seg in enumerate(model.last_long_form[0]):
-            print(f"segment {i + 1}: {seg.frames} frames, {seg.finish_reason} (of {seg.max_new_tokens - 1}): {seg.text[:60]!r}",
-                  file=sys.stderr)
+            print(
+                f"segment {i + 1}: {seg.frames} frames, {seg.finish_reason} (of {seg.max_new_tokens - 1}): "
+                f"{seg.text[:60]!r}",
+                file=sys.stderr,
+            )
     if args.verbose:
         print(f"compilation: {counter.stats().summary()}" + (f" (cache {cache})" if cache else ""), file=sys.stderr)
     return 0
@@ -420,9 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-languages", action="store_true", help="print the model's languages and exit")
     _add_voice_args(p)
     p.add_argument("--chunk-frames", type=int, default=8, help="frames per decoding step of the stream (>= 1)")
-    p.add_argument("--long-form", choices=["auto", "on", "off"], default="auto",
-                   help="speak the text segment by segment (sentences/clauses, each with its own budget and loop guard, "
-                        "joined with short pauses); auto = on for --text-file, off for --text")
+    p.add_argument(
+        "--long-form",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="speak the text segment by segment (sentences/clauses, each with its own budget and loop guard, "
+        "joined with short pauses); auto = on for --text-file, off for --text",
+    )
     p.add_argument(
         "--non-streaming-mode",
         choices=["auto", "true", "false"],
@@ -451,9 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=None, help="items per generation batch (default: the mesh's data size, or 1)"
     )
     p.add_argument("--format", choices=["wav", "flac"], default="wav")
-    p.add_argument("--long-form", action="store_true",
-                   help="speak each item segment by segment (see synthesize --long-form); the manifest says how each "
-                        "segment ended")
+    p.add_argument(
+        "--long-form",
+        action="store_true",
+        help="speak each item segment by segment (see synthesize --long-form); the manifest says how each "
+        "segment ended",
+    )
     _add_voice_args(p, default="default for items without one: ")
     _add_run_args(p)
     p.set_defaults(run=_batch)

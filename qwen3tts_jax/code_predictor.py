@@ -34,7 +34,8 @@ class CodePredictorModel(DecoderStack):
         super().setup()
         p = self.policy
         self.codec_embedding = [
-            Embedding(self.codebook_size, self.embedding_dim, p.dtype, p.param_dtype) for _ in range(self.num_embeddings)
+            Embedding(self.codebook_size, self.embedding_dim, p.dtype, p.param_dtype)
+            for _ in range(self.num_embeddings)
         ]
 
 

@@ -90,8 +90,10 @@ class CompileStats:
         return self.programs - self.from_cache
 
     def summary(self) -> str:
-        return (f"{self.programs} programs: {self.from_cache} from the persistent cache, {self.compiled} compiled, "
-                f"{self.seconds:.1f} s")
+        return (
+            f"{self.programs} programs: {self.from_cache} from the persistent cache, {self.compiled} compiled, "
+            f"{self.seconds:.1f} s"
+        )
 
 
 class CompileCounter:

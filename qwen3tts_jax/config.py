@@ -108,7 +108,9 @@ def as_dtype(dtype: Any):
         dtype = str(dtype)
     if isinstance(dtype, str):
         name = dtype.removeprefix("torch.")
-        dtype = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16", "float": "float32", "half": "float16"}.get(name, name)
+        dtype = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16", "float": "float32", "half": "float16"}.get(
+            name, name
+        )
     try:
         dt = jnp.dtype(dtype)
     except TypeError as err:
@@ -175,11 +177,18 @@ class Policy:
         dtype = jnp.dtype(dtype or jnp.float32)
         if backend == "cpu":
             return Policy(dtype=dtype, param_dtype=dtype)
-        return Policy(dtype=dtype, param_dtype=dtype, scan_layers=True, matmul="xla", few_query_attention=False,
-                      donate_codec_state=True, predictor_loop="scan")
+        return Policy(
+            dtype=dtype,
+            param_dtype=dtype,
+            scan_layers=True,
+            matmul="xla",
+            few_query_attention=False,
+            donate_codec_state=True,
+            predictor_loop="scan",
+        )
 
     @staticmethod
-    def resolve(policy: "Policy | None", dtype: Any, where: str) -> "Policy":
+    def resolve(policy: Policy | None, dtype: Any, where: str) -> Policy:
         """A loader's policy: `policy` as given (an explicit `dtype` replaces both of its dtypes)
         or, without one, the backend's for `dtype`. `where` names the caller in errors."""
         if policy is None:
@@ -223,12 +232,16 @@ class TransformerConfig:
         kv_heads = f.positive("num_key_value_heads", heads)
         hidden = f.positive("hidden_size")
         if heads % kv_heads:
-            raise ConfigError(f"{f.where('num_attention_heads')}={heads} is not a multiple of num_key_value_heads={kv_heads}")
+            raise ConfigError(
+                f"{f.where('num_attention_heads')}={heads} is not a multiple of num_key_value_heads={kv_heads}"
+            )
         act = f.get("hidden_act", str, "silu")
         if act != "silu":
             raise ConfigError(f"{f.where('hidden_act')}={act!r} is not supported (only 'silu')")
         if f.get("use_sliding_window", bool, False):
-            raise ConfigError(f"{f.where('use_sliding_window')}=true is not supported (released models use full attention)")
+            raise ConfigError(
+                f"{f.where('use_sliding_window')}=true is not supported (released models use full attention)"
+            )
         layers = f.positive("num_hidden_layers")
         layer_types = f.get("layer_types", list, None)
         if layer_types is not None and any(t != "full_attention" for t in layer_types):
@@ -304,7 +317,8 @@ class TalkerConfig:
         transformer = TransformerConfig.parse(f)
         if mrope is not None and sum(mrope) != transformer.head_dim // 2:
             raise ConfigError(
-                f"{f.where('rope_scaling.mrope_section')}={list(mrope)} must sum to head_dim/2={transformer.head_dim // 2}"
+                f"{f.where('rope_scaling.mrope_section')}={list(mrope)} must sum to "
+                f"head_dim/2={transformer.head_dim // 2}"
             )
         dialect = f.get("spk_is_dialect", dict, {}) or {}
         return TalkerConfig(
@@ -371,7 +385,9 @@ class SpeakerEncoderConfig:
             sample_rate=f.positive("sample_rate", d.sample_rate),
         )
         if not (len(cfg.enc_channels) == len(cfg.enc_kernel_sizes) == len(cfg.enc_dilations)):
-            raise ConfigError(f"{f.where('enc_channels')}: enc_channels, enc_kernel_sizes, enc_dilations differ in length")
+            raise ConfigError(
+                f"{f.where('enc_channels')}: enc_channels, enc_kernel_sizes, enc_dilations differ in length"
+            )
         if sum(cfg.enc_channels[1:-1]) != cfg.enc_channels[-1]:
             # The reference declares the MFA conv's input as enc_channels[-1] but feeds it the
             # concatenated SE-Res2Net outputs: such a config would load and then fail mid-forward.
@@ -458,7 +474,13 @@ class GenerationConfig:
     def from_dict(data: Mapping[str, Any], source: str = "generation_config.json") -> GenerationConfig:
         f = _Fields(data, source)
         d = GenerationConfig()
-        kinds = {"do_sample": bool, "subtalker_dosample": bool, "top_k": int, "subtalker_top_k": int, "max_new_tokens": int}
+        kinds = {
+            "do_sample": bool,
+            "subtalker_dosample": bool,
+            "top_k": int,
+            "subtalker_top_k": int,
+            "max_new_tokens": int,
+        }
         values = {
             field.name: f.get(field.name, kinds.get(field.name, float), getattr(d, field.name))
             for field in dataclasses.fields(GenerationConfig)

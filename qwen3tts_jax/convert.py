@@ -27,8 +27,14 @@ from qwen3tts_jax.weights import load_model_params
 
 PARAMS_FILE = CONVERTED_MARK
 _SIDE_FILES = (
-    "config.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer_config.json", "tokenizer.json",
-    "special_tokens_map.json", "preprocessor_config.json",
+    "config.json",
+    "generation_config.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "tokenizer.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
 )
 
 

@@ -164,7 +164,9 @@ class EngineShape:
     chunk: int = CHUNK_CAPACITY
 
     @staticmethod
-    def fit(requests: Sequence[Request], cfg: Qwen3TTSConfig, placement: Placement, slots: int | None = None) -> EngineShape:
+    def fit(
+        requests: Sequence[Request], cfg: Qwen3TTSConfig, placement: Placement, slots: int | None = None
+    ) -> EngineShape:
         """The smallest shape (in buckets) that holds every request at once."""
         tracks = [prompt_tracks(cfg, r.prompt) for r in requests]
         prompt = max(bucket(t.length, PROMPT_BUCKET) for t in tracks)
@@ -182,8 +184,16 @@ class Engine:
     (None: from the first requests; a server passes `SamplingProgram` with sampling on, so
     greedy and sampled requests share one program)."""
 
-    def __init__(self, model, shape: EngineShape, *, program: SamplingProgram | None = None,
-                 chunk_frames: int = CHUNK_CAPACITY, first_chunk_frames: int | None = None, threaded: bool = False):
+    def __init__(
+        self,
+        model,
+        shape: EngineShape,
+        *,
+        program: SamplingProgram | None = None,
+        chunk_frames: int = CHUNK_CAPACITY,
+        first_chunk_frames: int | None = None,
+        threaded: bool = False,
+    ):
         self.model, self.cfg, self.shape = model, model.config, shape
         self.policy: Policy = model.policy
         self.placement: Placement = model.placement
@@ -223,8 +233,10 @@ class Engine:
         self._check_fits(request, tracks)
         program = request.sampling.program()
         if self.program is not None and not self.program.covers(program):
-            raise ValueError(f"request {request.id!r} samples, but this engine was compiled greedy-only "
-                             f"(SamplingProgram {self.program}); build the engine with sampling on")
+            raise ValueError(
+                f"request {request.id!r} samples, but this engine was compiled greedy-only "
+                f"(SamplingProgram {self.program}); build the engine with sampling on"
+            )
         handle = RequestHandle(self, request)
         with self._lock:
             self._waiting.append((handle, tracks))
@@ -236,9 +248,17 @@ class Engine:
             for i, (h, _) in enumerate(self._waiting):
                 if h.id == request_id:
                     del self._waiting[i]
-                    h._finish(Result(h.id, np.zeros((0, self.cfg.talker.num_code_groups), np.int32),
-                                     np.zeros(0, np.float32) if h.request.audio else None, "cancelled", 0, None,
-                                     time.perf_counter() - h.submitted))
+                    h._finish(
+                        Result(
+                            h.id,
+                            np.zeros((0, self.cfg.talker.num_code_groups), np.int32),
+                            np.zeros(0, np.float32) if h.request.audio else None,
+                            "cancelled",
+                            0,
+                            None,
+                            time.perf_counter() - h.submitted,
+                        )
+                    )
                     return
             self._cancelled.add(request_id)
 
@@ -257,7 +277,9 @@ class Engine:
             return admitted
         state = self._compiled.advance(self.params, self._state, self._steps_to_next_emission())
         self._state = state
-        codes, steps, num_tokens, reason = self.placement.fetch((state.codes, state.steps, state.num_tokens, state.reason))
+        codes, steps, num_tokens, reason = self.placement.fetch(
+            (state.codes, state.steps, state.num_tokens, state.reason)
+        )
         self._collect(np.asarray(codes)[:, : int(steps)], np.asarray(num_tokens), np.asarray(reason))
         return True
 
@@ -272,13 +294,18 @@ class Engine:
         if need > s.cache_slots:
             raise ValueError(
                 f"request {r.id!r}: a prompt of {tracks.length} positions with max_new_tokens={mnt} needs {need} KV "
-                f"slots; this engine has {s.cache_slots} per row (shorten the text or lower max_new_tokens)")
+                f"slots; this engine has {s.cache_slots} per row (shorten the text or lower max_new_tokens)"
+            )
         if len(tracks.trailing) + 1 > s.text_track:
-            raise ValueError(f"request {r.id!r}: its text track of {len(tracks.trailing)} tokens does not fit this engine's "
-                             f"{s.text_track - 1} (shorten the text)")
+            raise ValueError(
+                f"request {r.id!r}: its text track of {len(tracks.trailing)} tokens does not fit this engine's "
+                f"{s.text_track - 1} (shorten the text)"
+            )
         if np.shape(r.key) != (2,):
-            raise ValueError(f"request {r.id!r}: key must be a raw PRNG key of 2 uint32 (jax.random.PRNGKey), "
-                             f"got shape {np.shape(r.key)}")
+            raise ValueError(
+                f"request {r.id!r}: key must be a raw PRNG key of 2 uint32 (jax.random.PRNGKey), "
+                f"got shape {np.shape(r.key)}"
+            )
 
     @property
     def _compiled(self) -> gen.Compiled:
@@ -325,10 +352,19 @@ class Engine:
         values = SamplingValues.stack([h.request.sampling.values(1) for h, _, _ in group])
         limits = np.array([h.request.max_new_tokens for h, _, _ in group], np.int32)
         self._state = self._compiled.admit(
-            self.params, self._state, put(batch, "prompt"), put(trailing, "input/trailing_ids"), put(rows, "input/rows"),
-            put(keys, "input/keys"), put(values, "input/values"), put(limits, "input/limits"))
+            self.params,
+            self._state,
+            put(batch, "prompt"),
+            put(trailing, "input/trailing_ids"),
+            put(rows, "input/rows"),
+            put(keys, "input/keys"),
+            put(values, "input/values"),
+            put(limits, "input/limits"),
+        )
         for h, t, row in group:
-            first = h.request.first_chunk_frames or self.first_chunk_frames or h.request.chunk_frames or self.chunk_frames
+            first = (
+                h.request.first_chunk_frames or self.first_chunk_frames or h.request.chunk_frames or self.chunk_frames
+            )
             self._slots[row] = _Slot(h, t.length, next_emit=max(1, int(first)))
             if h.request.audio:
                 # The voice-clone reference codes (ICL) are the stream's context: decoded, not heard.
@@ -341,8 +377,9 @@ class Engine:
         codec params)."""
         if self._codec is None:
             tok = self.model.speech_tokenizer
-            self._codec = CodecSlots(tok.prepared_decoder_params(), tok.config.decoder, tok.policy, self.shape.slots,
-                                     prepared=True)
+            self._codec = CodecSlots(
+                tok.prepared_decoder_params(), tok.config.decoder, tok.policy, self.shape.slots, prepared=True
+            )
         return self._codec
 
     def _steps_to_next_emission(self) -> int:
@@ -370,8 +407,10 @@ class Engine:
                     finish = guard(piece[:, 0])
             if finish is not None:
                 ended[row] = finish
-        self._emit([row for row, s in enumerate(self._slots) if s is not None and (row in ended or s.total >= s.next_emit)],
-                   set(ended))
+        self._emit(
+            [row for row, s in enumerate(self._slots) if s is not None and (row in ended or s.total >= s.next_emit)],
+            set(ended),
+        )
         for row, finish in ended.items():
             self._end(row, finish)
 
@@ -406,7 +445,9 @@ class Engine:
         mask = np.zeros(self.shape.slots, bool)
         mask[row] = True
         self._state = self._compiled.release(self._state, self.placement.put(mask, "input/rows"))
-        h._finish(Result(h.id, codes, audio, reason, slot.prompt_tokens, h.first_audio, time.perf_counter() - h.submitted))
+        h._finish(
+            Result(h.id, codes, audio, reason, slot.prompt_tokens, h.first_audio, time.perf_counter() - h.submitted)
+        )
 
     def _fail_all(self, message: str) -> None:
         """End every request in a slot with an error and start from empty slots."""
@@ -414,8 +455,18 @@ class Engine:
             if slot is not None:
                 h = slot.handle
                 q = self.cfg.talker.num_code_groups
-                h._finish(Result(h.id, np.zeros((0, q), np.int32), None, "error", slot.prompt_tokens, h.first_audio,
-                                 time.perf_counter() - h.submitted, error=message))
+                h._finish(
+                    Result(
+                        h.id,
+                        np.zeros((0, q), np.int32),
+                        None,
+                        "error",
+                        slot.prompt_tokens,
+                        h.first_audio,
+                        time.perf_counter() - h.submitted,
+                        error=message,
+                    )
+                )
                 self._slots[row] = None
         self._codec = None
         if self._sampler is not None:
@@ -498,4 +549,14 @@ def request_keys(key: jax.Array, n: int) -> list[np.ndarray]:
     return [np.asarray(jax.random.fold_in(key, i), np.uint32) for i in range(n)]
 
 
-__all__ = ["CHUNK_CAPACITY", "Chunk", "Engine", "EngineLoop", "EngineShape", "Request", "RequestHandle", "Result", "request_keys"]
+__all__ = [
+    "CHUNK_CAPACITY",
+    "Chunk",
+    "Engine",
+    "EngineLoop",
+    "EngineShape",
+    "Request",
+    "RequestHandle",
+    "Result",
+    "request_keys",
+]

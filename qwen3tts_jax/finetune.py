@@ -87,8 +87,10 @@ class TrainConfig:
             except re.error as err:
                 raise ValueError(f"TrainConfig.freeze: bad regex {pattern!r} ({err})") from err
         if self.grad_accum_steps < 1 or self.total_steps < 1 or self.warmup_steps < 0:
-            raise ValueError(f"TrainConfig: need grad_accum_steps >= 1, total_steps >= 1, warmup_steps >= 0 "
-                             f"(got {self.grad_accum_steps}, {self.total_steps}, {self.warmup_steps})")
+            raise ValueError(
+                f"TrainConfig: need grad_accum_steps >= 1, total_steps >= 1, warmup_steps >= 0 "
+                f"(got {self.grad_accum_steps}, {self.total_steps}, {self.warmup_steps})"
+            )
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -159,8 +161,9 @@ def input_embeddings(talker: Talker, params, batch: TrainBatch) -> Float[Array, 
     return embed_tracks(params, batch.tracks, talker.cfg, talker.policy)
 
 
-def subtalker_logits(cfg: Qwen3TTSConfig, policy: Policy, params, past_hidden: Float[Array, "n d"],
-                     codes: Int[Array, "n q"]) -> Float[Array, "n q-1 v"]:
+def subtalker_logits(
+    cfg: Qwen3TTSConfig, policy: Policy, params, past_hidden: Float[Array, "n d"], codes: Int[Array, "n q"]
+) -> Float[Array, "n q-1 v"]:
     """Teacher-forced logits of all 15 residual codebooks of n frames (`forward_finetune`):
     input `[h, C(c0), E_0(c1), …, E_13(c14)]`, logits k = `lm_head[k](h[:, k+1])`, fp32. The same
     one teacher-forced form of the predictor (the parity tests check it against the reference's
@@ -169,8 +172,10 @@ def subtalker_logits(cfg: Qwen3TTSConfig, policy: Policy, params, past_hidden: F
     n, q = codes.shape
     dtype = policy.dtype
     c0 = jnp.take(params["model"]["codec_embedding"]["weight"], codes[:, 0], axis=0).astype(dtype)
-    x = jnp.concatenate([past_hidden[:, None].astype(dtype), c0[:, None],
-                         _residual_embeddings(params, codes[:, 1 : q - 1], dtype)], axis=1)  # n q d
+    x = jnp.concatenate(
+        [past_hidden[:, None].astype(dtype), c0[:, None], _residual_embeddings(params, codes[:, 1 : q - 1], dtype)],
+        axis=1,
+    )  # n q d
     cache = init_cache(cfg.talker.code_predictor.transformer, policy, n, q)
     hidden, _ = predictor.apply({"params": params["code_predictor"]}, x, jnp.ones((n, q), bool), cache)  # n q c
     heads = _stacked(params, "lm_head", q - 1)  # q-1 V c
@@ -216,8 +221,13 @@ def schedule(train: TrainConfig) -> optax.Schedule:
     """Linear warm-up to the peak, then cosine decay to `end_learning_rate_ratio` × peak."""
     peak = train.learning_rate
     decay_steps = max(train.total_steps, train.warmup_steps + 1)
-    return optax.warmup_cosine_decay_schedule(0.0 if train.warmup_steps else peak, peak, train.warmup_steps,
-                                              decay_steps, end_value=peak * train.end_learning_rate_ratio)
+    return optax.warmup_cosine_decay_schedule(
+        0.0 if train.warmup_steps else peak,
+        peak,
+        train.warmup_steps,
+        decay_steps,
+        end_value=peak * train.end_learning_rate_ratio,
+    )
 
 
 def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
@@ -242,7 +252,9 @@ def _loss(cfg: Qwen3TTSConfig, policy: Policy, train: TrainConfig, params, batch
 
 
 def _value_and_grad(cfg, policy, train, params, batch):
-    (loss, aux), grads = jax.value_and_grad(_loss.__wrapped__, argnums=3, has_aux=True)(cfg, policy, train, params, batch)
+    (loss, aux), grads = jax.value_and_grad(_loss.__wrapped__, argnums=3, has_aux=True)(
+        cfg, policy, train, params, batch
+    )
     return loss, aux, grads
 
 
@@ -254,8 +266,12 @@ def _step(cfg: Qwen3TTSConfig, policy: Policy, train: TrainConfig, state: TrainS
     loss, aux, grads = _value_and_grad(cfg, policy, train, state.params, batch)
     updates, opt_state = make_optimizer(train).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads),
-               "learning_rate": schedule(train)(state.step // train.grad_accum_steps)}
+    metrics = {
+        "loss": loss,
+        **aux,
+        "grad_norm": optax.global_norm(grads),
+        "learning_rate": schedule(train)(state.step // train.grad_accum_steps),
+    }
     return TrainState(params, opt_state, state.step + 1), metrics
 
 
@@ -280,8 +296,10 @@ class Trainer:
 
     def init(self, params) -> TrainState:
         if "code_predictor" not in params or "model" not in params:
-            raise ValueError("Trainer.init: expected the talker's param tree (model.params['talker']), with model and "
-                             f"code_predictor; got keys {sorted(params)}")
+            raise ValueError(
+                "Trainer.init: expected the talker's param tree (model.params['talker']), with model and "
+                f"code_predictor; got keys {sorted(params)}"
+            )
         # A copy: `step` donates the state, which must not take the caller's (the model's) arrays.
         params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
         return TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32))
@@ -303,8 +321,16 @@ def with_talker_params(model, talker_params):
     """A `Qwen3TTSModel` sharing everything with `model` but the talker params (to generate with
     fine-tuned weights)."""
     params = {**model.params, "talker": model.placement.model_params({"talker": talker_params}, model.config)["talker"]}
-    return type(model)(model.config, params, model.text_tokenizer, model.speech_tokenizer, model.generation_config,
-                       model.policy, model.path, model.placement)
+    return type(model)(
+        model.config,
+        params,
+        model.text_tokenizer,
+        model.speech_tokenizer,
+        model.generation_config,
+        model.policy,
+        model.path,
+        model.placement,
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -325,8 +351,9 @@ def _to_storable(x) -> tuple[np.ndarray, str]:
     return np.ascontiguousarray(a), dtype
 
 
-def save_checkpoint(path: str | os.PathLike, state: TrainState, train: TrainConfig | None = None,
-                    extra: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, state: TrainState, train: TrainConfig | None = None, extra: dict | None = None
+) -> Path:
     """Write `state` to folder `path` (state.safetensors + train_state.json). The folder appears
     complete or not at all: written beside it, then renamed into place (replacing an old one)."""
     from safetensors.numpy import save_file
@@ -338,9 +365,15 @@ def save_checkpoint(path: str | os.PathLike, state: TrainState, train: TrainConf
     for k, v in flat.items():
         tensors[k], dtypes[k] = _to_storable(v)
         shapes[k] = list(np.shape(v))  # the contiguous copy of a 0-d array is (1,)
-    manifest = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": int(state.step), "dtypes": dtypes,
-                "shapes": shapes,
-                "train_config": None if train is None else dataclasses.asdict(train), "extra": extra or {}}
+    manifest = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "step": int(state.step),
+        "dtypes": dtypes,
+        "shapes": shapes,
+        "train_config": None if train is None else dataclasses.asdict(train),
+        "extra": extra or {},
+    }
     with atomic_path(path, folder=True) as tmp:
         save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "train_state.json").write_text(json.dumps(manifest, indent=1))
@@ -358,8 +391,10 @@ def restore_checkpoint(path: str | os.PathLike, template: TrainState) -> tuple[T
         raise FileNotFoundError(f"{path}: not a training checkpoint (need train_state.json and state.safetensors)")
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != CHECKPOINT_FORMAT or manifest.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{manifest_path}: format {manifest.get('format')!r} v{manifest.get('version')!r}, "
-                         f"expected {CHECKPOINT_FORMAT!r} v{CHECKPOINT_VERSION}")
+        raise ValueError(
+            f"{manifest_path}: format {manifest.get('format')!r} v{manifest.get('version')!r}, "
+            f"expected {CHECKPOINT_FORMAT!r} v{CHECKPOINT_VERSION}"
+        )
     stored = load_file(str(tensors_path))
     dtypes, shapes = manifest["dtypes"], manifest["shapes"]
 
@@ -369,7 +404,9 @@ def restore_checkpoint(path: str | os.PathLike, template: TrainState) -> tuple[T
         for kpath, leaf in leaves:
             key = prefix + jax.tree_util.keystr(kpath)
             if key not in stored:
-                raise ValueError(f"{tensors_path}: missing {key!r} (optimiser or freeze settings differ from the checkpoint's?)")
+                raise ValueError(
+                    f"{tensors_path}: missing {key!r} (optimiser or freeze settings differ from the checkpoint's?)"
+                )
             a = stored.pop(key).reshape(shapes[key])
             if dtypes.get(key) == "bfloat16":
                 a = a.view(jnp.bfloat16)
@@ -381,5 +418,7 @@ def restore_checkpoint(path: str | os.PathLike, template: TrainState) -> tuple[T
     params = fill("params", template.params)
     opt_state = fill("opt_state", template.opt_state)
     if stored:
-        raise ValueError(f"{tensors_path}: unexpected tensors {sorted(stored)[:5]} (optimiser or freeze settings differ?)")
+        raise ValueError(
+            f"{tensors_path}: unexpected tensors {sorted(stored)[:5]} (optimiser or freeze settings differ?)"
+        )
     return TrainState(params, opt_state, jnp.asarray(manifest["step"], jnp.int32)), manifest

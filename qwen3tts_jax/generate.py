@@ -97,8 +97,14 @@ class FrameSampler:
         logits = self.talker.apply({"params": params}, hidden, method=Talker.logits)
         return sampling.sample_talker(logits, seen, num_tokens, keys, values, self.program)
 
-    def residual_codes(self, params, past_hidden: Float[Array, "b d"], e0: Float[Array, "b d"], keys: Array,
-                       values: sampling.SamplerValues) -> Int[Array, "b n"]:
+    def residual_codes(
+        self,
+        params,
+        past_hidden: Float[Array, "b d"],
+        e0: Float[Array, "b d"],
+        keys: Array,
+        values: sampling.SamplerValues,
+    ) -> Int[Array, "b n"]:
         """Codebooks 1..15 of one frame: a 2-token prefill then 14 cached single steps, each row
         drawing with its own keys (`keys`: b 2, split per step) and values.
 
@@ -160,12 +166,17 @@ class FrameSampler:
         state = SlotState(
             cache=init_cache(t.transformer, self.policy, slots, cache_slots, per_row=True),
             trailing=zeros((slots, text_track, t.transformer.hidden_size), self.policy.dtype),
-            token=zeros((slots,), jnp.int32), hidden=zeros((slots, t.transformer.hidden_size), self.policy.dtype),
-            seen=sampling.init_seen(slots, t.vocab_size), num_tokens=zeros((slots,), jnp.int32),
-            limit=zeros((slots,), jnp.int32), running=zeros((slots,), bool), reason=zeros((slots,), jnp.int32),
+            token=zeros((slots,), jnp.int32),
+            hidden=zeros((slots, t.transformer.hidden_size), self.policy.dtype),
+            seen=sampling.init_seen(slots, t.vocab_size),
+            num_tokens=zeros((slots,), jnp.int32),
+            limit=zeros((slots,), jnp.int32),
+            running=zeros((slots,), bool),
+            reason=zeros((slots,), jnp.int32),
             key=zeros((slots, 2), jnp.uint32),
             values=jax.tree.map(jnp.asarray, self.neutral_values(slots)),
-            codes=zeros((slots, chunk, self.num_groups), jnp.int32), steps=zeros((), jnp.int32),
+            codes=zeros((slots, chunk, self.num_groups), jnp.int32),
+            steps=zeros((), jnp.int32),
         )
         return self.placement.constrain(state, "state")
 
@@ -173,8 +184,17 @@ class FrameSampler:
         """Sampling values of an idle slot (greedy, no processors)."""
         return sampling.SamplingConfig(sampling.TalkerSamplingConfig(), sampling.SamplerConfig()).values(rows)
 
-    def admit(self, params, state: SlotState, batch: TrackBatch, trailing_ids: Int[HostArray, "n w"], rows: Int[HostArray, " n"],
-              keys: Array, values: SamplingValues, limits: Int[HostArray, " n"]) -> SlotState:
+    def admit(
+        self,
+        params,
+        state: SlotState,
+        batch: TrackBatch,
+        trailing_ids: Int[HostArray, "n w"],
+        rows: Int[HostArray, " n"],
+        keys: Array,
+        values: SamplingValues,
+        limits: Int[HostArray, " n"],
+    ) -> SlotState:
         """Prefill n new requests (their prompts left-padded to one bucket) and put them in the
         slots `rows`: each gets its own KV rows (positions from 0), text track, key, values and
         budget. The other slots are untouched."""
@@ -209,11 +229,16 @@ class FrameSampler:
         new = dataclasses.replace(
             state,
             cache=DecoderCache(layers, put(state.cache.valid, valid), state.cache.end.at[rows].set(length)),
-            trailing=put(state.trailing, track), token=state.token.at[rows].set(token),
-            hidden=put(state.hidden, hidden[:, -1]), seen=put(state.seen, sampling.mark_seen(seen, token)),
-            num_tokens=state.num_tokens.at[rows].set(1), limit=state.limit.at[rows].set(limits),
-            running=state.running.at[rows].set(reason == RUNNING), reason=state.reason.at[rows].set(reason),
-            key=state.key.at[rows].set(split[:, 0]), values=jax.tree.map(lambda a, b: a.at[rows].set(b), state.values, values),
+            trailing=put(state.trailing, track),
+            token=state.token.at[rows].set(token),
+            hidden=put(state.hidden, hidden[:, -1]),
+            seen=put(state.seen, sampling.mark_seen(seen, token)),
+            num_tokens=state.num_tokens.at[rows].set(1),
+            limit=state.limit.at[rows].set(limits),
+            running=state.running.at[rows].set(reason == RUNNING),
+            reason=state.reason.at[rows].set(reason),
+            key=state.key.at[rows].set(split[:, 0]),
+            values=jax.tree.map(lambda a, b: a.at[rows].set(b), state.values, values),
         )
         return self.placement.constrain(new, "state")
 
@@ -246,10 +271,17 @@ class FrameSampler:
         length = live & ~eos & (num_tokens >= state.limit)
         keep = lambda new, old: jnp.where(live.reshape(live.shape + (1,) * (new.ndim - 1)), new, old)  # noqa: E731
         new = dataclasses.replace(
-            state, cache=cache, token=keep(token, state.token), hidden=keep(hidden[:, -1], state.hidden),
-            seen=keep(sampling.mark_seen(state.seen, token), state.seen), num_tokens=num_tokens,
-            running=live & ~eos & ~length, reason=jnp.where(eos, STOP, jnp.where(length, LENGTH, state.reason)),
-            key=keep(split[:, 0], state.key), codes=codes, steps=state.steps + 1,
+            state,
+            cache=cache,
+            token=keep(token, state.token),
+            hidden=keep(hidden[:, -1], state.hidden),
+            seen=keep(sampling.mark_seen(state.seen, token), state.seen),
+            num_tokens=num_tokens,
+            running=live & ~eos & ~length,
+            reason=jnp.where(eos, STOP, jnp.where(length, LENGTH, state.reason)),
+            key=keep(split[:, 0], state.key),
+            codes=codes,
+            steps=state.steps + 1,
         )
         return self.placement.constrain(new, "state")
 
@@ -302,6 +334,15 @@ def compile_count(sampler: FrameSampler) -> dict[str, int]:
     return {name: getattr(c, name)._cache_size() for name in ("init", "admit", "advance", "release")}
 
 
-__all__ = ["FINISH_REASONS", "LENGTH", "RUNNING", "STOP", "Compiled", "FrameSampler", "SlotState", "cache_slots",
-           "compile_count", "compiled"]
-
+__all__ = [
+    "FINISH_REASONS",
+    "LENGTH",
+    "RUNNING",
+    "STOP",
+    "Compiled",
+    "FrameSampler",
+    "SlotState",
+    "cache_slots",
+    "compile_count",
+    "compiled",
+]

@@ -45,7 +45,8 @@ def finish_reason(*, eos: bool, looped: bool, frames: int, max_new_tokens: int) 
     if frames >= max_new_tokens - 1:
         return FinishReason.LENGTH
     raise ValueError(
-        f"a run with no EOS and no loop must have used its budget: frames={frames}, max_new_tokens={max_new_tokens}")
+        f"a run with no EOS and no loop must have used its budget: frames={frames}, max_new_tokens={max_new_tokens}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +95,8 @@ class LoopConfig:
         w = self.distinct_window
         if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w <= self.max_distinct):
             raise ValueError(
-                f"LoopConfig.distinct_window must be None or an int > max_distinct ({self.max_distinct}), got {w!r}")
+                f"LoopConfig.distinct_window must be None or an int > max_distinct ({self.max_distinct}), got {w!r}"
+            )
 
     def span(self, period: int) -> int:
         return max(self.min_span, self.min_repeats * period)
@@ -233,7 +235,7 @@ def _periodic_onset(codes: np.ndarray, pos: int, p: int) -> int:
 def _monotone_onset(codes: np.ndarray, pos: int, window: int) -> int:
     """Where a monotone run ending at codes[pos] began: back while the ids stay among its own."""
     pos %= len(codes)
-    ids = set(codes[pos + 1 - window:pos + 1].tolist())
+    ids = set(codes[pos + 1 - window : pos + 1].tolist())
     t = pos + 1 - window
     while t > 0 and int(codes[t - 1]) in ids:
         t -= 1

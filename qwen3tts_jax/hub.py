@@ -32,18 +32,24 @@ def check_model_folder(folder: Path, name: str = "--model") -> None:
     }
     missing = [k for k, ok in parts.items() if not ok]
     if missing:
-        raise FileNotFoundError(f"{name} {folder}: not a complete model folder; missing {', '.join(missing)} "
-                                f"(a released Qwen3-TTS-12Hz folder holds all of {', '.join(parts)})")
+        raise FileNotFoundError(
+            f"{name} {folder}: not a complete model folder; missing {', '.join(missing)} "
+            f"(a released Qwen3-TTS-12Hz folder holds all of {', '.join(parts)})"
+        )
 
 
 def _refuse_converted(p: Path, name: str) -> None:
-    if (p / CONVERTED_MARK).is_file() and not (p / "model.safetensors").exists() \
-            and not (p / "model.safetensors.index.json").exists():
+    if (
+        (p / CONVERTED_MARK).is_file()
+        and not (p / "model.safetensors").exists()
+        and not (p / "model.safetensors.index.json").exists()
+    ):
         raise ValueError(
             f"{name}: {str(p)!r} is a converted folder (params.safetensors, written by `qwen3tts-jax convert`): "
             f"flattened Flax parameter trees for other JAX code, read with qwen3tts_jax.convert.load_converted. Models "
             f"load from the original Hugging Face layout (config.json + model.safetensors + speech_tokenizer/); pass "
-            f"that folder")
+            f"that folder"
+        )
 
 
 def resolve_folder(path: str | os.PathLike, name: str = "pretrained_model_name_or_path") -> Path:
@@ -86,8 +92,9 @@ def peek_config(path: str | os.PathLike, name: str = "--model"):
     try:
         folder = resolve_folder(p, name)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{name} {text}: folder not found (a model folder, a Hugging Face repo id "
-                                f"owner/name, or random:NAME)") from None
+        raise FileNotFoundError(
+            f"{name} {text}: folder not found (a model folder, a Hugging Face repo id owner/name, or random:NAME)"
+        ) from None
     cfg = Qwen3TTSConfig.from_model_dir(folder)  # its own errors name the file and field
     check_model_folder(folder, name)
     return cfg

@@ -67,14 +67,21 @@ def inspect_part(name: str, folder: Path, entries, ignore, converted: bool = Fal
         entries, name = _as_converted(entries), f"{name}, converted ({CONVERTED_MARK})"
     shapes = {k: ckpt.shape(k) for k in ckpt.keys()}
     return PartReport(
-        name=name, folder=folder, groups=_groups(ckpt), keys=check_keys(entries, shapes, ignore),
-        total=sum(math.prod(s) for s in shapes.values()), tensors=len(shapes),
+        name=name,
+        folder=folder,
+        groups=_groups(ckpt),
+        keys=check_keys(entries, shapes, ignore),
+        total=sum(math.prod(s) for s in shapes.values()),
+        tensors=len(shapes),
     )
 
 
 def _converted(folder: Path) -> bool:
-    return (folder / CONVERTED_MARK).is_file() and not (folder / "model.safetensors").exists() \
+    return (
+        (folder / CONVERTED_MARK).is_file()
+        and not (folder / "model.safetensors").exists()
         and not (folder / "model.safetensors.index.json").exists()
+    )
 
 
 def inspect_tokenizer(folder: Path) -> PartReport:
@@ -105,10 +112,16 @@ def inspect_folder(folder: str | Path) -> list[PartReport]:
 
 def format_report(part: PartReport) -> str:
     width = max([len(g.pattern) for g in part.groups] + [20])
-    lines = [f"== {part.name}: {part.folder}", f"{'tensor (indices as *)':<{width}}  {'shape':<20} {'dtype':<5} {'×':>4} {'params':>14}"]
+    lines = [
+        f"== {part.name}: {part.folder}",
+        f"{'tensor (indices as *)':<{width}}  {'shape':<20} {'dtype':<5} {'×':>4} {'params':>14}",
+    ]
     for g in part.groups:
         lines.append(f"{g.pattern:<{width}}  {str(list(g.shape)):<20} {g.dtype:<5} {g.count:>4} {g.params:>14,}")
     lines.append(f"total: {part.total:,} elements in {part.tensors} tensors (parameters + buffers as stored)")
     k = part.keys
-    lines.append(f"key table: {len(k.missing)} missing, {len(k.unexpected)} unexpected, {len(k.wrong_shape)} wrong shape, {len(k.ignored)} ignored")
+    lines.append(
+        f"key table: {len(k.missing)} missing, {len(k.unexpected)} unexpected, {len(k.wrong_shape)} wrong shape, "
+        f"{len(k.ignored)} ignored"
+    )
     return "\n".join(lines)

@@ -130,7 +130,7 @@ class StreamJoiner:
         held, start = self._held, self._pos - len(self._held)
         tail = self._fade_in(held, start)
         if len(tail):
-            tail = tail * self._ramp[::-1][self._fade - len(tail):]
+            tail = tail * self._ramp[::-1][self._fade - len(tail) :]
         self._pause = max(self._pause, self.rule.pause_samples(boundary, self.sample_rate))
         self._held = np.zeros(0, np.float32)
         self._pos = 0
@@ -142,7 +142,7 @@ class StreamJoiner:
         if n == 0:
             return samples
         out = samples.copy()
-        out[:n] *= self._ramp[start:start + n]
+        out[:n] *= self._ramp[start : start + n]
         return out
 
 

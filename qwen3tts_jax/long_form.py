@@ -69,8 +69,9 @@ class LongFormPlan:
     requests: list[list[Request]]  # per text, one per segment
 
 
-def split_texts(texts: Sequence[str], languages: Sequence[str], options: LongFormOptions,
-                count_tokens: Callable[[str], int]) -> list[list[Segment]]:
+def split_texts(
+    texts: Sequence[str], languages: Sequence[str], options: LongFormOptions, count_tokens: Callable[[str], int]
+) -> list[list[Segment]]:
     """Each text's segments; a text that yields none (whitespace only) is an error naming it."""
     out = []
     for i, (text, lang) in enumerate(zip(texts, languages)):
@@ -81,8 +82,9 @@ def split_texts(texts: Sequence[str], languages: Sequence[str], options: LongFor
     return out
 
 
-def plan(segments: list[list[Segment]], requests: list[Request], explicit_budget: int | None,
-         options: LongFormOptions) -> LongFormPlan:
+def plan(
+    segments: list[list[Segment]], requests: list[Request], explicit_budget: int | None, options: LongFormOptions
+) -> LongFormPlan:
     """Give the flat per-segment `requests` (built by the API in segment order, each drawing with
     the key of request `text_keys[i]`) their budgets and guards, grouped per text."""
     grouped, k = [], 0
@@ -108,8 +110,13 @@ def _engine(model, flat: list[Request], options: LongFormOptions, **kwargs) -> E
 
 
 def reports(p: LongFormPlan, results: list[list[Result]]) -> list[list[SegmentReport]]:
-    return [[SegmentReport(s.text, s.start, s.end, s.boundary, len(r.codes), q.max_new_tokens, r.finish_reason)
-             for s, q, r in zip(segs, reqs, res)] for segs, reqs, res in zip(p.segments, p.requests, results)]
+    return [
+        [
+            SegmentReport(s.text, s.start, s.end, s.boundary, len(r.codes), q.max_new_tokens, r.finish_reason)
+            for s, q, r in zip(segs, reqs, res)
+        ]
+        for segs, reqs, res in zip(p.segments, p.requests, results)
+    ]
 
 
 def run(model, p: LongFormPlan, options: LongFormOptions) -> tuple[list[np.ndarray], list[list[SegmentReport]]]:
@@ -131,8 +138,14 @@ def run(model, p: LongFormPlan, options: LongFormOptions) -> tuple[list[np.ndarr
     return wavs, reports(p, per_text)
 
 
-def stream(model, p: LongFormPlan, options: LongFormOptions, chunk_frames: int, first_chunk_frames: int,
-           on_done: Callable[[list[SegmentReport]], None]) -> Iterator[np.ndarray]:
+def stream(
+    model,
+    p: LongFormPlan,
+    options: LongFormOptions,
+    chunk_frames: int,
+    first_chunk_frames: int,
+    on_done: Callable[[list[SegmentReport]], None],
+) -> Iterator[np.ndarray]:
     """Streaming one text: all its segments are submitted at once (they share the slots), and
     their audio is read in order, joined as it comes — segment k+1 is usually well under way
     when segment k ends, so the generator has no gap at the seam."""

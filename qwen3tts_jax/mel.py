@@ -104,7 +104,9 @@ def _slaney_filterbank_cached(sr: float, n_fft: int, n_mels: int, fmin: float, f
     return weights
 
 
-def slaney_mel_filterbank(sr: float, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+def slaney_mel_filterbank(
+    sr: float, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> np.ndarray:
     """`librosa.filters.mel(sr=…, n_fft=…, n_mels=…, fmin=…, fmax=…)` (htk=False, norm="slaney").
 
     Returns a read-only float32 `(n_mels, 1 + n_fft // 2)` matrix.
@@ -150,10 +152,15 @@ def log_mel_spectrogram(wav: Float[Array, "b n"], spec: MelSpec = SPEAKER_MEL) -
         raise ValueError(f"log_mel_spectrogram: wav must be (batch, samples), got shape {tuple(wav.shape)}")
     n = wav.shape[-1]
     if n < spec.min_samples():
-        raise ValueError(f"log_mel_spectrogram: wav has {n} samples; reflect padding by {spec.pad} needs at least {spec.min_samples()}")
+        raise ValueError(
+            f"log_mel_spectrogram: wav has {n} samples; reflect padding by {spec.pad} needs at least "
+            f"{spec.min_samples()}"
+        )
     y = jnp.pad(wav.astype(jnp.float32), ((0, 0), (spec.pad, spec.pad)), mode="reflect")  # (b, n + 2·pad)
     mag = stft_magnitude(y, spec)  # (b, t, f)
-    basis = jnp.asarray(slaney_mel_filterbank(spec.sample_rate, spec.n_fft, spec.n_mels, spec.fmin, spec.fmax))  # (m, f)
+    basis = jnp.asarray(
+        slaney_mel_filterbank(spec.sample_rate, spec.n_fft, spec.n_mels, spec.fmin, spec.fmax)
+    )  # (m, f)
     # HIGHEST: on GPU/TPU the default fp32 matmul precision (TF32/bf16 passes) would cost ~1e-3 here.
     mel = jnp.einsum("mf,btf->btm", basis, mag, precision=jax.lax.Precision.HIGHEST)
     return jnp.log(jnp.maximum(mel, LOG_CLAMP))

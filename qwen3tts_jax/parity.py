@@ -19,7 +19,9 @@ from qwen3tts_jax.nn.transformer import DecoderLayer
 from qwen3tts_jax.talker import Talker, talker_cache
 
 
-def talker_hidden_states(cfg: Qwen3TTSConfig, policy: Policy, talker_params: dict, embeds, mask) -> dict[str, np.ndarray]:
+def talker_hidden_states(
+    cfg: Qwen3TTSConfig, policy: Policy, talker_params: dict, embeds, mask
+) -> dict[str, np.ndarray]:
     """{"embeddings", "layer_0" … "layer_{L-1}" (each decoder layer's output, before the final
     norm), "norm" (the last hidden state), "logits" (fp32)} for a prefill of `embeds` (b, t, d).
     Needs per-layer params (`Policy.scan_layers=False`)."""
@@ -30,8 +32,13 @@ def talker_hidden_states(cfg: Qwen3TTSConfig, policy: Policy, talker_params: dic
 
     def run(p, x, m):
         (hidden, _), state = talker.apply(
-            {"params": p}, x, m, talker_cache(cfg.talker, policy, b, t),
-            capture_intermediates=lambda mdl, _: isinstance(mdl, DecoderLayer), mutable=["intermediates"])
+            {"params": p},
+            x,
+            m,
+            talker_cache(cfg.talker, policy, b, t),
+            capture_intermediates=lambda mdl, _: isinstance(mdl, DecoderLayer),
+            mutable=["intermediates"],
+        )
         logits = talker.apply({"params": p}, hidden, method=Talker.logits)
         return hidden, logits, state["intermediates"]
 
@@ -105,7 +112,8 @@ def decoder_stages(tokenizer, codes) -> dict[str, np.ndarray]:
 
     module = Qwen3TTSTokenizerV2Decoder(tokenizer.config.decoder, tokenizer.policy)
     wav, seen = jax.jit(lambda p, c: module.apply({"params": p}, c, stages=True))(
-        tokenizer.params["decoder"], jnp.asarray(codes, jnp.int32))
+        tokenizer.params["decoder"], jnp.asarray(codes, jnp.int32)
+    )
     out = {k: np.asarray(v, np.float32) for k, v in seen.items()}
     out["waveform"] = np.asarray(wav, np.float32)
     return out

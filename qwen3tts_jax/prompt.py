@@ -26,8 +26,8 @@ tts_pad — which is exactly what the reference adds after the real text runs ou
 from __future__ import annotations
 
 import dataclasses
-import typing
 import functools
+import typing
 from collections.abc import Sequence
 
 import jax
@@ -75,7 +75,9 @@ def bucket(n: int, step: int) -> int:
 def codebook_tables(talker_params: dict, num_code_groups: int) -> list[Array]:
     """The 16 codebook embedding tables: codebook 0 the talker's, codebook j predictor table j-1."""
     cp = talker_params["code_predictor"]["model"]
-    return [talker_params["model"]["codec_embedding"]["weight"]] + [cp[f"codec_embedding_{j}"]["weight"] for j in range(num_code_groups - 1)]
+    return [talker_params["model"]["codec_embedding"]["weight"]] + [
+        cp[f"codec_embedding_{j}"]["weight"] for j in range(num_code_groups - 1)
+    ]
 
 
 def sum_codebook_embeddings(tables: Sequence[Array], codes: Int[Array, "*n q"], dtype) -> Float[Array, "*n d"]:
@@ -130,8 +132,15 @@ class _Rows:
         if frame is not None:
             self.frames[len(self.rows)] = np.asarray(frame[1:], np.int32)
             codec = int(frame[0])
-        self.rows.append((0 if text is None else int(text), text is not None, 0 if codec is None else int(codec),
-                          codec is not None, spk))
+        self.rows.append(
+            (
+                0 if text is None else int(text),
+                text is not None,
+                0 if codec is None else int(codec),
+                codec is not None,
+                spk,
+            )
+        )
 
     def tracks(self, speaker, trailing) -> PromptTracks:
         text_ids, text_on, codec_ids, codec_on, spk_on = (np.array(c) for c in zip(*self.rows))
@@ -141,9 +150,17 @@ class _Rows:
         for i, codes in self.frames.items():
             res[i], res_on[i] = codes, True
         spk = None if speaker is None else np.asarray(speaker, np.float32).reshape(-1)
-        return PromptTracks(text_ids.astype(np.int32), text_on.astype(bool), codec_ids.astype(np.int32),
-                            codec_on.astype(bool), spk_on.astype(bool), res, res_on, spk,
-                            np.asarray(trailing, np.int32))
+        return PromptTracks(
+            text_ids.astype(np.int32),
+            text_on.astype(bool),
+            codec_ids.astype(np.int32),
+            codec_on.astype(bool),
+            spk_on.astype(bool),
+            res,
+            res_on,
+            spk,
+            np.asarray(trailing, np.int32),
+        )
 
 
 def prompt_tracks(cfg: Qwen3TTSConfig, req: PromptRequest) -> PromptTracks:
@@ -157,8 +174,11 @@ def prompt_tracks(cfg: Qwen3TTSConfig, req: PromptRequest) -> PromptTracks:
     for i in ids.role:
         rows.add(text=i)
     lid = language_id(cfg, req.language, req.speaker)
-    prefix = [t.codec_nothink_id, t.codec_think_bos_id, t.codec_think_eos_id] if lid is None else [
-        t.codec_think_id, t.codec_think_bos_id, lid, t.codec_think_eos_id]
+    prefix = (
+        [t.codec_nothink_id, t.codec_think_bos_id, t.codec_think_eos_id]
+        if lid is None
+        else [t.codec_think_id, t.codec_think_bos_id, lid, t.codec_think_eos_id]
+    )
     for c in prefix:
         rows.add(text=pad, codec=c)
     if req.speaker_embedding is not None:
@@ -178,7 +198,7 @@ def prompt_tracks(cfg: Qwen3TTSConfig, req: PromptRequest) -> PromptTracks:
         else:
             for j, c in enumerate(codec):
                 rows.add(text=text[j] if j < len(text) else pad, **c)
-            trailing = text[len(codec):] or [pad]
+            trailing = text[len(codec) :] or [pad]
     elif req.non_streaming_mode:  # (b)
         for i in list(ids.text) + [eos]:
             rows.add(text=i, codec=t.codec_pad_id)
@@ -214,8 +234,13 @@ def collate_tracks(items: Sequence[PromptTracks], hidden_size: int, length: int,
     for training (as the official `collate_fn`)."""
     b = len(items)
     groups = items[0].res_codes.shape[1] + 1
-    out = {f: np.zeros((b, length) + ((groups - 1,) if f == "res_codes" else ()), np.int32 if "ids" in f or f == "res_codes" else bool)
-           for f in _TRACK_FIELDS}
+    out = {
+        f: np.zeros(
+            (b, length) + ((groups - 1,) if f == "res_codes" else ()),
+            np.int32 if "ids" in f or f == "res_codes" else bool,
+        )
+        for f in _TRACK_FIELDS
+    }
     mask = np.zeros((b, length), bool)
     speaker = np.zeros((b, hidden_size), np.float32)
     for i, x in enumerate(items):
@@ -245,7 +270,9 @@ def embed_tracks(talker_params: dict, batch: TrackBatch, cfg: TalkerConfig, poli
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "policy"))
-def embed_text_ids(talker_params: dict, ids: Int[Array, "b u"], cfg: TalkerConfig, policy: Policy) -> Float[Array, "b u d"]:
+def embed_text_ids(
+    talker_params: dict, ids: Int[Array, "b u"], cfg: TalkerConfig, policy: Policy
+) -> Float[Array, "b u d"]:
     """`T(ids)`: the per-frame text track of a batch, in the compute dtype."""
     return Talker(cfg, policy).apply({"params": talker_params}, ids, method=Talker.embed_text).astype(policy.dtype)
 
@@ -253,10 +280,13 @@ def embed_text_ids(talker_params: dict, ids: Int[Array, "b u"], cfg: TalkerConfi
 _embed_tracks = jax.jit(embed_tracks, static_argnames=("cfg", "policy"))
 
 
-def embed_prompts(talker_params: dict, cfg: Qwen3TTSConfig, policy: Policy, requests: Sequence[PromptRequest],
-                  step: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def embed_prompts(
+    talker_params: dict, cfg: Qwen3TTSConfig, policy: Policy, requests: Sequence[PromptRequest], step: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """Talker inputs `(b, t, d)` and mask `(b, t)` of requests, left-padded to a bucket of `step`
     (the prompts generation prefills; for parity notebooks and research use)."""
     tracks = [prompt_tracks(cfg, r) for r in requests]
-    batch = collate_tracks(tracks, cfg.talker.transformer.hidden_size, bucket(max(t.length for t in tracks), step), left=True)
+    batch = collate_tracks(
+        tracks, cfg.talker.transformer.hidden_size, bucket(max(t.length for t in tracks), step), left=True
+    )
     return np.asarray(_embed_tracks(talker_params, batch, cfg.talker, policy)), np.asarray(batch.mask)

@@ -33,9 +33,16 @@ from qwen3tts_jax.config import Qwen3TTSConfig
 from qwen3tts_jax.weights import Entry, _set, model_entries
 
 SPECIAL_TOKENS = {
-    151643: "<|endoftext|>", 151644: "<|im_start|>", 151645: "<|im_end|>", 151669: "<|audio_start|>",
-    151670: "<|audio_end|>", 151671: "<tts_pad>", 151672: "<tts_text_bos>", 151673: "<tts_text_eod>",
-    151674: "<tts_text_bos_single>", 151675: "<|audio_pad|>",
+    151643: "<|endoftext|>",
+    151644: "<|im_start|>",
+    151645: "<|im_end|>",
+    151669: "<|audio_start|>",
+    151670: "<|audio_end|>",
+    151671: "<tts_pad>",
+    151672: "<tts_text_bos>",
+    151673: "<tts_text_eod>",
+    151674: "<tts_text_bos_single>",
+    151675: "<|audio_pad|>",
 }
 
 
@@ -119,7 +126,9 @@ def byte_level_tokenizer_dir(folder: Path | None = None) -> Path:
     tokens of GPT-2's byte-to-unicode map and the Qwen special tokens at their real ids."""
     folder = Path(folder or tempfile.mkdtemp(prefix="qwen3tts-bytes-"))
     folder.mkdir(parents=True, exist_ok=True)
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, n = printable[:], 0
     for b in range(256):
         if b not in printable:
@@ -132,7 +141,7 @@ def byte_level_tokenizer_dir(folder: Path | None = None) -> Path:
     merges, next_id = [], 256
     for word, word_id in (("assistant", 77091), ("user", 872)):
         for n in range(2, len(word) + 1):
-            merges.append(f"{word[:n - 1]} {word[n - 1]}")
+            merges.append(f"{word[: n - 1]} {word[n - 1]}")
             if word[:n] not in vocab:
                 if n == len(word):
                     vocab[word] = word_id
@@ -144,12 +153,29 @@ def byte_level_tokenizer_dir(folder: Path | None = None) -> Path:
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("\n".join(merges) + "\n")
     added = {i: SPECIAL_TOKENS.get(i, f"<|reserved_{i}|>") for i in range(min(SPECIAL_TOKENS), max(SPECIAL_TOKENS) + 1)}
-    decoder = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
-               for i, t in added.items()}
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "added_tokens_decoder": decoder, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-        "model_max_length": 131072, "clean_up_tokenization_spaces": False, "split_special_tokens": False,
-    }))
+    decoder = {
+        str(i): {
+            "content": t,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for i, t in added.items()
+    }
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "added_tokens_decoder": decoder,
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "model_max_length": 131072,
+                "clean_up_tokenization_spaces": False,
+                "split_special_tokens": False,
+            }
+        )
+    )
     (folder / "config.json").write_text(json.dumps({"model_type": "qwen3_tts", "transformers_version": "4.57.3"}))
     return folder
 

@@ -83,8 +83,7 @@ def _check_sampler(do_sample: Any, temperature: Any, top_k: Any, top_p: Any, pre
         raise ValueError(f"{prefix}temperature must be a float, got {temperature!r}")
     if do_sample and not (math.isfinite(temperature) and temperature > 0.0):
         raise ValueError(
-            f"{prefix}temperature must be > 0 when sampling, got {temperature!r} "
-            f"(for greedy decoding set {flag}=False)"
+            f"{prefix}temperature must be > 0 when sampling, got {temperature!r} (for greedy decoding set {flag}=False)"
         )
 
 
@@ -132,14 +131,21 @@ class SamplingProgram:
     def covers(self, other: SamplingProgram) -> bool:
         """Whether this program can run requests that need `other` (greedy rows run in a sampling
         program as argmax of the same processed scores)."""
-        return (self.eos_token_id == other.eos_token_id and self.suppress == other.suppress
-                and self.talker_sample >= other.talker_sample and self.subtalker_sample >= other.subtalker_sample)
+        return (
+            self.eos_token_id == other.eos_token_id
+            and self.suppress == other.suppress
+            and self.talker_sample >= other.talker_sample
+            and self.subtalker_sample >= other.subtalker_sample
+        )
 
     def union(self, other: SamplingProgram) -> SamplingProgram:
         if (self.eos_token_id, self.suppress) != (other.eos_token_id, other.suppress):
             raise ValueError("SamplingProgram.union: programs of different models")
-        return dataclasses.replace(self, talker_sample=self.talker_sample or other.talker_sample,
-                                   subtalker_sample=self.subtalker_sample or other.subtalker_sample)
+        return dataclasses.replace(
+            self,
+            talker_sample=self.talker_sample or other.talker_sample,
+            subtalker_sample=self.subtalker_sample or other.subtalker_sample,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,9 +174,12 @@ class SamplerConfig:
         """This setting for `rows` rows, as host arrays (greedy rows carry the disabling values)."""
         on = self.do_sample
         full = lambda x, dt: np.full((rows,), x, dt)  # noqa: E731
-        return SamplerValues(full(on, np.bool_), full(self.temperature if on else 1.0, np.float32),
-                             full(self.top_k if on else 0, np.int32),
-                             full(top_p_cut(self.top_p) if on else 0.0, np.float32))
+        return SamplerValues(
+            full(on, np.bool_),
+            full(self.temperature if on else 1.0, np.float32),
+            full(self.top_k if on else 0, np.int32),
+            full(top_p_cut(self.top_p) if on else 0.0, np.float32),
+        )
 
 
 def suppress_ranges(start: int, stop: int, exempt: tuple[int, ...] = ()) -> tuple[tuple[int, int], ...]:
@@ -266,12 +275,17 @@ class SamplingConfig:
 
     def values(self, rows: int = 1) -> SamplingValues:
         t = self.talker
-        return SamplingValues(t.sampler.values(rows), np.full((rows,), t.repetition_penalty, np.float32),
-                              np.full((rows,), t.min_new_tokens, np.int32), self.subtalker.values(rows))
+        return SamplingValues(
+            t.sampler.values(rows),
+            np.full((rows,), t.repetition_penalty, np.float32),
+            np.full((rows,), t.min_new_tokens, np.int32),
+            self.subtalker.values(rows),
+        )
 
     def program(self) -> SamplingProgram:
-        return SamplingProgram(self.talker.eos_token_id, self.talker.suppress, self.talker.sampler.do_sample,
-                               self.subtalker.do_sample)
+        return SamplingProgram(
+            self.talker.eos_token_id, self.talker.suppress, self.talker.sampler.do_sample, self.subtalker.do_sample
+        )
 
     @staticmethod
     def from_configs(gen: Any, talker_config: Any) -> SamplingConfig:
@@ -470,7 +484,9 @@ def row_keys(key: PRNGKey, rows: int) -> PRNGKey:
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(rows))
 
 
-def pick(scores: Float[Array, "b v"], keys: PRNGKey | None, values: SamplerValues, sample: bool = True) -> Int[Array, " b"]:
+def pick(
+    scores: Float[Array, "b v"], keys: PRNGKey | None, values: SamplerValues, sample: bool = True
+) -> Int[Array, " b"]:
     """Final choice per row: a categorical draw of the warped scores (HF: softmax + multinomial;
     here Gumbel-max, the same distribution, -inf never drawn) with the row's own key, or argmax
     of the processed scores (first max on ties, as `torch.argmax`) for rows that do not sample.

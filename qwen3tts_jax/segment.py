@@ -35,31 +35,79 @@ BOUNDARIES: tuple[Boundary, ...] = ("paragraph", "sentence", "clause", "word", "
 # pysbd rule set. pysbd has no Korean or Portuguese: Korean ends sentences with spaced `.?!` like
 # English and has no abbreviations to protect; Portuguese titles (Sr., Sra., Dra.) are Spanish ones.
 PYSBD_RULES: dict[str, str] = {
-    "english": "en", "chinese": "zh", "japanese": "ja", "korean": "en", "german": "de", "french": "fr",
-    "spanish": "es", "portuguese": "es", "italian": "it", "russian": "ru", "beijing_dialect": "zh",
-    "sichuan_dialect": "zh", "hindi": "hi", "marathi": "mr", "arabic": "ar", "urdu": "ur", "persian": "fa",
-    "greek": "el", "dutch": "nl", "polish": "pl", "danish": "da", "bulgarian": "bg", "slovak": "sk",
-    "armenian": "hy", "kazakh": "kk", "amharic": "am", "burmese": "my",
+    "english": "en",
+    "chinese": "zh",
+    "japanese": "ja",
+    "korean": "en",
+    "german": "de",
+    "french": "fr",
+    "spanish": "es",
+    "portuguese": "es",
+    "italian": "it",
+    "russian": "ru",
+    "beijing_dialect": "zh",
+    "sichuan_dialect": "zh",
+    "hindi": "hi",
+    "marathi": "mr",
+    "arabic": "ar",
+    "urdu": "ur",
+    "persian": "fa",
+    "greek": "el",
+    "dutch": "nl",
+    "polish": "pl",
+    "danish": "da",
+    "bulgarian": "bg",
+    "slovak": "sk",
+    "armenian": "hy",
+    "kazakh": "kk",
+    "amharic": "am",
+    "burmese": "my",
 }
 LANGUAGES: tuple[str, ...] = ("auto", *PYSBD_RULES)
 
 # Under language="auto": the language a script implies (its sentence rules and speaking rate).
 # Latin letters name no language; English rules are the most complete pysbd has.
 SCRIPT_LANGUAGE: dict[str, str] = {
-    "latin": "english", "cyrillic": "russian", "greek": "greek", "han": "chinese", "kana": "japanese",
-    "hangul": "korean", "devanagari": "hindi", "arabic": "arabic", "other": "english",
+    "latin": "english",
+    "cyrillic": "russian",
+    "greek": "greek",
+    "han": "chinese",
+    "kana": "japanese",
+    "hangul": "korean",
+    "devanagari": "hindi",
+    "arabic": "arabic",
+    "other": "english",
 }
 
 # Unicode blocks → script (inclusive ranges, sorted, non-overlapping).
 _SCRIPT_RANGES: tuple[tuple[int, int, str], ...] = (
-    (0x0041, 0x005A, "latin"), (0x0061, 0x007A, "latin"), (0x00C0, 0x024F, "latin"),
-    (0x0370, 0x03FF, "greek"), (0x0400, 0x052F, "cyrillic"), (0x0600, 0x06FF, "arabic"),
-    (0x0750, 0x077F, "arabic"), (0x08A0, 0x08FF, "arabic"), (0x0900, 0x097F, "devanagari"),
-    (0x1100, 0x11FF, "hangul"), (0x1E00, 0x1EFF, "latin"), (0x1F00, 0x1FFF, "greek"),
-    (0x2E80, 0x2FDF, "han"), (0x3005, 0x3007, "han"), (0x3040, 0x30FF, "kana"),
-    (0x3130, 0x318F, "hangul"), (0x31F0, 0x31FF, "kana"), (0x3400, 0x4DBF, "han"), (0x4E00, 0x9FFF, "han"),
-    (0xAC00, 0xD7AF, "hangul"), (0xF900, 0xFAFF, "han"), (0xFB50, 0xFDFF, "arabic"), (0xFE70, 0xFEFF, "arabic"),
-    (0xFF21, 0xFF3A, "latin"), (0xFF41, 0xFF5A, "latin"), (0xFF66, 0xFF9F, "kana"), (0x20000, 0x3134F, "han"),
+    (0x0041, 0x005A, "latin"),
+    (0x0061, 0x007A, "latin"),
+    (0x00C0, 0x024F, "latin"),
+    (0x0370, 0x03FF, "greek"),
+    (0x0400, 0x052F, "cyrillic"),
+    (0x0600, 0x06FF, "arabic"),
+    (0x0750, 0x077F, "arabic"),
+    (0x08A0, 0x08FF, "arabic"),
+    (0x0900, 0x097F, "devanagari"),
+    (0x1100, 0x11FF, "hangul"),
+    (0x1E00, 0x1EFF, "latin"),
+    (0x1F00, 0x1FFF, "greek"),
+    (0x2E80, 0x2FDF, "han"),
+    (0x3005, 0x3007, "han"),
+    (0x3040, 0x30FF, "kana"),
+    (0x3130, 0x318F, "hangul"),
+    (0x31F0, 0x31FF, "kana"),
+    (0x3400, 0x4DBF, "han"),
+    (0x4E00, 0x9FFF, "han"),
+    (0xAC00, 0xD7AF, "hangul"),
+    (0xF900, 0xFAFF, "han"),
+    (0xFB50, 0xFDFF, "arabic"),
+    (0xFE70, 0xFEFF, "arabic"),
+    (0xFF21, 0xFF3A, "latin"),
+    (0xFF41, 0xFF5A, "latin"),
+    (0xFF66, 0xFF9F, "kana"),
+    (0x20000, 0x3134F, "han"),
 )
 _RANGE_STARTS = tuple(r[0] for r in _SCRIPT_RANGES)
 # Scripts written without spaces between words: a sentence may end and the next begin with no space.
@@ -74,8 +122,17 @@ _SPACELESS = frozenset({"han", "kana"})
 # above those, so that the default splits a little early rather than late (in total it counts
 # ~1.17x the real tokens of the corpus); Greek was not measured.
 _TOKENS_PER_CHAR: dict[str, float] = {
-    "latin": 1 / 3, "cyrillic": 0.6, "greek": 0.6, "han": 1 / 1.5, "kana": 1 / 1.1, "hangul": 1 / 1.1,
-    "devanagari": 1.25, "arabic": 0.75, "other": 1.0, "digit": 1.5, "mark": 1.0,
+    "latin": 1 / 3,
+    "cyrillic": 0.6,
+    "greek": 0.6,
+    "han": 1 / 1.5,
+    "kana": 1 / 1.1,
+    "hangul": 1 / 1.1,
+    "devanagari": 1.25,
+    "arabic": 0.75,
+    "other": 1.0,
+    "digit": 1.5,
+    "mark": 1.0,
 }
 
 # A sentence ends with one of these (a run of them: "?!", "……")...
@@ -93,11 +150,47 @@ _AMBIGUOUS_CLOSERS = "\"'“‘"
 _OPENERS = "\"'“‘「『（《〈【〔〖｛［([{«‹¿¡—–-‐ "
 # Titles before a name, where a full stop does not end the sentence although a capital follows
 # (pysbd splits "El Sr. García", "Dann kam Hr. Meier", "O Sr. Silva", "قال د. أحمد").
-_TITLES = frozenset({
-    "Mr", "Mrs", "Ms", "Mx", "Dr", "Drs", "Prof", "St", "Jr", "Sr", "Sra", "Srta", "Dra", "Hr", "Fr", "Mme",
-    "Mlle", "Mgr", "Dott", "Sig", "Ing", "Gen", "Col", "Capt", "Sgt", "Lt", "Rev", "Hon", "Gov", "Sen",
-    "Проф", "Акад", "Г", "Гр", "Тов", "د", "डॉ",
-})
+_TITLES = frozenset(
+    {
+        "Mr",
+        "Mrs",
+        "Ms",
+        "Mx",
+        "Dr",
+        "Drs",
+        "Prof",
+        "St",
+        "Jr",
+        "Sr",
+        "Sra",
+        "Srta",
+        "Dra",
+        "Hr",
+        "Fr",
+        "Mme",
+        "Mlle",
+        "Mgr",
+        "Dott",
+        "Sig",
+        "Ing",
+        "Gen",
+        "Col",
+        "Capt",
+        "Sgt",
+        "Lt",
+        "Rev",
+        "Hon",
+        "Gov",
+        "Sen",
+        "Проф",
+        "Акад",
+        "Г",
+        "Гр",
+        "Тов",
+        "د",
+        "डॉ",
+    }
+)
 # Clause marks, the first fallback for an over-long sentence: spaced ASCII ones (a comma inside
 # "1,000" or a URL is no clause) and the full-width ones, which take no space.
 _CLAUSE = re.compile(
@@ -264,7 +357,7 @@ def _paragraphs(text: str) -> list[tuple[int, int]]:
         run = m.group().replace("\r\n", "\n")
         breaks = sum(run.count(c) for c in _NEWLINES) + run.count("\u2029")
         wraps = (
-            breaks == 1 and a > 0 and text[a - 1] not in _TERMINATORS + _CLOSERS + ":：" and text[b:b + 1].islower()
+            breaks == 1 and a > 0 and text[a - 1] not in _TERMINATORS + _CLOSERS + ":：" and text[b : b + 1].islower()
         )
         if start is not None and not wraps:
             spans.append((start, a))
@@ -351,7 +444,7 @@ def _pysbd_window(para: str, start: int, end: int, rules: str) -> list[int]:
 def _shift_past_closers(para: str, c: int) -> int:
     """Offset c moved past the closing marks that end the sentence before it."""
     while c < len(para):
-        ch, nxt = para[c], para[c + 1:c + 2]
+        ch, nxt = para[c], para[c + 1 : c + 2]
         if ch in _AMBIGUOUS_CLOSERS and not (nxt == "" or nxt.isspace() or nxt in _CLOSERS):
             break
         if ch in _CLOSERS:
@@ -366,8 +459,10 @@ def _shift_past_closers(para: str, c: int) -> int:
 def _quote_goes_on(para: str, c: int) -> bool:
     """A quoted sentence that the sentence around it goes on after: `他说：“你好。”然后走了。`,
     `「こんにちは。」と彼は言った。` (a closing mark, then straight on with no space or new quote)."""
-    return 0 < c < len(para) and para[c - 1] in _CLOSERS and not (
-        para[c].isspace() or para[c] in _OPENERS or para[c] in _TERMINATORS
+    return (
+        0 < c < len(para)
+        and para[c - 1] in _CLOSERS
+        and not (para[c].isspace() or para[c] in _OPENERS or para[c] in _TERMINATORS)
     )
 
 
@@ -383,7 +478,7 @@ def _keep_cut(para: str, c: int) -> bool:
     """Whether a pysbd cut before offset `c` (already past closing marks) is a sentence end."""
     if c <= 0 or c >= len(para):
         return False
-    body = para[max(0, c - 64):c].rstrip(_CLOSERS + "\u00a0\u202f ")  # a title is a short word
+    body = para[max(0, c - 64) : c].rstrip(_CLOSERS + "\u00a0\u202f ")  # a title is a short word
     if not body or body[-1] not in _TERMINATORS:
         return False  # pysbd splits "Item 1. Apples." before "1." and Arabic after ":"
     if body[-1] in _HARD_TERMINATORS:
@@ -438,8 +533,10 @@ def _units(text: str, start: int, end: int, kind: str) -> list[tuple[int, int]]:
         cuts = [m.start() for m in re.finditer(r"\s+", span)]
     else:
         cuts = [
-            i for i in range(1, len(span))
-            if not unicodedata.category(span[i]).startswith("M") and span[i] not in "\u200c\u200d"
+            i
+            for i in range(1, len(span))
+            if not unicodedata.category(span[i]).startswith("M")
+            and span[i] not in "\u200c\u200d"
             and span[i - 1] not in "\u200c\u200d"
         ]
     units = []
@@ -456,8 +553,9 @@ def _units(text: str, start: int, end: int, kind: str) -> list[tuple[int, int]]:
 def _longest_fit(text: str, units: Sequence[tuple[int, int]], i: int, max_tokens: int, count) -> int:
     """The last j >= i with units[i..j] within `max_tokens` (i itself if none), by doubling then
     bisection: O(log n) counts, as a real tokenizer may be slow."""
+
     def fits(j: int) -> bool:
-        return count(text[units[i][0]:units[j][1]]) <= max_tokens
+        return count(text[units[i][0] : units[j][1]]) <= max_tokens
 
     lo, step = i, 1  # fits(lo) or lo == i
     hi = len(units)  # first j known not to fit (or the end)
@@ -504,7 +602,7 @@ def _merge_tiny(text, pieces, min_chars, max_tokens, count):
             a, b = min(i, j), max(i, j)
             ms, me = pieces[a][0], pieces[b][1]
             if count(text[ms:me]) <= max_tokens:
-                pieces[a:b + 1] = [(ms, me, pieces[b][2], pieces[b][3])]
+                pieces[a : b + 1] = [(ms, me, pieces[b][2], pieces[b][3])]
                 i = a  # the merged piece may itself still be tiny
                 break
         else:
@@ -524,8 +622,15 @@ def _merge_tiny(text, pieces, min_chars, max_tokens, count):
 # syllables): 0.25 s. A punctuation run is a pause: 0.25 s (HF speech-to-speech PR #240 adds
 # 0.5 s per mark to its budget).
 _SECONDS_PER_CHAR: dict[str, float] = {
-    "latin": 0.08, "cyrillic": 0.08, "greek": 0.08, "han": 0.19, "kana": 0.13, "hangul": 0.15,
-    "devanagari": 0.09, "arabic": 0.11, "other": 0.1,
+    "latin": 0.08,
+    "cyrillic": 0.08,
+    "greek": 0.08,
+    "han": 0.19,
+    "kana": 0.13,
+    "hangul": 0.15,
+    "devanagari": 0.09,
+    "arabic": 0.11,
+    "other": 0.1,
 }
 _SECONDS_PER_KANJI = 0.26
 _SECONDS_PER_DIGIT = 0.25

@@ -205,9 +205,12 @@ def make_mesh(spec: str | Mapping[str, int] | Mesh, devices: Sequence[Any] | Non
     if n > len(devices):
         raise ValueError(
             f"mesh={spec!r} needs {n} devices, {len(devices)} available ({jax.default_backend()}); on CPU set "
-            f"XLA_FLAGS=--xla_force_host_platform_device_count={n} (or --cpu-devices {n}) before JAX starts")
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={n} (or --cpu-devices {n}) before JAX starts"
+        )
     if n < len(devices) and jax.process_count() > 1:
-        raise ValueError(f"mesh={spec!r} covers {n} of {len(devices)} devices; a multi-process mesh must use all of them")
+        raise ValueError(
+            f"mesh={spec!r} covers {n} of {len(devices)} devices; a multi-process mesh must use all of them"
+        )
     grid = np.array(devices[:n], dtype=object).reshape(sizes["data"], sizes["model"])
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
@@ -216,8 +219,9 @@ def mesh_size(mesh: Mesh, axis: str) -> int:
     return int(dict(mesh.shape).get(axis, 1))
 
 
-def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int,
-                           local_device_count: int | None = None) -> None:
+def initialize_distributed(
+    coordinator_address: str, num_processes: int, process_id: int, local_device_count: int | None = None
+) -> None:
     """`jax.distributed.initialize` for multi-host runs (call before any other JAX work).
 
     On CPU, `local_device_count` virtual devices per process (`jax_num_cpu_devices`); the CPU
@@ -225,8 +229,9 @@ def initialize_distributed(coordinator_address: str, num_processes: int, process
     `jax.distributed.initialize()` without arguments may also detect the cluster itself."""
     if local_device_count is not None:
         jax.config.update("jax_num_cpu_devices", int(local_device_count))
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=int(num_processes),
-                               process_id=int(process_id))
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=int(num_processes), process_id=int(process_id)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,8 +253,13 @@ def logical_axes(path: str, shape: Sequence[int]) -> tuple[str | None, ...]:
     raise ShardingError(f"{path}: no logical axes for this array (shape {tuple(shape)}); add it to sharding.AXES")
 
 
-def partition_spec(axes: Sequence[str | None], shape: Sequence[int], mesh, units: Mapping[str, int] | None = None,
-                   rules: Iterable[tuple[str, str]] = RULES) -> P:
+def partition_spec(
+    axes: Sequence[str | None],
+    shape: Sequence[int],
+    mesh,
+    units: Mapping[str, int] | None = None,
+    rules: Iterable[tuple[str, str]] = RULES,
+) -> P:
     """Logical axes → `PartitionSpec` on `mesh`: a dimension goes to its rule's mesh axis only if
     it divides evenly (in `units[name]`-sized blocks) and the axis is still unused."""
     table = dict(rules)
@@ -283,15 +293,19 @@ def sharding_for(path: str, shape: Sequence[int], mesh: Mesh, units: Units = ())
 def model_units(cfg) -> Units:
     """Head sizes of a `Qwen3TTSConfig`'s stacks (fused head rows split on whole heads)."""
     t, cp = cfg.talker.transformer, cfg.talker.code_predictor.transformer
-    return (("talker/code_predictor/", {"heads": cp.head_dim, "kv_heads": cp.head_dim}),
-            ("talker/", {"heads": t.head_dim, "kv_heads": t.head_dim}))
+    return (
+        ("talker/code_predictor/", {"heads": cp.head_dim, "kv_heads": cp.head_dim}),
+        ("talker/", {"heads": t.head_dim, "kv_heads": t.head_dim}),
+    )
 
 
 def codec_units(codec_cfg) -> Units:
     """Head sizes of a `Qwen3TTSTokenizerV2Config`'s transformers."""
     d, e = codec_cfg.decoder, codec_cfg.encoder
-    return (("decoder/", {"heads": d.head_dim, "kv_heads": d.head_dim}),
-            ("encoder/", {"heads": e.head_dim, "kv_heads": e.head_dim}))
+    return (
+        ("decoder/", {"heads": d.head_dim, "kv_heads": d.head_dim}),
+        ("encoder/", {"heads": e.head_dim, "kv_heads": e.head_dim}),
+    )
 
 
 def path_str(key_path) -> str:
@@ -309,6 +323,7 @@ def path_str(key_path) -> str:
 
 def tree_shardings(tree, mesh: Mesh, prefix: str = "", units: Units = ()):
     """A `NamedSharding` for every leaf of `tree` (paths `prefix/<tree path>`)."""
+
     def one(kp, x):
         path = "/".join(p for p in (prefix, path_str(kp)) if p)
         return sharding_for(path, np.shape(x), mesh, units)

@@ -58,8 +58,13 @@ def conv1d_same_reflect(
     if left or right:
         x = jnp.pad(x, ((0, 0), (left, right), (0, 0)), mode="reflect")  # (b, t + d·(k-1), i)
     y = jax.lax.conv_general_dilated(
-        x, weight.astype(x.dtype), window_strides=(1,), padding="VALID", rhs_dilation=(dilation,),
-        dimension_numbers=("NWC", "OIW", "NWC"), precision=precision(x.dtype),
+        x,
+        weight.astype(x.dtype),
+        window_strides=(1,),
+        padding="VALID",
+        rhs_dilation=(dilation,),
+        dimension_numbers=("NWC", "OIW", "NWC"),
+        precision=precision(x.dtype),
     )
     return y if bias is None else y + bias.astype(x.dtype)
 
@@ -167,7 +172,9 @@ class SqueezeExcitationRes2NetBlock(nn.Module):
         return h + x
 
 
-def _weighted_stats(x: Float[Array, "b t c"], w: Float[Array, "b t #c"]) -> tuple[Float[Array, "b c"], Float[Array, "b c"]]:
+def _weighted_stats(
+    x: Float[Array, "b t c"], w: Float[Array, "b t #c"]
+) -> tuple[Float[Array, "b c"], Float[Array, "b c"]]:
     """`AttentiveStatisticsPooling._compute_statistics`: weighted mean and clamped std over t."""
     mean = jnp.sum(w * x, axis=1)  # (b, c)
     var = jnp.sum(w * (x - mean[:, None, :]) ** 2, axis=1)
@@ -220,7 +227,9 @@ class SpeakerEncoder(nn.Module):
         ch, ks, dil = c.enc_channels, c.enc_kernel_sizes, c.enc_dilations
         blocks: list[nn.Module] = [TimeDelayNetBlock(ch[0], ks[0], dil[0], p)]
         for i in range(1, len(ch) - 1):
-            blocks.append(SqueezeExcitationRes2NetBlock(ch[i], c.enc_res2net_scale, c.enc_se_channels, ks[i], dil[i], p))
+            blocks.append(
+                SqueezeExcitationRes2NetBlock(ch[i], c.enc_res2net_scale, c.enc_se_channels, ks[i], dil[i], p)
+            )
         self.blocks = blocks
         self.mfa = TimeDelayNetBlock(ch[-1], ks[-1], dil[-1], p)
         self.asp = AttentiveStatisticsPooling(ch[-1], c.enc_attention_channels, p)
@@ -275,16 +284,26 @@ def check_config(cfg: SpeakerEncoderConfig) -> None:
     where = "speaker_encoder_config"
     # The reference's front end hard-codes 24 kHz and 128 mel bins, whatever the config says.
     if cfg.sample_rate != SPEAKER_MEL.sample_rate:
-        raise ValueError(f"{where}.sample_rate={cfg.sample_rate}: only {SPEAKER_MEL.sample_rate} is supported (the reference's mel front end is fixed at 24 kHz)")
+        raise ValueError(
+            f"{where}.sample_rate={cfg.sample_rate}: only {SPEAKER_MEL.sample_rate} is supported (the reference's "
+            "mel front end is fixed at 24 kHz)"
+        )
     if cfg.mel_dim != SPEAKER_MEL.n_mels:
-        raise ValueError(f"{where}.mel_dim={cfg.mel_dim}: the reference's mel front end always gives {SPEAKER_MEL.n_mels} bins")
+        raise ValueError(
+            f"{where}.mel_dim={cfg.mel_dim}: the reference's mel front end always gives {SPEAKER_MEL.n_mels} bins"
+        )
     ch = cfg.enc_channels
     if len(ch) < 3:
         raise ValueError(f"{where}.enc_channels={ch}: need at least 3 entries (initial TDNN, SE-Res2Net blocks, MFA)")
     if any(ch[i] != ch[i - 1] for i in range(1, len(ch) - 1)):
-        raise ValueError(f"{where}.enc_channels={ch}: every SE-Res2Net block adds its input, so enc_channels[0..-2] must be equal")
+        raise ValueError(
+            f"{where}.enc_channels={ch}: every SE-Res2Net block adds its input, so enc_channels[0..-2] must be equal"
+        )
     if sum(ch[1:-1]) != ch[-1]:
-        raise ValueError(f"{where}.enc_channels={ch}: the MFA conv reads the concatenated SE-Res2Net outputs, so enc_channels[-1] must be sum(enc_channels[1:-1])={sum(ch[1:-1])}")
+        raise ValueError(
+            f"{where}.enc_channels={ch}: the MFA conv reads the concatenated SE-Res2Net outputs, so enc_channels[-1] "
+            f"must be sum(enc_channels[1:-1])={sum(ch[1:-1])}"
+        )
     if ch[0] % cfg.enc_res2net_scale:
         raise ValueError(f"{where}.enc_res2net_scale={cfg.enc_res2net_scale} must divide enc_channels[1..-2]={ch[0]}")
 
@@ -292,23 +311,31 @@ def check_config(cfg: SpeakerEncoderConfig) -> None:
 def validate_waveform(wav: Any, sr: int, cfg: SpeakerEncoderConfig) -> np.ndarray:
     """The checks `extract_speaker_embedding` runs before tracing; returns a float32 numpy copy."""
     if sr != cfg.sample_rate:
-        raise ValueError(f"extract_speaker_embedding: sr={sr}, expected {cfg.sample_rate} Hz; resample the waveform first")
+        raise ValueError(
+            f"extract_speaker_embedding: sr={sr}, expected {cfg.sample_rate} Hz; resample the waveform first"
+        )
     arr = np.asarray(wav)
     if arr.ndim != 1:
         raise ValueError(f"extract_speaker_embedding: wav_24k must be a mono 1-D waveform, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(f"extract_speaker_embedding: wav_24k must be a float waveform in [-1, 1], got dtype {arr.dtype}")
+        raise ValueError(
+            f"extract_speaker_embedding: wav_24k must be a float waveform in [-1, 1], got dtype {arr.dtype}"
+        )
     if arr.size == 0:
         raise ValueError("extract_speaker_embedding: wav_24k is empty (0 samples)")
     arr = arr.astype(np.float32)
     bad = ~np.isfinite(arr)
     if bad.any():
         first = int(np.argmax(bad))
-        raise ValueError(f"extract_speaker_embedding: wav_24k has {int(bad.sum())} non-finite samples (first at index {first}: {arr[first]})")
+        raise ValueError(
+            f"extract_speaker_embedding: wav_24k has {int(bad.sum())} non-finite samples (first at index {first}: "
+            f"{arr[first]})"
+        )
     need = min_samples(cfg)
     if arr.size < need:
         raise ValueError(
-            f"extract_speaker_embedding: wav_24k has {arr.size} samples ({arr.size / sr * 1000:.1f} ms); at least {need} "
+            f"extract_speaker_embedding: wav_24k has {arr.size} samples ({arr.size / sr * 1000:.1f} ms); at least "
+            f"{need} "
             f"({need / sr * 1000:.1f} ms) are needed for the encoder's reflect padding"
         )
     peak = float(np.max(np.abs(arr)))

@@ -43,7 +43,9 @@ __all__ = ["Qwen3TTSTokenizer", "Qwen3TTSTokenizerV2EncoderOutput"]
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
 # `from_pretrained` kwargs that only mean something to the torch loader; accepted and ignored.
-_TORCH_ONLY_KWARGS = frozenset({"device_map", "attn_implementation", "low_cpu_mem_usage", "trust_remote_code", "torch_dtype"})
+_TORCH_ONLY_KWARGS = frozenset(
+    {"device_map", "attn_implementation", "low_cpu_mem_usage", "trust_remote_code", "torch_dtype"}
+)
 
 
 @dataclasses.dataclass
@@ -83,8 +85,10 @@ def _read_preprocessor(folder: Path, cfg: Qwen3TTSTokenizerV2Config) -> int:
     if data.get("feature_size", 1) != 1:
         raise ConfigError(f"{path}: feature_size={data.get('feature_size')!r} is not supported (mono only: 1)")
     if float(data.get("padding_value", 0.0)) != 0.0 or data.get("padding_side", "right") != "right":
-        raise ConfigError(f"{path}: only right padding with 0.0 is supported, got "
-                          f"padding_side={data.get('padding_side')!r}, padding_value={data.get('padding_value')!r}")
+        raise ConfigError(
+            f"{path}: only right padding with 0.0 is supported, got "
+            f"padding_side={data.get('padding_side')!r}, padding_value={data.get('padding_value')!r}"
+        )
     if data.get("chunk_length_s") is not None:
         raise ConfigError(f"{path}: chunk_length_s={data['chunk_length_s']!r} is not supported (released: null)")
     return sr
@@ -125,7 +129,9 @@ def _code_items(encoded: Any) -> tuple[list[Any], list[str]]:
         return [arr], [name]
     if arr.ndim == 3:  # a -1-padded batch (B, T, Q)
         return list(arr), [f"{name}[{i}]" for i in range(arr.shape[0])]
-    raise ValueError(f"{name}: expected codes of shape (frames, codebooks) or (batch, frames, codebooks), got {arr.shape}")
+    raise ValueError(
+        f"{name}: expected codes of shape (frames, codebooks) or (batch, frames, codebooks), got {arr.shape}"
+    )
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
@@ -168,8 +174,14 @@ class Qwen3TTSTokenizer:
     """`Qwen3TTSTokenizer` for the 12 Hz tokenizer: `from_pretrained`, `encode`, `decode` and the
     rate getters, over jitted JAX encoder/decoder functions and a param pytree."""
 
-    def __init__(self, config: Qwen3TTSTokenizerV2Config, params: dict, policy: Policy = Policy(),
-                 input_sampling_rate: int | None = None, path: str | None = None):
+    def __init__(
+        self,
+        config: Qwen3TTSTokenizerV2Config,
+        params: dict,
+        policy: Policy = Policy(),
+        input_sampling_rate: int | None = None,
+        path: str | None = None,
+    ):
         self.config = config
         self.params = params  # {"encoder": ..., "decoder": ...}
         self.policy = policy
@@ -179,8 +191,9 @@ class Qwen3TTSTokenizer:
         self._prepared: tuple[dict, dict] | None = None  # (decoder params, their laid-out copy)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype: Any = None,
-                        policy: Policy | None = None, **kwargs) -> Qwen3TTSTokenizer:
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, dtype: Any = None, policy: Policy | None = None, **kwargs
+    ) -> Qwen3TTSTokenizer:
         """Load a `speech_tokenizer/` folder (or a model folder containing one, or a HF repo id).
 
         `dtype` is the compute and weight dtype (None → float32, the reference's default; the
@@ -216,8 +229,14 @@ class Qwen3TTSTokenizer:
         for i, w in enumerate(wavs):
             batch[i, : len(w)] = w
         codes = np.asarray(
-            codec_encoder.encode(self.params["encoder"], self.config, jnp.asarray(batch), jnp.asarray(lengths),
-                                 self.policy.dtype, self.policy.matmul)
+            codec_encoder.encode(
+                self.params["encoder"],
+                self.config,
+                jnp.asarray(batch),
+                jnp.asarray(lengths),
+                self.policy.dtype,
+                self.policy.matmul,
+            )
         )
         n_frames = -(-lengths // frame)
         out = [codes[i, : int(n)].astype(np.int64) for i, n in enumerate(n_frames)]
@@ -267,5 +286,7 @@ class Qwen3TTSTokenizer:
         return int(self.config.decode_upsample_rate)
 
     def __repr__(self) -> str:
-        return (f"Qwen3TTSTokenizer(path={self.path!r}, dtype={jnp.dtype(self.policy.dtype).name}, "
-                f"codebooks={self.config.decoder.num_quantizers}x{self.config.decoder.codebook_size})")
+        return (
+            f"Qwen3TTSTokenizer(path={self.path!r}, dtype={jnp.dtype(self.policy.dtype).name}, "
+            f"codebooks={self.config.decoder.num_quantizers}x{self.config.decoder.codebook_size})"
+        )

@@ -56,7 +56,10 @@ class Talker(nn.Module):
     def setup(self):
         cfg, p = self.cfg, self.policy
         self.model = TalkerModel(
-            cfg.transformer, p, codec_vocab_size=cfg.vocab_size, text_vocab_size=cfg.text_vocab_size,
+            cfg.transformer,
+            p,
+            codec_vocab_size=cfg.vocab_size,
+            text_vocab_size=cfg.text_vocab_size,
             text_hidden_size=cfg.text_hidden_size,
         )
         self.text_projection = TextProjection(cfg.text_hidden_size, cfg.transformer.hidden_size, p)

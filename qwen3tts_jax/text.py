@@ -208,9 +208,14 @@ def _qwen2_backend(vocab_path: Path, merges_path: Path, split_regex: str) -> tok
             raise FileNotFoundError(f"{path}: file not found (needed to build the text tokenizer)")
     try:
         model = BPE.from_file(
-            str(vocab_path), str(merges_path),
-            dropout=None, unk_token=None, continuing_subword_prefix="", end_of_word_suffix="",
-            fuse_unk=False, byte_fallback=False,
+            str(vocab_path),
+            str(merges_path),
+            dropout=None,
+            unk_token=None,
+            continuing_subword_prefix="",
+            end_of_word_suffix="",
+            fuse_unk=False,
+            byte_fallback=False,
         )
     except Exception as err:  # the Rust reader reports which line it choked on, not which file
         raise ValueError(f"{vocab_path} / {merges_path}: cannot build the BPE ({err})") from err
@@ -235,28 +240,38 @@ def _file_backend(path: Path) -> tokenizers.Tokenizer:
 def _patch_split(backend: tokenizers.Tokenizer, pattern: str, path: Path) -> None:
     """Overwrite the first pre-tokeniser of the sequence, exactly where the reference patches."""
     if not isinstance(backend.pre_tokenizer, pre_tokenizers.Sequence):
-        raise ValueError(f"{path}: the pre_tokenizer is not a Sequence; cannot apply the split "
-                         "regex the reference would patch in")
+        raise ValueError(
+            f"{path}: the pre_tokenizer is not a Sequence; cannot apply the split regex the reference would patch in"
+        )
     backend.pre_tokenizer[0] = _split(pattern)
 
 
 def _add_tokens(backend: tokenizers.Tokenizer, config: TokenizerConfig, path: Path) -> None:
     """Add `added_tokens_decoder` in id order and check each landed on its id."""
     specials = set(config.special_strings)
-    backend.add_tokens([
-        AddedToken(t.content, single_word=t.single_word, lstrip=t.lstrip, rstrip=t.rstrip,
-                   normalized=t.normalized, special=t.special or t.content in specials)
-        for t in config.added_tokens
-    ])
+    backend.add_tokens(
+        [
+            AddedToken(
+                t.content,
+                single_word=t.single_word,
+                lstrip=t.lstrip,
+                rstrip=t.rstrip,
+                normalized=t.normalized,
+                special=t.special or t.content in specials,
+            )
+            for t in config.added_tokens
+        ]
+    )
     for t in config.added_tokens:
         got = backend.token_to_id(t.content)
         if got != t.id:
-            raise ValueError(f"{path}: added token {t.content!r} should have id {t.id} but gets {got} "
-                             "(the added ids must follow the vocabulary without gaps)")
+            raise ValueError(
+                f"{path}: added token {t.content!r} should have id {t.id} but gets {got} "
+                "(the added ids must follow the vocabulary without gaps)"
+            )
     for s in config.special_strings:
         if backend.token_to_id(s) is None:
-            raise ValueError(f"{path}: special token {s!r} is neither in added_tokens_decoder nor "
-                             "in the vocabulary")
+            raise ValueError(f"{path}: special token {s!r} is neither in added_tokens_decoder nor in the vocabulary")
     backend.encode_special_tokens = config.split_special_tokens
 
 
@@ -288,9 +303,7 @@ class TextTokenizer:
     source: str  # the folder, for error messages
 
     @classmethod
-    def from_pretrained(
-        cls, model_dir: str | Path, *, split_pattern: SplitPattern = "auto"
-    ) -> TextTokenizer:
+    def from_pretrained(cls, model_dir: str | Path, *, split_pattern: SplitPattern = "auto") -> TextTokenizer:
         """Load from a model folder: vocab.json + merges.txt (or tokenizer.json) + tokenizer_config.json.
 
         `split_pattern="auto"` picks the regex the reference picks for this local folder
@@ -315,8 +328,9 @@ class TextTokenizer:
         if chosen == "mistral_fix":
             _patch_split(backend, MISTRAL_FIX_SPLIT_REGEX, source)
         _add_tokens(backend, config, config_path)
-        return cls(backend=backend, special=_special_ids(backend, config_path), split_pattern=chosen,
-                   source=str(model_dir))
+        return cls(
+            backend=backend, special=_special_ids(backend, config_path), split_pattern=chosen, source=str(model_dir)
+        )
 
     def encode(self, text: str) -> list[int]:
         """`tokenizer(text)["input_ids"]`: no BOS/EOS; special-token strings in `text` become their ids."""
@@ -356,9 +370,12 @@ def _special_ids(backend: tokenizers.Tokenizer, path: Path) -> SpecialTokenIds:
         return token_id
 
     return SpecialTokenIds(
-        im_start=required(IM_START), im_end=required(IM_END),
-        endoftext=backend.token_to_id(ENDOFTEXT), tts_pad=backend.token_to_id(TTS_PAD),
-        tts_bos=backend.token_to_id(TTS_BOS), tts_eos=backend.token_to_id(TTS_EOS),
+        im_start=required(IM_START),
+        im_end=required(IM_END),
+        endoftext=backend.token_to_id(ENDOFTEXT),
+        tts_pad=backend.token_to_id(TTS_PAD),
+        tts_bos=backend.token_to_id(TTS_BOS),
+        tts_eos=backend.token_to_id(TTS_EOS),
     )
 
 
@@ -442,20 +459,21 @@ def _role_ids(tok: TextTokenizer, role: str) -> tuple[int, ...]:
     return (tok.special.im_start, *tok.encode(role), *tok.encode("\n"))
 
 
-def _check_slices(tok: TextTokenizer, ids: tuple[int, ...], value: str, name: str,
-                  tail: tuple[int, ...]) -> None:
+def _check_slices(tok: TextTokenizer, ids: tuple[int, ...], value: str, name: str, tail: tuple[int, ...]) -> None:
     """Check the reference's fixed-width slices cut where it assumes."""
     head = _role_ids(tok, "assistant")
     shown = value if len(value) <= 40 else value[:40] + "..."
     if ids[: len(head)] != head:
         raise ValueError(
-            f"{name}={shown!r}: the formatted prompt starts with ids {list(ids[:len(head)])}, not the "
+            f"{name}={shown!r}: the formatted prompt starts with ids {list(ids[: len(head)])}, not the "
             f"role {list(head)} (<|im_start|>assistant\\n); a leading line break merges with the role's "
-            f"newline and the reference's [:3] slice would cut the wrong tokens. Strip it.")
-    if ids[-len(tail):] != tail or len(ids) <= len(head) + len(tail):
+            f"newline and the reference's [:3] slice would cut the wrong tokens. Strip it."
+        )
+    if ids[-len(tail) :] != tail or len(ids) <= len(head) + len(tail):
         raise ValueError(
             f"{name}={shown!r}: the formatted prompt does not end with {list(tail)} after at least one "
-            f"text token (got {list(ids)})")
+            f"text token (got {list(ids)})"
+        )
 
 
 def tokenize_assistant_text(tok: TextTokenizer, text: str) -> AssistantTextIds:

@@ -60,8 +60,14 @@ class TrainExample:
 
     def request(self) -> PromptRequest:
         """The generation request whose prompt this example trains (non-streaming layout)."""
-        return PromptRequest(self.text_ids, self.language, self.speaker, self.speaker_embedding, self.instruct_ids,
-                             non_streaming_mode=True)
+        return PromptRequest(
+            self.text_ids,
+            self.language,
+            self.speaker,
+            self.speaker_embedding,
+            self.instruct_ids,
+            non_streaming_mode=True,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,12 +100,16 @@ def example_layout(cfg: Qwen3TTSConfig, ex: TrainExample) -> Layout:
     if codes.ndim != 2 or codes.shape[1] != n_groups or len(codes) == 0:
         raise ValueError(f"TrainExample.codes: expected a non-empty (T, {n_groups}) array, got shape {codes.shape}")
     if codes.min() < 0 or codes.max() >= t.code_predictor.vocab_size:
-        raise ValueError(f"TrainExample.codes: values must be in [0, {t.code_predictor.vocab_size}), "
-                         f"got [{codes.min()}, {codes.max()}]")
+        raise ValueError(
+            f"TrainExample.codes: values must be in [0, {t.code_predictor.vocab_size}), "
+            f"got [{codes.min()}, {codes.max()}]"
+        )
     ids = tuple(ex.text_ids)
     if len(ids) < 9:
-        raise ValueError(f"TrainExample.text_ids: expected a formatted assistant text (role + text + 5-token tail), "
-                         f"got {len(ids)} ids")
+        raise ValueError(
+            f"TrainExample.text_ids: expected a formatted assistant text (role + text + 5-token tail), "
+            f"got {len(ids)} ids"
+        )
     if ex.speaker is not None and ex.speaker_embedding is not None:
         raise ValueError("TrainExample: give either speaker (preset) or speaker_embedding (x-vector), not both")
     if ex.speaker is not None and ex.speaker.lower() not in t.speakers:
@@ -110,7 +120,9 @@ def example_layout(cfg: Qwen3TTSConfig, ex: TrainExample) -> Layout:
 
     spk = None if ex.speaker_embedding is None else np.asarray(ex.speaker_embedding, np.float32).reshape(-1)
     if spk is not None and spk.shape[0] != t.transformer.hidden_size:
-        raise ValueError(f"TrainExample.speaker_embedding: expected {t.transformer.hidden_size} values, got {spk.shape[0]}")
+        raise ValueError(
+            f"TrainExample.speaker_embedding: expected {t.transformer.hidden_size} values, got {spk.shape[0]}"
+        )
     prompt = prompt_tracks(cfg, ex.request())
     start, nf = prompt.length, len(codes)
     # Target frames (the generation-time input: tts_pad + Σ of the frame's codebooks), then EOS.
@@ -122,9 +134,19 @@ def example_layout(cfg: Qwen3TTSConfig, ex: TrainExample) -> Layout:
     labels = np.full(start + nf + 1, IGNORE_INDEX, np.int32)
     labels[start : start + nf] = codes[:, 0]
     labels[start + nf] = t.codec_eos_token_id
-    return Layout(cat(prompt.text_ids, pad), cat(prompt.text_on, on), cat(prompt.codec_ids, codes[:, 0], [t.codec_eos_token_id]),
-                  cat(prompt.codec_on, on), cat(prompt.spk_on, off), cat(prompt.res_codes, res_codes),
-                  cat(prompt.res_on, res_on), labels, spk, start, codes.astype(np.int32))
+    return Layout(
+        cat(prompt.text_ids, pad),
+        cat(prompt.text_on, on),
+        cat(prompt.codec_ids, codes[:, 0], [t.codec_eos_token_id]),
+        cat(prompt.codec_on, on),
+        cat(prompt.spk_on, off),
+        cat(prompt.res_codes, res_codes),
+        cat(prompt.res_on, res_on),
+        labels,
+        spk,
+        start,
+        codes.astype(np.int32),
+    )
 
 
 @pytree_dataclass
@@ -153,12 +175,26 @@ class TrainBatch:
     @property
     def tracks(self) -> TrackBatch:
         """The input tracks, for `prompt.embed_tracks`."""
-        return TrackBatch(self.text_ids, self.text_on, self.codec_ids, self.codec_on, self.spk_on, self.res_codes,
-                          self.res_on, self.speaker, self.mask)
+        return TrackBatch(
+            self.text_ids,
+            self.text_on,
+            self.codec_ids,
+            self.codec_on,
+            self.spk_on,
+            self.res_codes,
+            self.res_on,
+            self.speaker,
+            self.mask,
+        )
 
 
-def collate(layouts: Sequence[Layout], hidden_size: int, length_bucket: int = 32, frame_bucket: int = 16,
-            num_code_groups: int = 16) -> TrainBatch:
+def collate(
+    layouts: Sequence[Layout],
+    hidden_size: int,
+    length_bucket: int = 32,
+    frame_bucket: int = 16,
+    num_code_groups: int = 16,
+) -> TrainBatch:
     """Right-pad layouts into a `TrainBatch` (numpy arrays), lengths rounded up to the buckets."""
     if not layouts:
         raise ValueError("collate: no examples")
@@ -167,11 +203,19 @@ def collate(layouts: Sequence[Layout], hidden_size: int, length_bucket: int = 32
     f = bucket(max(len(x.codes) for x in layouts), frame_bucket)
     q = num_code_groups
     out = dict(
-        text_ids=np.zeros((b, t), np.int32), text_on=np.zeros((b, t), bool), codec_ids=np.zeros((b, t), np.int32),
-        codec_on=np.zeros((b, t), bool), spk_on=np.zeros((b, t), bool), speaker=np.zeros((b, hidden_size), np.float32),
-        res_codes=np.zeros((b, t, q - 1), np.int32), res_on=np.zeros((b, t), bool), mask=np.zeros((b, t), bool),
-        labels=np.full((b, t), IGNORE_INDEX, np.int32), frame_pos=np.ones((b, f), np.int32),
-        frame_codes=np.zeros((b, f, q), np.int32), frame_valid=np.zeros((b, f), bool),
+        text_ids=np.zeros((b, t), np.int32),
+        text_on=np.zeros((b, t), bool),
+        codec_ids=np.zeros((b, t), np.int32),
+        codec_on=np.zeros((b, t), bool),
+        spk_on=np.zeros((b, t), bool),
+        speaker=np.zeros((b, hidden_size), np.float32),
+        res_codes=np.zeros((b, t, q - 1), np.int32),
+        res_on=np.zeros((b, t), bool),
+        mask=np.zeros((b, t), bool),
+        labels=np.full((b, t), IGNORE_INDEX, np.int32),
+        frame_pos=np.ones((b, f), np.int32),
+        frame_codes=np.zeros((b, f, q), np.int32),
+        frame_valid=np.zeros((b, f), bool),
     )
     for i, x in enumerate(layouts):
         n, nf = x.length, len(x.codes)
@@ -186,14 +230,26 @@ def collate(layouts: Sequence[Layout], hidden_size: int, length_bucket: int = 32
     return TrainBatch(**out)
 
 
-def make_batch(cfg: Qwen3TTSConfig, examples: Sequence[TrainExample], length_bucket: int = 32,
-               frame_bucket: int = 16) -> TrainBatch:
-    return collate([example_layout(cfg, e) for e in examples], cfg.talker.transformer.hidden_size, length_bucket,
-                   frame_bucket, cfg.talker.num_code_groups)
+def make_batch(
+    cfg: Qwen3TTSConfig, examples: Sequence[TrainExample], length_bucket: int = 32, frame_bucket: int = 16
+) -> TrainBatch:
+    return collate(
+        [example_layout(cfg, e) for e in examples],
+        cfg.talker.transformer.hidden_size,
+        length_bucket,
+        frame_bucket,
+        cfg.talker.num_code_groups,
+    )
 
 
-def iterate_batches(cfg: Qwen3TTSConfig, examples: Sequence[TrainExample], batch_size: int, seed: int = 0,
-                    length_bucket: int = 32, frame_bucket: int = 16) -> Iterator[TrainBatch]:
+def iterate_batches(
+    cfg: Qwen3TTSConfig,
+    examples: Sequence[TrainExample],
+    batch_size: int,
+    seed: int = 0,
+    length_bucket: int = 32,
+    frame_bucket: int = 16,
+) -> Iterator[TrainBatch]:
     """Endless, deterministic stream of full batches: a seeded shuffle per epoch, the order
     continuing across epoch boundaries (no short last batch, so one compile per bucket)."""
     if batch_size < 1 or not examples:
@@ -205,8 +261,13 @@ def iterate_batches(cfg: Qwen3TTSConfig, examples: Sequence[TrainExample], batch
         while len(order) < batch_size:
             order += list(rng.permutation(len(layouts)))
         take, order = order[:batch_size], order[batch_size:]
-        yield collate([layouts[i] for i in take], cfg.talker.transformer.hidden_size, length_bucket, frame_bucket,
-                      cfg.talker.num_code_groups)
+        yield collate(
+            [layouts[i] for i in take],
+            cfg.talker.transformer.hidden_size,
+            length_bucket,
+            frame_bucket,
+            cfg.talker.num_code_groups,
+        )
 
 
 def examples_from_audio(model, items: Sequence[dict]) -> list[TrainExample]:
@@ -236,10 +297,14 @@ def examples_from_audio(model, items: Sequence[dict]) -> list[TrainExample]:
             wav = normalize_audios([ref], target_sr=24000, name=f"items[{i}].ref_audio")[0]
             spk = np.asarray(extract_speaker_embedding(model.params, model.config, wav, 24000, model.policy))
         instruct = it.get("instruct")
-        out.append(TrainExample(
-            text_ids=model.text_tokenizer.assistant_text_ids(it["text"]).input_ids,
-            codes=np.asarray(c, np.int32), language=str(it.get("language", "auto")).lower(),
-            speaker=it.get("speaker"), speaker_embedding=None if spk is None else np.asarray(spk, np.float32),
-            instruct_ids=model.text_tokenizer.instruct_ids(instruct).input_ids if instruct else None,
-        ))
+        out.append(
+            TrainExample(
+                text_ids=model.text_tokenizer.assistant_text_ids(it["text"]).input_ids,
+                codes=np.asarray(c, np.int32),
+                language=str(it.get("language", "auto")).lower(),
+                speaker=it.get("speaker"),
+                speaker_embedding=None if spk is None else np.asarray(spk, np.float32),
+                instruct_ids=model.text_tokenizer.instruct_ids(instruct).input_ids if instruct else None,
+            )
+        )
     return out

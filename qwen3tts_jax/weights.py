@@ -101,13 +101,17 @@ def decoder_layer_entries(prefix: str, cfg: TransformerConfig) -> list[Entry]:
     b = cfg.attention_bias
     a = f"{prefix}.self_attn"
     return [
-        *linear(f"{a}.q_proj", hx, d, b), *linear(f"{a}.k_proj", kx, d, b), *linear(f"{a}.v_proj", kx, d, b),
+        *linear(f"{a}.q_proj", hx, d, b),
+        *linear(f"{a}.k_proj", kx, d, b),
+        *linear(f"{a}.v_proj", kx, d, b),
         *linear(f"{a}.o_proj", d, hx, b),
-        vector(f"{a}.q_norm.weight", cfg.head_dim), vector(f"{a}.k_norm.weight", cfg.head_dim),
+        vector(f"{a}.q_norm.weight", cfg.head_dim),
+        vector(f"{a}.k_norm.weight", cfg.head_dim),
         *linear(f"{prefix}.mlp.gate_proj", cfg.intermediate_size, d),
         *linear(f"{prefix}.mlp.up_proj", cfg.intermediate_size, d),
         *linear(f"{prefix}.mlp.down_proj", d, cfg.intermediate_size),
-        vector(f"{prefix}.input_layernorm.weight", d), vector(f"{prefix}.post_attention_layernorm.weight", d),
+        vector(f"{prefix}.input_layernorm.weight", d),
+        vector(f"{prefix}.post_attention_layernorm.weight", d),
     ]
 
 
@@ -270,7 +274,9 @@ def _header_keys(path: Path) -> list[str]:
     with open(path, "rb") as fh:
         n = int.from_bytes(fh.read(8), "little")
         if n <= 0 or 8 + n > size:
-            raise CheckpointError(f"{path}: truncated or corrupt safetensors header (header length {n}, file size {size})")
+            raise CheckpointError(
+                f"{path}: truncated or corrupt safetensors header (header length {n}, file size {size})"
+            )
         try:
             header = json.loads(fh.read(n))
         except ValueError as err:
@@ -321,12 +327,20 @@ def check_keys(entries: Iterable[Entry], found: Mapping[str, tuple[int, ...]], i
         missing=tuple(sorted(k for k in table if k not in found)),
         unexpected=tuple(sorted(k for k in found if k not in table and k not in set(ignored))),
         ignored=ignored,
-        wrong_shape=tuple((k, table[k].shape, tuple(found[k])) for k in sorted(table) if k in found and tuple(found[k]) != table[k].shape),
+        wrong_shape=tuple(
+            (k, table[k].shape, tuple(found[k]))
+            for k in sorted(table)
+            if k in found and tuple(found[k]) != table[k].shape
+        ),
     )
 
 
 def load_tree(
-    ckpt: Checkpoint, entries: list[Entry], ignore: Iterable[str] = (), dtype: Any = None, source: str = "checkpoint",
+    ckpt: Checkpoint,
+    entries: list[Entry],
+    ignore: Iterable[str] = (),
+    dtype: Any = None,
+    source: str = "checkpoint",
     shardings: Callable[[tuple[str, ...], tuple[int, ...]], Any] | None = None,
 ) -> dict:
     """Load every entry into a nested dict; cast floats to `dtype` when given.
@@ -402,8 +416,13 @@ def layout_model_params(params: dict, cfg: Qwen3TTSConfig, scan_layers: bool) ->
     return {**params, "talker": talker}
 
 
-def load_model_params(model_dir: str | Path, cfg: Qwen3TTSConfig | None = None, dtype: Any = None, scan_layers: bool = False,
-                      shardings: Callable[[tuple[str, ...], tuple[int, ...]], Any] | None = None) -> dict:
+def load_model_params(
+    model_dir: str | Path,
+    cfg: Qwen3TTSConfig | None = None,
+    dtype: Any = None,
+    scan_layers: bool = False,
+    shardings: Callable[[tuple[str, ...], tuple[int, ...]], Any] | None = None,
+) -> dict:
     """Params of a model folder: `{"talker": …, "speaker_encoder": …}` (Base only).
     `shardings`: see `load_tree` (stacked layers keep their per-layer split)."""
     model_dir = Path(model_dir)

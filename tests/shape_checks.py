@@ -17,7 +17,9 @@ import re
 from beartype import BeartypeConf, beartype
 
 _check = beartype(conf=BeartypeConf(is_pep484_tower=True))
-_ARRAY = re.compile(r"\b(Float|Int|Bool|Shaped|Num|Real|UInt|Integer|Inexact|Key)\[|\bHostArray\b|\bArray\b|\bndarray\b")
+_ARRAY = re.compile(
+    r"\b(Float|Int|Bool|Shaped|Num|Real|UInt|Integer|Inexact|Key)\[|\bHostArray\b|\bArray\b|\bndarray\b"
+)
 
 
 def _names_an_array(fn) -> bool:

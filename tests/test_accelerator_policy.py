@@ -15,16 +15,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import assert_close
-from qwen3tts_jax.code_predictor import CodePredictor
+
+from qwen3tts_jax import presets
 from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
 from qwen3tts_jax.codec.decoder import chunked_decode, decode_codes
 from qwen3tts_jax.codec.streaming import StreamingDecoder
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
+from qwen3tts_jax.finetune import subtalker_logits
 from qwen3tts_jax.nn.attention import attend_live
 from qwen3tts_jax.nn.linear import linear
-from qwen3tts_jax import presets
 from qwen3tts_jax.random_model import random_model_params
 from qwen3tts_jax.talker import Talker, talker_cache
 from qwen3tts_jax.weights import layout_model_params, load_model_params
@@ -216,16 +216,7 @@ def test_code_predictor_teacher_forced_logits_match_reference(tiny_model, name):
         ).sequences
         codes = torch.cat([code0, codes15], 1)
         want, _ = ref.talker.forward_sub_talker_finetune(codes, past)
-    e0 = Talker(cfg.talker, GPU).apply(
-        {"params": params["talker"]}, jnp.asarray(code0.numpy()), method=Talker.embed_codec
-    )
-    got = CodePredictor(cfg.talker, GPU).apply(
-        {"params": params["talker"]["code_predictor"]},
-        jnp.asarray(past.numpy()),
-        e0[:, 0],
-        jnp.asarray(codes.numpy()),
-        method=CodePredictor.teacher_forced_logits,
-    )
+    got = subtalker_logits(cfg, GPU, params["talker"], jnp.asarray(past.numpy()), jnp.asarray(codes.numpy()))
     assert_close(got, want.numpy(), 1e-4, f"gpu-policy code predictor 15 logit sets [{name}]")
     np.testing.assert_array_equal(np.argmax(np.asarray(got), -1), codes15.numpy())
 
@@ -306,8 +297,8 @@ def test_streaming_equals_offline_with_donated_codec_state():
 def codec(tmp_path_factory):
     import torch
 
-    from tests.reference.codec_models import build_reference_tokenizer, codec_config_dict, save_reference_tokenizer
     from qwen3tts_jax.codec.weights import load_codec_params
+    from tests.reference.codec_models import build_reference_tokenizer, codec_config_dict, save_reference_tokenizer
 
     torch.set_num_threads(2)
     model = build_reference_tokenizer(codec_config_dict(), seed=0)

@@ -61,8 +61,11 @@ def test_voice_clone_matches_reference_api(tiny_full_model, x_vector_only):
     ref, ours = _reference_api(folder), Qwen3TTSModel.from_pretrained(folder)
     audio = _voice()  # 16 kHz: both resample to 24 kHz
     kw = dict(ref_audio=audio, ref_text="This is what the reference says.", x_vector_only_mode=x_vector_only, **GREEDY)
-    _compare(ours.generate_voice_clone(TEXTS[0], language="english", **kw),
-             ref.generate_voice_clone(TEXTS[0], language="english", **kw), f"voice clone [x_vector_only={x_vector_only}]")
+    _compare(
+        ours.generate_voice_clone(TEXTS[0], language="english", **kw),
+        ref.generate_voice_clone(TEXTS[0], language="english", **kw),
+        f"voice clone [x_vector_only={x_vector_only}]",
+    )
     # A prompt made once is reusable, and gives the same audio as passing the audio again.
     prompt = ours.create_voice_clone_prompt(audio, ref_text=kw["ref_text"], x_vector_only_mode=x_vector_only)
     again = ours.generate_voice_clone(TEXTS[0], language="english", voice_clone_prompt=prompt, **GREEDY)
@@ -80,7 +83,12 @@ def test_seeded_sampling_is_reproducible():
 def test_streaming_equals_offline():
     model = Qwen3TTSModel.from_pretrained("random:tiny")
     offline = model.generate_custom_voice("Streaming test here.", "serena", max_new_tokens=12, seed=3)[0][0]
-    chunks = [c for c, _ in model.stream_custom_voice("Streaming test here.", "serena", max_new_tokens=12, seed=3, chunk_frames=3)]
+    chunks = [
+        c
+        for c, _ in model.stream_custom_voice(
+            "Streaming test here.", "serena", max_new_tokens=12, seed=3, chunk_frames=3
+        )
+    ]
     assert len(chunks) > 1 and model.last_stream_stats.time_to_first_audio is not None
     assert_close(np.concatenate(chunks), offline, 1e-4, "streaming vs offline waveform")
 
@@ -94,7 +102,10 @@ def test_streaming_chunk_sizes():
     per = model.speech_tokenizer.get_decode_upsample_rate()
     frames = len(offline) // per
     assert frames > 6, frames
-    chunks = [c for c, _ in model.stream_custom_voice("Chunk sizes here.", "serena", chunk_frames=3, first_chunk_frames=2, **kw)]
+    chunks = [
+        c
+        for c, _ in model.stream_custom_voice("Chunk sizes here.", "serena", chunk_frames=3, first_chunk_frames=2, **kw)
+    ]
     sizes = [len(c) // per for c in chunks]
     assert sizes[0] == 2 and all(n == 3 for n in sizes[1:-1]) and 1 <= sizes[-1] <= 3 and sum(sizes) == frames, sizes
     assert_close(np.concatenate(chunks), offline, 1e-4, "chunked stream vs offline")
@@ -112,25 +123,43 @@ def tiny_base():
     return Qwen3TTSModel.from_pretrained("random:tiny-base")
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda m: m.generate_custom_voice("", "ryan"), r"text\[0\]: must be a non-empty string"),
-    (lambda m: m.generate_custom_voice("hi", "nobody"), r"Unsupported speaker\(s\) \['nobody'\]. Supported: \['aiden'"),
-    (lambda m: m.generate_custom_voice("hi", "ryan", language="klingon"), r"Unsupported language\(s\) \['klingon'\]. Supported: \['auto'"),
-    (lambda m: m.generate_voice_design("hi", "calm"), r"needs a 'voice_design' model .* this model is 'custom_voice'"),
-    (lambda m: m.generate_custom_voice("hi", "ryan", max_new_tokens=0), r"max_new_tokens must be an integer >= 2"),
-    (lambda m: m.generate_custom_voice("hi", "ryan", max_new_tokens=40000), r"exceed the model's position budget"),
-    (lambda m: m.generate_custom_voice(["a", "b"], ["ryan", "eric", "aiden"]), r"Batch size mismatch: speaker has 3"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda m: m.generate_custom_voice("", "ryan"), r"text\[0\]: must be a non-empty string"),
+        (
+            lambda m: m.generate_custom_voice("hi", "nobody"),
+            r"Unsupported speaker\(s\) \['nobody'\]. Supported: \['aiden'",
+        ),
+        (
+            lambda m: m.generate_custom_voice("hi", "ryan", language="klingon"),
+            r"Unsupported language\(s\) \['klingon'\]. Supported: \['auto'",
+        ),
+        (
+            lambda m: m.generate_voice_design("hi", "calm"),
+            r"needs a 'voice_design' model .* this model is 'custom_voice'",
+        ),
+        (lambda m: m.generate_custom_voice("hi", "ryan", max_new_tokens=0), r"max_new_tokens must be an integer >= 2"),
+        (lambda m: m.generate_custom_voice("hi", "ryan", max_new_tokens=40000), r"exceed the model's position budget"),
+        (
+            lambda m: m.generate_custom_voice(["a", "b"], ["ryan", "eric", "aiden"]),
+            r"Batch size mismatch: speaker has 3",
+        ),
+    ],
+)
 def test_bad_input_is_refused_before_compute(tiny, call, match):
     with pytest.raises(ValueError, match=match):
         call(tiny)
 
 
-@pytest.mark.parametrize("audio,match", [
-    ((np.zeros(24000, np.float32), 24000), r"ref_audio\[0\]: the audio is silent"),
-    ((np.full(24000, np.nan, np.float32), 24000), r"NaN"),
-    ((np.ones(500, np.float32) * 0.1, 24000), r"too short"),
-])
+@pytest.mark.parametrize(
+    "audio,match",
+    [
+        ((np.zeros(24000, np.float32), 24000), r"ref_audio\[0\]: the audio is silent"),
+        ((np.full(24000, np.nan, np.float32), 24000), r"NaN"),
+        ((np.ones(500, np.float32) * 0.1, 24000), r"too short"),
+    ],
+)
 def test_bad_reference_audio(tiny_base, audio, match):
     with pytest.raises(ValueError, match=match):
         tiny_base.generate_voice_clone("hi", ref_audio=audio, ref_text="ref words")
@@ -151,8 +180,22 @@ def test_cli_synthesize_writes_audio_atomically(tmp_path):
     from qwen3tts_jax.cli import main
 
     out = tmp_path / "x.flac"
-    assert main(["synthesize", "--model", "random:tiny", "--text", "Command line test.", "--max-new-tokens", "6",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "synthesize",
+                "--model",
+                "random:tiny",
+                "--text",
+                "Command line test.",
+                "--max-new-tokens",
+                "6",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     audio, sr = sf.read(out)
     assert sr == 24000 and 0 < len(audio) <= 5 * 1920
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.flac"]  # no temporary left behind

@@ -44,9 +44,12 @@ def test_attend_live_equals_attend(t, slots, block):
         want = attend(q, k, v, jnp.asarray(mask), x**-0.5)
         got = attend_live(q, k_dirty, v, jnp.asarray(mask), x**-0.5, jnp.asarray(live), block)
         rows = mask.any(-1)  # queries with at least one visible key
-        assert_close(np.asarray(got)[rows], np.asarray(want)[rows], 1e-5, f"attend_live t={t} s={slots} block={block} live={live}")
-
-
+        assert_close(
+            np.asarray(got)[rows],
+            np.asarray(want)[rows],
+            1e-5,
+            f"attend_live t={t} s={slots} block={block} live={live}",
+        )
 
 
 @pytest.mark.reference
@@ -68,15 +71,21 @@ def test_blocked_talker_steps_match_reference(tiny_model):
     with torch.no_grad():
         am = torch.tensor(mask).long()
         pos0 = (am.cumsum(-1) - 1).masked_fill(am == 0, 1)
-        out = ref.talker.model(inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True,
-                               position_ids=pos0[None].expand(3, -1, -1))
+        out = ref.talker.model(
+            inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True, position_ids=pos0[None].expand(3, -1, -1)
+        )
         past = out.past_key_values
         assert_close(np.asarray(hidden)[mask], out.last_hidden_state.numpy()[mask], 1e-4, "blocked talker prefill")
         pos = torch.tensor(mask.sum(1))[:, None]
         for i, e in enumerate(steps):
             am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
-            r = ref.talker.model(inputs_embeds=torch.tensor(e), attention_mask=am, past_key_values=past, use_cache=True,
-                                 position_ids=(pos + i)[None].expand(3, -1, -1))
+            r = ref.talker.model(
+                inputs_embeds=torch.tensor(e),
+                attention_mask=am,
+                past_key_values=past,
+                use_cache=True,
+                position_ids=(pos + i)[None].expand(3, -1, -1),
+            )
             past = r.past_key_values
             h, cache = apply(jnp.asarray(e), jnp.ones((2, 1), bool), cache)
             assert_close(h, r.last_hidden_state.numpy(), 1e-4, f"blocked talker step {i}")
@@ -89,20 +98,30 @@ def test_blocked_generation_codes_identical(tiny_model):
     cfg = Qwen3TTSConfig.from_model_dir(folder)
     params = load_model_params(folder, cfg)
     text = [151644, 77091, 198, 9707, 11, 1879, 0, 2585, 374, 279, 151645, 198, 151644, 77091, 198]
-    reqs = [PromptRequest(tuple(text), "english", "serena", non_streaming_mode=True),
-            PromptRequest(tuple(text[:5] + text[-5:]), "auto", "ryan", non_streaming_mode=True)]
+    reqs = [
+        PromptRequest(tuple(text), "english", "serena", non_streaming_mode=True),
+        PromptRequest(tuple(text[:5] + text[-5:]), "auto", "ryan", non_streaming_mode=True),
+    ]
     g = GenerationConfig(do_sample=False, subtalker_dosample=False)
     out = {}
     for block in (8, 0):
         policy = Policy(attention_block=block)
         model = types.SimpleNamespace(config=cfg, policy=policy, params=params, placement=Placement())
         sampling = SamplingConfig.from_configs(g, cfg.talker)
-        requests = [Request(r, sampling, 30, k, audio=False) for r, k in zip(reqs, request_keys(jax.random.PRNGKey(0), 2))]
+        requests = [
+            Request(r, sampling, 30, k, audio=False) for r, k in zip(reqs, request_keys(jax.random.PRNGKey(0), 2))
+        ]
         out[block] = [r.codes for r in Engine(model, EngineShape.fit(requests, cfg, Placement())).run(requests)]
     with torch.no_grad():
-        want, _ = ref.generate(input_ids=[torch.tensor([r.text_ids]) for r in reqs], languages=[r.language for r in reqs],
-                               speakers=[r.speaker for r in reqs], non_streaming_mode=True, max_new_tokens=30,
-                               do_sample=False, subtalker_dosample=False)
+        want, _ = ref.generate(
+            input_ids=[torch.tensor([r.text_ids]) for r in reqs],
+            languages=[r.language for r in reqs],
+            speakers=[r.speaker for r in reqs],
+            non_streaming_mode=True,
+            max_new_tokens=30,
+            do_sample=False,
+            subtalker_dosample=False,
+        )
     for i, w in enumerate(want):
         np.testing.assert_array_equal(out[8][i], w.numpy(), err_msg=f"row {i} vs reference")
         np.testing.assert_array_equal(out[8][i], out[0][i], err_msg=f"row {i} blocked vs unblocked")

@@ -30,27 +30,36 @@ def test_read_txt_items(tmp_path):
     f = tmp_path / "texts.txt"
     f.write_text("First line.\n\n  Second line.  \n\nThird\n", encoding="utf-8")
     items = read_items(f)
-    assert [(i.id, i.text) for i in items] == [("000001", "First line."), ("000002", "Second line."), ("000003", "Third")]
+    assert [(i.id, i.text) for i in items] == [
+        ("000001", "First line."),
+        ("000002", "Second line."),
+        ("000003", "Third"),
+    ]
 
 
 def test_read_jsonl_items(tmp_path):
     f = tmp_path / "items.jsonl"
-    f.write_text('{"id": "a", "text": "Hi", "speaker": "ryan", "language": "english"}\n\n{"text": "Second"}\n', encoding="utf-8")
+    f.write_text(
+        '{"id": "a", "text": "Hi", "speaker": "ryan", "language": "english"}\n\n{"text": "Second"}\n', encoding="utf-8"
+    )
     items = read_items(f)
     assert items[0] == Item("a", "Hi", speaker="ryan", language="english")
     assert items[1] == Item("000002", "Second")
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"text": "ok"}\n{"text": ', r"items.jsonl:2: not valid JSON"),
-    ('["text"]\n', r"items.jsonl:1: expected a JSON object"),
-    ('{"text": ""}\n', r"items.jsonl:1: 'text' must be a non-empty string"),
-    ('{"text": "a", "voice": "x"}\n', r"items.jsonl:1: unknown field\(s\) \['voice'\]"),
-    ('{"id": "../x", "text": "a"}\n', r"items.jsonl:1: id '../x' must be"),
-    ('{"id": "a", "text": "a"}\n{"id": "a", "text": "b"}\n', r"id 'a' is used by items 1 and 2"),
-    ('{"text": "a", "x_vector_only": "yes"}\n', r"'x_vector_only' must be true or false"),
-    ('\n\n', r"no items"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"text": "ok"}\n{"text": ', r"items.jsonl:2: not valid JSON"),
+        ('["text"]\n', r"items.jsonl:1: expected a JSON object"),
+        ('{"text": ""}\n', r"items.jsonl:1: 'text' must be a non-empty string"),
+        ('{"text": "a", "voice": "x"}\n', r"items.jsonl:1: unknown field\(s\) \['voice'\]"),
+        ('{"id": "../x", "text": "a"}\n', r"items.jsonl:1: id '../x' must be"),
+        ('{"id": "a", "text": "a"}\n{"id": "a", "text": "b"}\n', r"id 'a' is used by items 1 and 2"),
+        ('{"text": "a", "x_vector_only": "yes"}\n', r"'x_vector_only' must be true or false"),
+        ("\n\n", r"no items"),
+    ],
+)
 def test_bad_jsonl_is_refused_with_file_and_line(tmp_path, content, message):
     f = tmp_path / "items.jsonl"
     f.write_text(content, encoding="utf-8")
@@ -79,11 +88,16 @@ def test_torn_manifest_line_is_dropped_and_rewritten(tmp_path):
 
 
 def test_superseded_manifest_lines_are_compacted(tmp_path):
-    old, new, other = ({"id": "a", "text": "t", "audio": "a.wav"}, {"id": "a", "text": "u", "audio": "a.wav"},
-                       {"id": "b", "text": "v", "audio": "b.wav"})
+    old, new, other = (
+        {"id": "a", "text": "t", "audio": "a.wav"},
+        {"id": "a", "text": "u", "audio": "a.wav"},
+        {"id": "b", "text": "v", "audio": "b.wav"},
+    )
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (old, other, new)), encoding="utf-8")
     assert load_manifest(tmp_path) == {"a": new, "b": other}
-    assert (tmp_path / "manifest.jsonl").read_text(encoding="utf-8") == json.dumps(other) + "\n" + json.dumps(new) + "\n"
+    assert (tmp_path / "manifest.jsonl").read_text(encoding="utf-8") == json.dumps(other) + "\n" + json.dumps(
+        new
+    ) + "\n"
 
 
 def test_settings_mismatch_is_refused(tmp_path):
@@ -125,7 +139,9 @@ class FakeModel:
         if self.crash_after is not None and len(self.calls) >= self.crash_after:
             raise KeyboardInterrupt("simulated kill")
         self.calls.append(list(texts))
-        return [np.full(1920 * (1 + len(t) % 3), sum(map(ord, t)) % 100 / 1000 + key[1] / 100, np.float32) for t in texts], 24000
+        return [
+            np.full(1920 * (1 + len(t) % 3), sum(map(ord, t)) % 100 / 1000 + key[1] / 100, np.float32) for t in texts
+        ], 24000
 
 
 def _items(n: int) -> list[Item]:
@@ -192,9 +208,27 @@ def test_voice_fields_must_be_given_for_design_and_clone():
 
 
 def _cmd(items: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "qwen3tts_jax.cli", "batch", "--model", "random:tiny", "--input", str(items),
-            "--out-dir", str(out), "--mesh", "data=2", "--cpu-devices", "2", "--greedy", "--max-new-tokens", "6",
-            "--batch-size", "2"]
+    return [
+        sys.executable,
+        "-m",
+        "qwen3tts_jax.cli",
+        "batch",
+        "--model",
+        "random:tiny",
+        "--input",
+        str(items),
+        "--out-dir",
+        str(out),
+        "--mesh",
+        "data=2",
+        "--cpu-devices",
+        "2",
+        "--greedy",
+        "--max-new-tokens",
+        "6",
+        "--batch-size",
+        "2",
+    ]
 
 
 def _env() -> dict:
@@ -223,11 +257,17 @@ def test_batch_command_resumes_after_kill(tmp_path):
     holds longer texts (a new prompt-length bucket, so a fresh compile): the kill lands there."""
     items = tmp_path / "items.jsonl"
     long = "This sentence is much longer than the first ones, so it needs a bigger prompt bucket"
-    rows = [{"id": "s1", "text": "Short one."}, {"id": "s2", "text": "Short two.", "speaker": "serena"},
-            {"id": "l1", "text": long + "."}, {"id": "l2", "text": long + "!", "language": "english"}]
+    rows = [
+        {"id": "s1", "text": "Short one."},
+        {"id": "s2", "text": "Short two.", "speaker": "serena"},
+        {"id": "l1", "text": long + "."},
+        {"id": "l2", "text": long + "!", "language": "english"},
+    ]
     items.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "out"
-    proc = subprocess.Popen(_cmd(items, out), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cmd(items, out), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     manifest = out / "manifest.jsonl"
     deadline = time.monotonic() + 600
     try:
@@ -251,7 +291,9 @@ def test_batch_command_resumes_after_kill(tmp_path):
     assert sorted(final) == sorted(r["id"] for r in rows)
     lines = [json.loads(x) for x in manifest.read_text(encoding="utf-8").splitlines()]
     assert len(lines) == len(rows) and len({x["id"] for x in lines}) == len(rows)  # each item written once
-    assert {i: (os.stat(out / r["audio"]).st_ino, os.stat(out / r["audio"]).st_mtime_ns) for i, r in first.items()} == stamps
+    assert {
+        i: (os.stat(out / r["audio"]).st_ino, os.stat(out / r["audio"]).st_mtime_ns) for i, r in first.items()
+    } == stamps
     assert not list(out.glob(".*.part"))
     assert {p.name for p in out.iterdir()} == {f"{r['id']}.wav" for r in rows} | {"manifest.jsonl", "batch.json"}
     print(f"[batch] killed after {sorted(first)}; resumed and wrote {sorted(set(final) - set(first))}")

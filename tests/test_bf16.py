@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qwen3tts_jax.code_predictor import CodePredictor
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
+from qwen3tts_jax.finetune import subtalker_logits
 from qwen3tts_jax.parity import row_relative_error, snr_db, topk_agreement
 from qwen3tts_jax.talker import Talker, talker_cache
 from qwen3tts_jax.weights import load_model_params
@@ -114,16 +114,7 @@ def test_code_predictor_logits_within_bf16_bounds(tiny_model, name):
     codes = rng.randint(0, 2048, (16, 16))
     with torch.no_grad():
         want, _ = ref.talker.forward_sub_talker_finetune(torch.tensor(codes), torch.tensor(past))
-    e0 = Talker(cfg.talker, policy).apply({"params": params}, jnp.asarray(codes[:, :1]), method=Talker.embed_codec)
-    got = np.asarray(
-        CodePredictor(cfg.talker, policy).apply(
-            {"params": params["code_predictor"]},
-            jnp.asarray(past),
-            e0[:, 0],
-            jnp.asarray(codes),
-            method=CodePredictor.teacher_forced_logits,
-        )
-    )
+    got = np.asarray(subtalker_logits(cfg, policy, params, jnp.asarray(past), jnp.asarray(codes)))
     rel = row_relative_error(got, want.numpy())
     top1 = topk_agreement(got, want.numpy(), 1)
     print(

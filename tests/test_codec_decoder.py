@@ -63,9 +63,17 @@ def tiny(tmp_path_factory):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cin,cout,k,stride,dilation,groups", [
-    (6, 10, 7, 1, 1, 1), (8, 8, 7, 1, 9, 1), (12, 12, 7, 1, 1, 12), (6, 10, 4, 2, 1, 1), (5, 7, 8, 4, 1, 1), (6, 4, 1, 1, 1, 1),
-])
+@pytest.mark.parametrize(
+    "cin,cout,k,stride,dilation,groups",
+    [
+        (6, 10, 7, 1, 1, 1),
+        (8, 8, 7, 1, 9, 1),
+        (12, 12, 7, 1, 1, 12),
+        (6, 10, 4, 2, 1, 1),
+        (5, 7, 8, 4, 1, 1),
+        (6, 4, 1, 1, 1, 1),
+    ],
+)
 def test_causal_conv1d_matches_reference_causal_convnet(cin, cout, k, stride, dilation, groups):
     from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2CausalConvNet
 
@@ -79,7 +87,16 @@ def test_causal_conv1d_matches_reference_causal_convnet(cin, cout, k, stride, di
         pad = causal_padding(length, k, stride, dilation)
         got = conv1d(jnp.asarray(_nwc(x)), w, b, stride=stride, dilation=dilation, groups=groups, padding=pad)
         assert_close(got, want, OP_TOL, f"CausalConvNet({cin},{cout},k{k},s{stride},d{dilation},g{groups}) L={length}")
-        hio = conv1d(jnp.asarray(_nwc(x)), to_hio(w), b, stride=stride, dilation=dilation, groups=groups, padding=pad, kernel_layout="HIO")
+        hio = conv1d(
+            jnp.asarray(_nwc(x)),
+            to_hio(w),
+            b,
+            stride=stride,
+            dilation=dilation,
+            groups=groups,
+            padding=pad,
+            kernel_layout="HIO",
+        )
         assert_close(hio, want, OP_TOL, "  ... HIO kernel layout")
 
 
@@ -115,7 +132,9 @@ def test_conv_transpose1d_matches_reference_causal_trans_convnet(cin, cout, k, s
         got = conv_transpose1d(jnp.asarray(_nwc(x)), w, b, stride=stride)
         assert got.shape == (2, length * stride, cout)
         assert_close(got, want, OP_TOL, f"CausalTransConvNet({cin},{cout},k{k},s{stride}) L={length}")
-        hio = conv_transpose1d(jnp.asarray(_nwc(x)), transposed_to_hio(w, stride), b, stride=stride, kernel_layout="HIO")
+        hio = conv_transpose1d(
+            jnp.asarray(_nwc(x)), transposed_to_hio(w, stride), b, stride=stride, kernel_layout="HIO"
+        )
         assert_close(hio, want, OP_TOL, "  ... HIO polyphase kernel")
 
 

@@ -76,8 +76,11 @@ def reference_stages(model, wav: np.ndarray) -> dict[str, np.ndarray]:
         sem = enc.quantizer.semantic_residual_vector_quantizer.input_proj(down)
         ac = enc.quantizer.acoustic_residual_vector_quantizer.input_proj(down)
     return {
-        "seanet": seanet[0].T.numpy(), "transformer": tr[0].numpy(), "downsample": down[0].T.numpy(),
-        "semantic_latent": sem[0].T.numpy(), "acoustic_latent": ac[0].T.numpy(),
+        "seanet": seanet[0].T.numpy(),
+        "transformer": tr[0].numpy(),
+        "downsample": down[0].T.numpy(),
+        "semantic_latent": sem[0].T.numpy(),
+        "acoustic_latent": ac[0].T.numpy(),
     }
 
 
@@ -118,13 +121,17 @@ def our_stages(params, cfg, wav: np.ndarray, boundary: int) -> dict:
 
 
 def code_margins(stages: dict, ref: dict, params, cfg, codes: np.ndarray) -> tuple[float, float]:
-    """For one item (`stages` of batch size 1; `ref` from `reference_stages`): (smallest nearest-vs-second gap, largest |ours - reference| error of those two distances)
+    """For one item (`stages` of batch size 1; `ref` from `reference_stages`): (smallest nearest-vs-second gap,
+    largest |ours - reference| error of those two distances)
     over every frame and codebook, walking the RVQ residual with the given codes on both sides."""
     q = params["quantizer"]
 
     def centroids(group: str, j: int) -> np.ndarray:
         cb = q[f"{group}_residual_vector_quantizer"][f"layers_{j}"]["codebook"]
-        return np.asarray(cb["embed_sum"], np.float64) / np.maximum(np.asarray(cb["cluster_usage"], np.float64), 1e-5)[:, None]
+        return (
+            np.asarray(cb["embed_sum"], np.float64)
+            / np.maximum(np.asarray(cb["cluster_usage"], np.float64), 1e-5)[:, None]
+        )
 
     t = codes.shape[0]
     gap, err = np.inf, 0.0
@@ -147,7 +154,9 @@ def code_margins(stages: dict, ref: dict, params, cfg, codes: np.ndarray) -> tup
 
 def assert_margins(gap: float, err: float, what: str) -> None:
     print(f"[margin] {what}: min nearest-vs-second gap {gap:.2e}, distance error {err:.2e}")
-    assert gap >= MIN_GAP and gap >= GAP_OVER_ERROR * err, f"{what}: code margin {gap:.2e} too close to a tie (err {err:.2e})"
+    assert gap >= MIN_GAP and gap >= GAP_OVER_ERROR * err, (
+        f"{what}: code margin {gap:.2e} too close to a tie (err {err:.2e})"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,7 +173,10 @@ def test_param_tree_matches_key_table(size):
     cfg = Qwen3TTSTokenizerV2Config.from_dict(tiny_cfg_dict() if size == "tiny" else fullsize_codec_config_dict())
     module = E.Qwen3TTSTokenizerV2Encoder(cfg.encoder, cfg.encoder_valid_num_quantizers)
     shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, FS)), jnp.int32(FS)))["params"]
-    ours_ = {"/".join(str(k.key) for k in path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]}
+    ours_ = {
+        "/".join(str(k.key) for k in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]
+    }
     table = {"/".join(flax_path(e.key)[1:]): e.shape for e in encoder_entries(cfg.encoder)}
     assert ours_ == table
     if size == "fullsize":

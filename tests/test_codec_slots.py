@@ -74,6 +74,7 @@ def test_staggered_rows_match_the_reference_decode_per_row(tiny):
     D2 reusing D1's slot (final, with a padded tail). Every push has uneven k across rows."""
     cfg = tiny.dcfg
     rng = np.random.RandomState(5)
+
     def codes(n):
         return rng.randint(0, cfg.codebook_size, (n, cfg.num_quantizers)).astype(np.int32)
 

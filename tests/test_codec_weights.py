@@ -26,10 +26,28 @@ FULLSIZE_STATE_NUMEL = 170_557_441  # parameters + persistent buffers of the rel
 def test_fullsize_config_values():
     cfg = Qwen3TTSTokenizerV2Config.from_dict(fullsize_codec_config_dict())
     d, e = cfg.decoder, cfg.encoder
-    assert (d.hidden_size, d.intermediate_size, d.latent_dim, d.decoder_dim, d.codebook_dim) == (512, 1024, 1024, 1536, 512)
-    assert (d.codebook_vector_dim, d.head_dim, d.sliding_window, d.total_upsample, d.output_dim) == (256, 64, 72, 1920, 96)
+    assert (d.hidden_size, d.intermediate_size, d.latent_dim, d.decoder_dim, d.codebook_dim) == (
+        512,
+        1024,
+        1024,
+        1536,
+        512,
+    )
+    assert (d.codebook_vector_dim, d.head_dim, d.sliding_window, d.total_upsample, d.output_dim) == (
+        256,
+        64,
+        72,
+        1920,
+        96,
+    )
     assert d.upsample_rates == (8, 5, 4, 3) and d.upsampling_ratios == (2, 2)
-    assert (e.hop_length, e.encodec_frame_rate, e.frame_rate, e.frame_size, e.downsample_kernel_size) == (960, 25, 12.5, 1920, 4)
+    assert (e.hop_length, e.encodec_frame_rate, e.frame_rate, e.frame_size, e.downsample_kernel_size) == (
+        960,
+        25,
+        12.5,
+        1920,
+        4,
+    )
     assert e.num_acoustic_quantizers == 31 and cfg.encoder_valid_num_quantizers == 16
     hash(cfg)  # static-jit-argument ready
 
@@ -74,7 +92,13 @@ def test_key_table_paths_follow_the_naming_convention():
     by_key = {e.key: e for e in entries}
     # nested ModuleLists fold the same way linen names nested lists: upsample.0.1 -> upsample_0_1
     assert by_key["decoder.decoder.1.block.2.conv1.conv.weight"].target == (
-        "decoder", "decoder_1", "block_2", "conv1", "conv", "weight")
+        "decoder",
+        "decoder_1",
+        "block_2",
+        "conv1",
+        "conv",
+        "weight",
+    )
     assert by_key["decoder.upsample.1.1.gamma"].target == ("decoder", "upsample_1_1", "gamma")
     assert by_key["decoder.upsample.0.1.dwconv.conv.weight"].shape == (32, 1, 7)  # depthwise (out, in/groups, k)
     assert by_key["decoder.decoder.1.block.1.conv.weight"].shape == (64, 32, 4)  # ConvTranspose1d (in, out, k)
@@ -102,8 +126,10 @@ def test_fullsize_key_set_matches_reference_state_dict():
     state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     report = check_keys(codec_entries(Qwen3TTSTokenizerV2Config.from_dict(data)), state, CODEC_IGNORED)
     assert report.ok, report.error("meta state_dict")
-    print(f"[keys] {len(state)} tensors, {len(report.ignored)} ignored: "
-          f"{sorted({k.rsplit('.', 1)[-1] for k in report.ignored})}")
+    print(
+        f"[keys] {len(state)} tensors, {len(report.ignored)} ignored: "
+        f"{sorted({k.rsplit('.', 1)[-1] for k in report.ignored})}"
+    )
     assert sum(int(np.prod(s)) for s in state.values()) == FULLSIZE_STATE_NUMEL
     # the ignored keys are exactly the 32 `initialized` flags and the 2 unused decoder input_proj
     assert len(report.ignored) == 34
@@ -137,7 +163,10 @@ def test_load_round_trip_and_fp32_codebooks(tiny_dir):
     low = load_codec_params(out, dtype=jnp.bfloat16)
     dec = low["decoder"]
     assert dec["quantizer"]["rvq_rest"]["vq"]["layers_3"]["_codebook"]["embedding_sum"].dtype == jnp.float32
-    assert low["encoder"]["quantizer"]["acoustic_residual_vector_quantizer"]["layers_0"]["codebook"]["cluster_usage"].dtype == jnp.float32
+    assert (
+        low["encoder"]["quantizer"]["acoustic_residual_vector_quantizer"]["layers_0"]["codebook"]["cluster_usage"].dtype
+        == jnp.float32
+    )
     assert dec["pre_conv"]["conv"]["weight"].dtype == jnp.bfloat16
 
 

@@ -38,8 +38,15 @@ def test_int_and_list_token_ids_are_equivalent():
         Qwen3TTSConfig.from_dict(d)
 
 
-@pytest.mark.parametrize("path", [("talker_config", "num_hidden_layers"), ("talker_config", "codec_eos_token_id"),
-                                  ("talker_config", "code_predictor_config", "vocab_size"), ("tts_model_type",)])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("talker_config", "num_hidden_layers"),
+        ("talker_config", "codec_eos_token_id"),
+        ("talker_config", "code_predictor_config", "vocab_size"),
+        ("tts_model_type",),
+    ],
+)
 def test_missing_required_field_is_named(path):
     d = copy.deepcopy(config_dict("base"))
     node = d

@@ -28,20 +28,43 @@ def custom():
 def _clone_item(model, icl: bool, seed: int, frames: int = 6) -> VoiceClonePromptItem:
     rng = np.random.default_rng(seed)
     d = model.config.talker.transformer.hidden_size
-    return VoiceClonePromptItem(rng.integers(0, 2048, (frames, 16)) if icl else None, rng.standard_normal(d).astype(np.float32),
-                                not icl, icl, "The words of the reference." if icl else None)
+    return VoiceClonePromptItem(
+        rng.integers(0, 2048, (frames, 16)) if icl else None,
+        rng.standard_normal(d).astype(np.float32),
+        not icl,
+        icl,
+        "The words of the reference." if icl else None,
+    )
 
 
 # (text, icl, non_streaming_mode, generation kwargs): six requests, every voice/text mode of a Base
 # model, greedy and sampled, each with its own budget.
 MIXED = [
-    ("Hello there, this is the first one.", True, False, dict(do_sample=False, subtalker_dosample=False, max_new_tokens=12)),
-    ("Second request, non-streaming text.", False, True, dict(do_sample=False, subtalker_dosample=False, max_new_tokens=20)),
+    (
+        "Hello there, this is the first one.",
+        True,
+        False,
+        dict(do_sample=False, subtalker_dosample=False, max_new_tokens=12),
+    ),
+    (
+        "Second request, non-streaming text.",
+        False,
+        True,
+        dict(do_sample=False, subtalker_dosample=False, max_new_tokens=20),
+    ),
     ("Third: sampled with a seed.", True, True, dict(seed=5, temperature=0.8, top_k=10, max_new_tokens=9)),
-    ("Fourth, sampled with top-p and a strong penalty.", False, False,
-     dict(seed=6, top_p=0.9, repetition_penalty=1.3, subtalker_temperature=0.5, max_new_tokens=15)),
-    ("A fifth request whose text is clearly the longest of all of them here.", False, True,
-     dict(do_sample=False, subtalker_dosample=False, max_new_tokens=25)),
+    (
+        "Fourth, sampled with top-p and a strong penalty.",
+        False,
+        False,
+        dict(seed=6, top_p=0.9, repetition_penalty=1.3, subtalker_temperature=0.5, max_new_tokens=15),
+    ),
+    (
+        "A fifth request whose text is clearly the longest of all of them here.",
+        False,
+        True,
+        dict(do_sample=False, subtalker_dosample=False, max_new_tokens=25),
+    ),
     ("Six.", True, False, dict(seed=9, do_sample=True, subtalker_dosample=False, temperature=1.3, max_new_tokens=7)),
 ]
 
@@ -59,8 +82,11 @@ def test_staggered_admission_equals_alone(base):
     requests = _mixed_requests(base)
     alone = [base.run([r])[0].codes for r in requests]
     shape = EngineShape.fit(requests, base.config, base.placement, slots=4)
-    engine = Engine(base, shape, program=SamplingProgram(base.config.talker.codec_eos_token_id,
-                                                          requests[0].sampling.talker.suppress))
+    engine = Engine(
+        base,
+        shape,
+        program=SamplingProgram(base.config.talker.codec_eos_token_id, requests[0].sampling.talker.suppress),
+    )
     handles, admitted_at = [], []
     frames = 0
     # Requests arrive between steps: 0 and 1 together, 2 after a step, 3..5 later (5 and 6 wait
@@ -82,8 +108,10 @@ def test_staggered_admission_equals_alone(base):
         np.testing.assert_array_equal(got, want, err_msg=f"request {i} ({MIXED[i][3]}) in company vs alone")
         assert h.result().finish_reason in ("stop", "length")
         assert len(got) <= requests[i].max_new_tokens - 1
-    print(f"[engine] staggered: frames {[len(h.result().codes) for h in handles]}, reasons "
-          f"{[h.result().finish_reason for h in handles]}")
+    print(
+        f"[engine] staggered: frames {[len(h.result().codes) for h in handles]}, reasons "
+        f"{[h.result().finish_reason for h in handles]}"
+    )
 
 
 def test_sampling_values_do_not_recompile(custom):
@@ -92,16 +120,35 @@ def test_sampling_values_do_not_recompile(custom):
     program = custom.requests(custom.custom_voice_prompts("x", "ryan", None, None, True), **kw)[0].sampling.program()
     sampler = gen.FrameSampler(custom.config, custom.policy, program, custom.placement)
     before = gen.compile_count(sampler)
-    for t, p, r, k in [(0.7, 1.0, 1.05, 50), (1.2, 0.9, 1.0, 0), (0.5, 0.5, 1.3, 5), (1.0, 0.99, 2.0, 1), (0.3, 0.8, 1.1, 20)]:
-        custom.generate_custom_voice("Compile once.", "ryan", temperature=t, top_p=p, repetition_penalty=r, top_k=k,
-                                     subtalker_temperature=t, subtalker_top_p=p, **kw)
+    for t, p, r, k in [
+        (0.7, 1.0, 1.05, 50),
+        (1.2, 0.9, 1.0, 0),
+        (0.5, 0.5, 1.3, 5),
+        (1.0, 0.99, 2.0, 1),
+        (0.3, 0.8, 1.1, 20),
+    ]:
+        custom.generate_custom_voice(
+            "Compile once.",
+            "ryan",
+            temperature=t,
+            top_p=p,
+            repetition_penalty=r,
+            top_k=k,
+            subtalker_temperature=t,
+            subtalker_top_p=p,
+            **kw,
+        )
     assert gen.compile_count(sampler) == before, (before, gen.compile_count(sampler))
 
 
 def test_a_slot_frees_when_its_request_ends_and_on_cancel(custom):
     kw = dict(do_sample=False, subtalker_dosample=False)
-    prompts = custom.custom_voice_prompts(["Short.", "A long request that is cancelled.", "Waiting one."], "ryan", None, None, True)
-    short, long_, waiting = (custom.requests([p], audio=False, max_new_tokens=m, **kw)[0] for p, m in zip(prompts, (4, 200, 5)))
+    prompts = custom.custom_voice_prompts(
+        ["Short.", "A long request that is cancelled.", "Waiting one."], "ryan", None, None, True
+    )
+    short, long_, waiting = (
+        custom.requests([p], audio=False, max_new_tokens=m, **kw)[0] for p, m in zip(prompts, (4, 200, 5))
+    )
     engine = Engine(custom, EngineShape.fit([long_], custom.config, custom.placement, slots=2))
     hs, hl, hw = engine.submit(short), engine.submit(long_), engine.submit(waiting)
     while not hs.done:
@@ -121,9 +168,13 @@ def test_a_slot_frees_when_its_request_ends_and_on_cancel(custom):
 
 def test_streamed_chunks_add_up_to_the_offline_result(custom):
     kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=14)
-    (req,) = custom.requests(custom.custom_voice_prompts("Streaming and offline agree.", "serena", None, None, True), **kw)
+    (req,) = custom.requests(
+        custom.custom_voice_prompts("Streaming and offline agree.", "serena", None, None, True), **kw
+    )
     offline = custom.run([req])[0]
-    engine = Engine(custom, EngineShape.fit([req], custom.config, custom.placement), chunk_frames=4, first_chunk_frames=1)
+    engine = Engine(
+        custom, EngineShape.fit([req], custom.config, custom.placement), chunk_frames=4, first_chunk_frames=1
+    )
     chunks = list(engine.submit(req))
     assert [len(c.codes) for c in chunks][:1] == [1] and all(len(c.codes) <= 4 for c in chunks)
     np.testing.assert_array_equal(np.concatenate([c.codes for c in chunks]), offline.codes)
@@ -131,12 +182,17 @@ def test_streamed_chunks_add_up_to_the_offline_result(custom):
 
 
 def test_requests_that_cannot_fit_fail_at_submit(custom):
-    (req,) = custom.requests(custom.custom_voice_prompts("Too long for this engine.", "ryan", None, None, True), max_new_tokens=600)
+    (req,) = custom.requests(
+        custom.custom_voice_prompts("Too long for this engine.", "ryan", None, None, True), max_new_tokens=600
+    )
     engine = Engine(custom, EngineShape(slots=1, cache_slots=256, text_track=128))
     with pytest.raises(ValueError, match=r"needs \d+ KV slots; this engine has 256"):
         engine.submit(req)
-    greedy = Engine(custom, EngineShape(slots=1, cache_slots=1024, text_track=128),
-                    program=SamplingProgram(custom.config.talker.codec_eos_token_id, req.sampling.talker.suppress, False, False))
+    greedy = Engine(
+        custom,
+        EngineShape(slots=1, cache_slots=1024, text_track=128),
+        program=SamplingProgram(custom.config.talker.codec_eos_token_id, req.sampling.talker.suppress, False, False),
+    )
     with pytest.raises(ValueError, match="compiled greedy-only"):
         greedy.submit(req)
 

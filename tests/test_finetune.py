@@ -40,14 +40,25 @@ def _examples(cfg: Qwen3TTSConfig, seed: int = 0) -> list[TrainExample]:
     codes = [rng.integers(0, 2048, (n, 16)) for n in (5, 9)]
     d = cfg.talker.transformer.hidden_size
     if cfg.tts_model_type == "base":  # x-vector in the speaker slot (the official recipe's voice)
-        return [TrainExample(_text(9707, 11, 1879), codes[0], "auto", speaker_embedding=rng.normal(size=d)),
-                TrainExample(_text(40, 1079, 264, 1273, 13, 88), codes[1], "english", speaker_embedding=rng.normal(size=d))]
+        return [
+            TrainExample(_text(9707, 11, 1879), codes[0], "auto", speaker_embedding=rng.normal(size=d)),
+            TrainExample(_text(40, 1079, 264, 1273, 13, 88), codes[1], "english", speaker_embedding=rng.normal(size=d)),
+        ]
     if cfg.tts_model_type == "custom_voice":  # preset speakers, a dialect override, an instruct
-        return [TrainExample(_text(9707, 11, 1879), codes[0], "auto", speaker="dylan"),
-                TrainExample(_text(40, 1079, 264, 1273, 13, 88), codes[1], "english", speaker="serena",
-                             instruct_ids=_instruct(2610, 374, 6247))]
-    return [TrainExample(_text(9707, 11), codes[0], "chinese", instruct_ids=_instruct(2610, 374)),
-            TrainExample(_text(40, 1079, 264, 1273), codes[1], "auto", instruct_ids=_instruct(6247, 1273, 12))]
+        return [
+            TrainExample(_text(9707, 11, 1879), codes[0], "auto", speaker="dylan"),
+            TrainExample(
+                _text(40, 1079, 264, 1273, 13, 88),
+                codes[1],
+                "english",
+                speaker="serena",
+                instruct_ids=_instruct(2610, 374, 6247),
+            ),
+        ]
+    return [
+        TrainExample(_text(9707, 11), codes[0], "chinese", instruct_ids=_instruct(2610, 374)),
+        TrainExample(_text(40, 1079, 264, 1273), codes[1], "auto", instruct_ids=_instruct(6247, 1273, 12)),
+    ]
 
 
 def _load(tiny_model, name):
@@ -73,7 +84,9 @@ def test_layout_is_the_inference_prompt_plus_frames(tiny_model, name):
     embed = jax.jit(lambda p, b: input_embeddings(Talker(cfg.talker, policy), p, b))
     x = np.asarray(embed(params, jax.tree.map(jnp.asarray, batch)))
     talker = Talker(cfg.talker, policy)
-    t_pad = np.asarray(talker.apply({"params": params}, jnp.array([[cfg.tts_pad_token_id]]), method=Talker.embed_text))[0, 0]
+    t_pad = np.asarray(talker.apply({"params": params}, jnp.array([[cfg.tts_pad_token_id]]), method=Talker.embed_text))[
+        0, 0
+    ]
     tables = codebook_tables(params, cfg.talker.num_code_groups)
     for row, ex in enumerate(examples):
         lay = example_layout(cfg, ex)
@@ -83,7 +96,7 @@ def test_layout_is_the_inference_prompt_plus_frames(tiny_model, name):
         eos = np.asarray(tables[0][cfg.talker.codec_eos_token_id]) + t_pad
         want = np.concatenate([prompt[0], frames, eos[None]])
         assert_close(x[row, : lay.length], want, 1e-5, f"train layout == inference prompt + frames [{name}, row {row}]")
-        assert not batch.mask[row, lay.length:].any() and (batch.labels[row, lay.length:] == IGNORE_INDEX).all()
+        assert not batch.mask[row, lay.length :].any() and (batch.labels[row, lay.length :] == IGNORE_INDEX).all()
         # Labels: c0 of every frame at its own position, then EOS; nothing on the prompt.
         labels = batch.labels[row]
         np.testing.assert_array_equal(labels[: lay.frame_start], IGNORE_INDEX)
@@ -104,7 +117,9 @@ def test_official_layout_positions():
     pad, bos, eos = cfg.tts_pad_token_id, cfg.tts_bos_token_id, cfg.tts_eos_token_id
     np.testing.assert_array_equal(lay.text_ids, [*ROLE, pad, pad, pad, pad, bos, *text, eos] + [pad] * (1 + 4 + 1))
     assert lay.text_on.all()
-    want_codec = [t.codec_nothink_id, t.codec_think_bos_id, t.codec_think_eos_id, 0, t.codec_pad_id] + [t.codec_pad_id] * (n + 1)
+    want_codec = [t.codec_nothink_id, t.codec_think_bos_id, t.codec_think_eos_id, 0, t.codec_pad_id] + [
+        t.codec_pad_id
+    ] * (n + 1)
     want_codec += [t.codec_bos_id, *codes[:, 0], t.codec_eos_token_id]
     np.testing.assert_array_equal(lay.codec_ids[3:], want_codec)
     assert not lay.codec_on[:3].any() and not lay.codec_on[6] and lay.codec_on[3:6].all() and lay.codec_on[7:].all()
@@ -146,7 +161,9 @@ def _reference_loss(ref, batch, label_shift: bool):
     tables = talker.code_predictor.get_input_embeddings()
     for j in range(15):
         x = x + tables[j](tb["res_codes"][..., j].long()) * tb["res_on"][..., None]
-    out = talker(inputs_embeds=x, attention_mask=tb["mask"].long(), labels=tb["labels"].long(), output_hidden_states=True)
+    out = talker(
+        inputs_embeds=x, attention_mask=tb["mask"].long(), labels=tb["labels"].long(), output_hidden_states=True
+    )
     hidden = out.hidden_states[0][-1]  # after the final norm
     valid = tb["frame_valid"]
     rows = torch.arange(valid.shape[0])[:, None].expand_as(valid)[valid]
@@ -183,7 +200,9 @@ def test_loss_and_grads_match_reference(tiny_model, torch_threads, name):
             worst, worst_name = err, pname
         n += 1
         assert err <= 1e-4, f"grad {pname}: relative err {err:.3e} > 1e-4"
-    print(f"[parity] grads of all {n} talker tensors [{name}]: worst relative err {worst:.3e} ({worst_name}) (tol 1e-04)")
+    print(
+        f"[parity] grads of all {n} talker tensors [{name}]: worst relative err {worst:.3e} ({worst_name}) (tol 1e-04)"
+    )
 
 
 @pytest.mark.reference
@@ -193,7 +212,9 @@ def test_loss_with_reference_label_shift_matches_forward_sub_talker_finetune(tin
 
     ref, cfg, params = _load(tiny_model, "base-0b6-gqa")
     batch = make_batch(cfg, _examples(cfg, seed=1), length_bucket=16, frame_bucket=16)
-    loss, parts = Trainer(cfg, Policy(), TrainConfig(subtalker_label_shift=True)).loss(params, jax.tree.map(jnp.asarray, batch))
+    loss, parts = Trainer(cfg, Policy(), TrainConfig(subtalker_label_shift=True)).loss(
+        params, jax.tree.map(jnp.asarray, batch)
+    )
     with torch.no_grad():
         want, want_talker, want_sub = _reference_loss(ref, batch, label_shift=True)
     assert_close(parts["subtalker"], want_sub.item(), 1e-4, "sub-talker loss, 0.1.1 label shift")
@@ -221,9 +242,14 @@ def test_loss_scanned_equals_unrolled(tiny_model):
 
 
 def _toy():
-    params = {"model": {"text_embedding": {"weight": jnp.ones((4, 3))}, "norm": {"weight": jnp.full((3,), 2.0)}},
-              "codec_head": {"weight": jnp.full((2, 3), -1.0)}}
-    grads = [jax.tree.map(lambda x, s=s: jnp.full_like(x, s) * jnp.arange(x.size).reshape(x.shape), params) for s in (3.0, -1.0)]
+    params = {
+        "model": {"text_embedding": {"weight": jnp.ones((4, 3))}, "norm": {"weight": jnp.full((3,), 2.0)}},
+        "codec_head": {"weight": jnp.full((2, 3), -1.0)},
+    }
+    grads = [
+        jax.tree.map(lambda x, s=s: jnp.full_like(x, s) * jnp.arange(x.size).reshape(x.shape), params)
+        for s in (3.0, -1.0)
+    ]
     return params, grads
 
 
@@ -289,23 +315,35 @@ def synthetic_run(tmp_path_factory):
     from qwen3tts_jax.train_data import examples_from_audio
 
     model = Qwen3TTSModel.from_pretrained("random:tiny", seed=0)
-    items = [dict(audio=(_tone(f, s), SR), text=txt, speaker=spk, language="english")
-             for (f, s), txt, spk in zip(TONES, ["one", "two words", "three", "four more"], ["ryan", "serena"] * 2)]
+    items = [
+        dict(audio=(_tone(f, s), SR), text=txt, speaker=spk, language="english")
+        for (f, s), txt, spk in zip(TONES, ["one", "two words", "three", "four more"], ["ryan", "serena"] * 2)
+    ]
     examples = examples_from_audio(model, items)
     steps = 200
     train = TrainConfig(learning_rate=2e-3, warmup_steps=20, total_steps=steps, freeze=("^model/text_embedding",))
     trainer = Trainer(model.config, model.policy, train)
     state = trainer.init(model.params["talker"])
     # Every example fits one (32 positions, 8 frames) bucket: one batch shape, one compile.
-    assert max(example_layout(model.config, e).length for e in examples) <= 32 and max(len(e.codes) for e in examples) <= 8
+    assert (
+        max(example_layout(model.config, e).length for e in examples) <= 32 and max(len(e.codes) for e in examples) <= 8
+    )
     batches = iterate_batches(model.config, examples, batch_size=2, seed=0, length_bucket=32, frame_bucket=8)
     history, t0 = [], time.perf_counter()
     for _ in range(steps):
         state, metrics = trainer.step(state, next(batches))
         history.append({k: float(v) for k, v in metrics.items()})
     elapsed = time.perf_counter() - t0
-    return dict(model=model, examples=examples, trainer=trainer, state=state, batches=batches, history=history,
-                elapsed=elapsed, tmp=tmp_path_factory.mktemp("finetune"))
+    return dict(
+        model=model,
+        examples=examples,
+        trainer=trainer,
+        state=state,
+        batches=batches,
+        history=history,
+        elapsed=elapsed,
+        tmp=tmp_path_factory.mktemp("finetune"),
+    )
 
 
 def test_examples_come_from_our_encoder(synthetic_run):
@@ -328,7 +366,9 @@ def test_training_drives_the_loss_down(synthetic_run):
     loss = np.array([h["loss"] for h in hist])
     assert np.isfinite(loss).all()
     windows = loss.reshape(10, -1).mean(axis=1)
-    print(f"[finetune] 200 steps in {synthetic_run['elapsed']:.1f} s (incl. compile); window means {np.round(windows, 3)}")
+    print(
+        f"[finetune] 200 steps in {synthetic_run['elapsed']:.1f} s (incl. compile); window means {np.round(windows, 3)}"
+    )
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot(loss, lw=0.8, label="loss")
     ax.plot([h["talker"] for h in hist], lw=0.8, label="talker")
@@ -339,7 +379,9 @@ def test_training_drives_the_loss_down(synthetic_run):
     fig.savefig(path)
     plt.close(fig)
     assert path.stat().st_size > 0
-    assert windows[-1] < 0.5 * windows[0], f"loss did not come down: first window {windows[0]:.3f}, last {windows[-1]:.3f}"
+    assert windows[-1] < 0.5 * windows[0], (
+        f"loss did not come down: first window {windows[0]:.3f}, last {windows[-1]:.3f}"
+    )
     # Monotone on average: each 20-step window mean at most 2% above the one before.
     assert (windows[1:] <= windows[:-1] * 1.02).all(), f"window means not decreasing: {windows}"
     # The schedule: warm-up then cosine to zero.
@@ -350,9 +392,13 @@ def test_training_drives_the_loss_down(synthetic_run):
 def test_frozen_params_do_not_move(synthetic_run):
     model, state = synthetic_run["model"], synthetic_run["state"]
     before, after = model.params["talker"], state.params
-    np.testing.assert_array_equal(after["model"]["text_embedding"]["weight"], before["model"]["text_embedding"]["weight"])
+    np.testing.assert_array_equal(
+        after["model"]["text_embedding"]["weight"], before["model"]["text_embedding"]["weight"]
+    )
     assert not np.array_equal(after["codec_head"]["weight"], before["codec_head"]["weight"])
-    assert not np.array_equal(after["code_predictor"]["lm_head_14"]["weight"], before["code_predictor"]["lm_head_14"]["weight"])
+    assert not np.array_equal(
+        after["code_predictor"]["lm_head_14"]["weight"], before["code_predictor"]["lm_head_14"]["weight"]
+    )
     # No optimiser state for the frozen table (the biggest tensor of the model).
     big = max(np.size(x) for x in jax.tree.leaves(state.opt_state))
     assert big < np.size(before["model"]["text_embedding"]["weight"])

@@ -40,8 +40,10 @@ def _setup(tiny_model, name, do_sample=False, scan=False):
 
 
 def _ours(model, sampling, requests, key=0, max_new_tokens=N):
-    reqs = [Request(r, sampling, max_new_tokens, k, audio=False)
-            for r, k in zip(requests, request_keys(jax.random.PRNGKey(key), len(requests)))]
+    reqs = [
+        Request(r, sampling, max_new_tokens, k, audio=False)
+        for r, k in zip(requests, request_keys(jax.random.PRNGKey(key), len(requests)))
+    ]
     engine = Engine(model, EngineShape.fit(reqs, model.config, model.placement))
     return [r.codes for r in engine.run(reqs)]
 
@@ -53,10 +55,16 @@ def _reference(ref, requests, voice_clone_prompt=None, **kw):
     speakers = [r.speaker for r in requests] if any(r.speaker for r in requests) else None
     with torch.no_grad():
         codes, _ = ref.generate(
-            input_ids=ids, instruct_ids=instruct if any(i is not None for i in instruct) else None,
-            ref_ids=ref_ids if any(i is not None for i in ref_ids) else None, voice_clone_prompt=voice_clone_prompt,
-            languages=[r.language for r in requests], speakers=speakers, non_streaming_mode=requests[0].non_streaming_mode,
-            max_new_tokens=kw.get("max_new_tokens", N), do_sample=False, subtalker_dosample=False,
+            input_ids=ids,
+            instruct_ids=instruct if any(i is not None for i in instruct) else None,
+            ref_ids=ref_ids if any(i is not None for i in ref_ids) else None,
+            voice_clone_prompt=voice_clone_prompt,
+            languages=[r.language for r in requests],
+            speakers=speakers,
+            non_streaming_mode=requests[0].non_streaming_mode,
+            max_new_tokens=kw.get("max_new_tokens", N),
+            do_sample=False,
+            subtalker_dosample=False,
         )
     return [c.numpy() for c in codes]
 
@@ -75,17 +83,25 @@ def test_custom_voice_codes_identical(tiny_model, name, non_streaming):
     ref, model, dec = _setup(tiny_model, name)
     instruct = tuple(INSTRUCT) if model.config.tts_model_size == "1b7" else None
     reqs = [
-        PromptRequest(tuple(TEXT_A), "auto", "eric", instruct_ids=instruct, non_streaming_mode=non_streaming),  # dialect override
+        PromptRequest(
+            tuple(TEXT_A), "auto", "eric", instruct_ids=instruct, non_streaming_mode=non_streaming
+        ),  # dialect override
         PromptRequest(tuple(TEXT_B), "english", "Serena", non_streaming_mode=non_streaming),
     ]
-    _assert_same(_ours(model, dec, reqs), _reference(ref, reqs), f"custom voice [{name}, non_streaming={non_streaming}]")
+    _assert_same(
+        _ours(model, dec, reqs), _reference(ref, reqs), f"custom voice [{name}, non_streaming={non_streaming}]"
+    )
 
 
 @pytest.mark.parametrize("non_streaming", [True, False])
 def test_voice_design_codes_identical(tiny_model, non_streaming):
     ref, model, dec = _setup(tiny_model, "design-1b7-gqa")
-    reqs = [PromptRequest(tuple(TEXT_A), "chinese", instruct_ids=tuple(INSTRUCT), non_streaming_mode=non_streaming),
-            PromptRequest(tuple(TEXT_B), "auto", instruct_ids=tuple(INSTRUCT[:3] + INSTRUCT[-2:]), non_streaming_mode=non_streaming)]
+    reqs = [
+        PromptRequest(tuple(TEXT_A), "chinese", instruct_ids=tuple(INSTRUCT), non_streaming_mode=non_streaming),
+        PromptRequest(
+            tuple(TEXT_B), "auto", instruct_ids=tuple(INSTRUCT[:3] + INSTRUCT[-2:]), non_streaming_mode=non_streaming
+        ),
+    ]
     _assert_same(_ours(model, dec, reqs), _reference(ref, reqs), f"voice design [non_streaming={non_streaming}]")
 
 
@@ -95,13 +111,22 @@ def _clone_inputs(cfg, icl, non_streaming, seed=0):
     spk = [rng.randn(d).astype(np.float32) for _ in range(2)]
     # Reference codes of different lengths: one shorter and one longer than the text (both ICL branches).
     ref_codes = [rng.randint(0, 2048, (3, 16)), rng.randint(0, 2048, (14, 16))] if icl else [None, None]
-    reqs = [PromptRequest(tuple(t), lang, speaker_embedding=s, ref_text_ids=tuple(REF_TEXT) if icl else None, ref_code=c,
-                          non_streaming_mode=non_streaming)
-            for t, lang, s, c in zip([TEXT_A, TEXT_B], ["english", "auto"], spk, ref_codes)]
+    reqs = [
+        PromptRequest(
+            tuple(t),
+            lang,
+            speaker_embedding=s,
+            ref_text_ids=tuple(REF_TEXT) if icl else None,
+            ref_code=c,
+            non_streaming_mode=non_streaming,
+        )
+        for t, lang, s, c in zip([TEXT_A, TEXT_B], ["english", "auto"], spk, ref_codes)
+    ]
     vcp = {
         "ref_code": [torch.tensor(c) if c is not None else None for c in ref_codes],
         "ref_spk_embedding": [torch.tensor(s) for s in spk],
-        "x_vector_only_mode": [not icl] * 2, "icl_mode": [icl] * 2,
+        "x_vector_only_mode": [not icl] * 2,
+        "icl_mode": [icl] * 2,
     }
     return reqs, vcp
 
@@ -112,8 +137,11 @@ def _clone_inputs(cfg, icl, non_streaming, seed=0):
 def test_voice_clone_codes_identical(tiny_model, name, icl, non_streaming):
     ref, model, dec = _setup(tiny_model, name)
     reqs, vcp = _clone_inputs(model.config, icl, non_streaming)
-    _assert_same(_ours(model, dec, reqs), _reference(ref, reqs, vcp),
-                 f"voice clone [{name}, icl={icl}, non_streaming={non_streaming}]")
+    _assert_same(
+        _ours(model, dec, reqs),
+        _reference(ref, reqs, vcp),
+        f"voice clone [{name}, icl={icl}, non_streaming={non_streaming}]",
+    )
 
 
 def test_batch_equals_single_runs(tiny_model):

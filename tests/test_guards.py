@@ -58,12 +58,12 @@ def _oracle(codes: np.ndarray, cfg: LoopConfig) -> tuple[int, str, int] | None:
             span = max(cfg.min_span, cfg.min_repeats * p)
             if n < span:
                 continue
-            w = codes[n - span:n]
+            w = codes[n - span : n]
             matches = int(np.sum(w[p:] == w[:-p]))
             if matches >= np.ceil(cfg.min_match * (span - p) - 1e-9):
                 return n, "periodic", p
         if cfg.distinct_window is not None and n >= cfg.distinct_window:
-            if len(np.unique(codes[n - cfg.distinct_window:n])) <= cfg.max_distinct:
+            if len(np.unique(codes[n - cfg.distinct_window : n])) <= cfg.max_distinct:
                 return n, "monotone", 0
     return None
 
@@ -72,7 +72,7 @@ def _feed(codes: np.ndarray, chunks, cfg: LoopConfig = LoopConfig()) -> LoopDete
     det = LoopDetector(cfg)
     pos = 0
     for size in chunks:
-        det.update(codes[pos:pos + size])
+        det.update(codes[pos : pos + size])
         pos += size
     det.update(codes[pos:])
     return det
@@ -222,7 +222,7 @@ def test_the_margins_the_defaults_rest_on():
             k = cfg.span(p) - p
             c = np.concatenate([[0], np.cumsum(codes[p:] == codes[:-p])])
             best[p] = max(best[p], ((c[k:] - c[:-k]) / k).max())
-        fewest = min(fewest, min(len(set(codes[i:i + 75])) for i in range(2000 - 75)))
+        fewest = min(fewest, min(len(set(codes[i : i + 75])) for i in range(2000 - 75)))
     assert best[1] < 0.6 and best[2:].max() < 0.4 and best.max() < cfg.min_match - 0.15
     assert fewest >= 20
 
@@ -230,10 +230,15 @@ def test_the_margins_the_defaults_rest_on():
 def test_natural_repetition_and_pauses_do_not_fire():
     rng = np.random.default_rng(5)
     word = rng.integers(3, 2048, 12)
-    codes = np.concatenate([
-        speech_like(200, 5), np.tile(word, 3),  # "no, no, no": three copies of a word
-        speech_like(200, 6), np.full(25, 0),  # a 2 s pause
-        speech_like(200, 7)])
+    codes = np.concatenate(
+        [
+            speech_like(200, 5),
+            np.tile(word, 3),  # "no, no, no": three copies of a word
+            speech_like(200, 6),
+            np.full(25, 0),  # a 2 s pause
+            speech_like(200, 7),
+        ]
+    )
     assert _feed(codes, [1] * len(codes)).loop is None
 
 

@@ -46,7 +46,7 @@ def _stream(wavs, ends, chunkings, rule=JoinRule(), sr=SR):
     for w, end, sizes in zip(wavs, ends, chunkings):
         pos = 0
         for size in sizes:
-            parts.append(joiner.push(w[pos:pos + size]))
+            parts.append(joiner.push(w[pos : pos + size]))
             pos += size
         parts.append(joiner.push(w[pos:]))
         parts.append(joiner.end_segment(end))
@@ -61,7 +61,12 @@ def _wavs(lengths, seed=0):
 def test_default_rule_in_samples():
     rule = JoinRule()
     assert [rule.pause_samples(b, SR) for b in ("paragraph", "sentence", "clause", "word", "cut")] == [
-        9600, 3600, 1440, 0, 0]
+        9600,
+        3600,
+        1440,
+        0,
+        0,
+    ]
     assert rule.fade_samples(SR) == 120
 
 
@@ -74,7 +79,7 @@ def test_join_is_the_rule_by_hand():
     np.testing.assert_allclose(out, _expected(wavs, ends), rtol=0, atol=1e-6)
     # The pauses are exact zeros and the seams fade: the first and last samples of each segment
     # are scaled by the outermost ramp value.
-    assert not out[5000:5000 + 3600].any()
+    assert not out[5000 : 5000 + 3600].any()
     g0 = 0.5 - 0.5 * np.cos(np.pi * 0.5 / 120)
     assert out[0] == pytest.approx(wavs[0][0] * g0, abs=1e-7)
     assert out[4999] == pytest.approx(wavs[0][-1] * g0, abs=1e-7)
@@ -140,7 +145,7 @@ def test_no_click_at_a_seam():
     samples at the seam exceeds the signal's own steps by more than a little."""
     t = np.arange(4800) / SR
     tone = (0.9 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
-    a, b = tone[:2400 + 37], tone[1060:]  # cut mid-cycle: +0.86 then -0.78, far off zero
+    a, b = tone[: 2400 + 37], tone[1060:]  # cut mid-cycle: +0.86 then -0.78, far off zero
     out = join([a, b], ["word", "paragraph"], SR)
     own = np.abs(np.diff(tone)).max()
     assert np.abs(np.diff(out)).max() <= own * 1.05
@@ -175,5 +180,7 @@ def test_segment_objects_and_strings_end_alike():
     a = StreamJoiner(SR)
     b = StreamJoiner(SR)
     w = _wavs([500])[0]
-    assert np.array_equal(np.concatenate([a.push(w), a.end_segment(seg), a.push(w)]),
-                          np.concatenate([b.push(w), b.end_segment("clause"), b.push(w)]))
+    assert np.array_equal(
+        np.concatenate([a.push(w), a.end_segment(seg), a.push(w)]),
+        np.concatenate([b.push(w), b.end_segment("clause"), b.push(w)]),
+    )

@@ -12,8 +12,10 @@ from qwen3tts_jax.join import join
 from qwen3tts_jax.segment import split_text
 
 GREEDY = dict(do_sample=False, subtalker_dosample=False)
-TEXT = ("The first sentence is short. The second one, however, goes on for a little while longer than that!\n\n"
-        "A new paragraph starts here; it has a clause. Done.")
+TEXT = (
+    "The first sentence is short. The second one, however, goes on for a little while longer than that!\n\n"
+    "A new paragraph starts here; it has a clause. Done."
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,9 @@ def test_long_form_equals_segment_calls_plus_joins(custom):
     reports = custom.last_long_form[0]
     assert [r.text for r in reports] == [s.text for s in segs]
     assert all(r.finish_reason in ("stop", "length", "loop") and r.frames <= r.max_new_tokens - 1 for r in reports)
-    print(f"[long-form] {len(segs)} segments, frames {[r.frames for r in reports]}, {[r.finish_reason for r in reports]}")
+    print(
+        f"[long-form] {len(segs)} segments, frames {[r.frames for r in reports]}, {[r.finish_reason for r in reports]}"
+    )
 
 
 def test_streaming_long_form_equals_offline(custom):
@@ -75,7 +79,9 @@ def test_voice_clone_prompt_is_built_once(base, monkeypatch):
     monkeypatch.setattr(Qwen3TTSModel, "create_voice_clone_prompt", counting)
     t = np.arange(24000) / 24000
     ref = (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 24000
-    wav, _ = base.generate_voice_clone(TEXT, ref_audio=ref, x_vector_only_mode=True, long_form=True, max_new_tokens=5, **GREEDY)
+    wav, _ = base.generate_voice_clone(
+        TEXT, ref_audio=ref, x_vector_only_mode=True, long_form=True, max_new_tokens=5, **GREEDY
+    )
     assert len(calls) == 1 and len(base.last_long_form[0]) == len(_segments(base, TEXT)) and len(wav[0]) > 0
 
 
@@ -92,15 +98,37 @@ def test_cli_and_batch_report_each_segment(tmp_path, capsys):
     from qwen3tts_jax import cli
 
     chapter = tmp_path / "chapter.txt"
-    chapter.write_text("It was a bright cold day. The clocks were striking thirteen.\n\nA new paragraph.", encoding="utf-8")
+    chapter.write_text(
+        "It was a bright cold day. The clocks were striking thirteen.\n\nA new paragraph.", encoding="utf-8"
+    )
     common = ["--model", "random:tiny", "--greedy", "--max-new-tokens", "6", "--no-compile-cache"]
-    assert cli.main(["synthesize", "--text-file", str(chapter), "--out", str(tmp_path / "c.wav"), "--speaker", "ryan",
-                     *common]) == 0
+    assert (
+        cli.main(
+            ["synthesize", "--text-file", str(chapter), "--out", str(tmp_path / "c.wav"), "--speaker", "ryan", *common]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "long form" in err and err.count("segment ") >= 3 and "length" in err
     items = tmp_path / "items.jsonl"
     items.write_text(json.dumps({"id": "a", "text": chapter.read_text(encoding="utf-8")}) + "\n", encoding="utf-8")
-    assert cli.main(["batch", "--input", str(items), "--out-dir", str(tmp_path / "out"), "--speaker", "ryan",
-                     "--long-form", *common]) == 0
+    assert (
+        cli.main(
+            [
+                "batch",
+                "--input",
+                str(items),
+                "--out-dir",
+                str(tmp_path / "out"),
+                "--speaker",
+                "ryan",
+                "--long-form",
+                *common,
+            ]
+        )
+        == 0
+    )
     (rec,) = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
-    assert [s["finish_reason"] for s in rec["segments"]] == ["length"] * len(rec["segments"]) and len(rec["segments"]) >= 3
+    assert [s["finish_reason"] for s in rec["segments"]] == ["length"] * len(rec["segments"]) and len(
+        rec["segments"]
+    ) >= 3

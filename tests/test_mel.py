@@ -32,8 +32,14 @@ def reference_log_mel(x: np.ndarray) -> np.ndarray:
     from qwen_tts.core.models.modeling_qwen3_tts import mel_spectrogram
 
     mel = mel_spectrogram(
-        torch.from_numpy(x)[None], n_fft=1024, num_mels=128, sampling_rate=24000, hop_size=256, win_size=1024,
-        fmin=0, fmax=12000,
+        torch.from_numpy(x)[None],
+        n_fft=1024,
+        num_mels=128,
+        sampling_rate=24000,
+        hop_size=256,
+        win_size=1024,
+        fmin=0,
+        fmax=12000,
     )
     return mel.transpose(1, 2).numpy()
 

@@ -30,7 +30,12 @@ def test_rms_norm_matches_reference():
 @pytest.mark.parametrize("head_dim,theta", [(128, 1e6), (128, 1e4), (64, 1e4), (16, 1e6)])
 def test_inv_frequencies_match_reference_buffer(head_dim, theta):
     base = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-    assert_close(inv_frequencies(head_dim, theta), base.numpy(), 1e-12 + 1e-7 * float(base.max()), f"inv_freq d={head_dim} θ={theta:g}")
+    assert_close(
+        inv_frequencies(head_dim, theta),
+        base.numpy(),
+        1e-12 + 1e-7 * float(base.max()),
+        f"inv_freq d={head_dim} θ={theta:g}",
+    )
 
 
 def _talker_rotary(head_dim, mrope_section, theta=1e6):
@@ -38,7 +43,10 @@ def _talker_rotary(head_dim, mrope_section, theta=1e6):
     from qwen_tts.core.models.modeling_qwen3_tts import Qwen3TTSTalkerRotaryEmbedding
 
     cfg = Qwen3TTSTalkerConfig(
-        hidden_size=head_dim * 4, num_attention_heads=4, head_dim=head_dim, rope_theta=theta,
+        hidden_size=head_dim * 4,
+        num_attention_heads=4,
+        head_dim=head_dim,
+        rope_theta=theta,
         rope_scaling={"interleaved": True, "mrope_section": mrope_section, "rope_type": "default"},
     )
     cfg.head_dim = head_dim

@@ -35,11 +35,14 @@ def test_notebook_runs(name):
 
     path = NOTEBOOKS / f"{name}.ipynb"
     nb = nbformat.read(path, as_version=4)
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code"), \
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code"), (
         f"{path.name}: committed with outputs (strip them)"
+    )
     t0 = time.perf_counter()
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"
+    ]
     assert not errors, errors
     print(f"[notebook] {name}: ran in {time.perf_counter() - t0:.1f} s")
 
@@ -52,8 +55,10 @@ def test_published_page_is_fresh(name):
     import render
 
     page = render.OUT / f"{name}.md"
-    assert render.page_hash(page) == render.source_hash(NOTEBOOKS / f"{name}.ipynb"), \
+    assert render.page_hash(page) == render.source_hash(NOTEBOOKS / f"{name}.ipynb"), (
         f"{page} is missing or stale: run `.venv/bin/python notebooks/render.py {name}`"
+    )
     images = list((render.OUT / f"{name}_files").glob("*.png"))
-    assert images and all(f"{name}_files/{p.name}" in page.read_text(encoding="utf-8") for p in images), \
+    assert images and all(f"{name}_files/{p.name}" in page.read_text(encoding="utf-8") for p in images), (
         f"{page}: its plots are missing"
+    )

@@ -38,7 +38,13 @@ TALKER_SETTINGS = [
     (True, 0.5, 50, 0.9, 2.0),
     (True, 0.9, 0, 1.0, 1.0),
 ]
-SUB_SETTINGS = [(False, 0.9, 50, 1.0), (True, 0.9, 50, 1.0), (True, 0.7, 5, 0.9), (True, 1.0, 1, 0.3), (True, 1.2, 0, 0.9)]
+SUB_SETTINGS = [
+    (False, 0.9, 50, 1.0),
+    (True, 0.9, 50, 1.0),
+    (True, 0.7, 5, 0.9),
+    (True, 1.0, 1, 0.3),
+    (True, 1.2, 0, 0.9),
+]
 STEPS = (0, 1, 2, 7)
 HIST = 8  # fixed history buffer: one compile per config, the step count is traced
 
@@ -73,8 +79,9 @@ def history(batch: int, seed: int = 1) -> np.ndarray:
 
 
 def talker_cfg(do_sample, temperature, top_k, top_p, penalty, vocab=VOCAB, eos=EOS, tail=1024):
-    gen = GenerationConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                           repetition_penalty=penalty)
+    gen = GenerationConfig(
+        do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=penalty
+    )
     return S.SamplingConfig.from_generation_config(gen, vocab_size=vocab, eos_token_id=eos, suppressed_tail=tail)
 
 
@@ -104,9 +111,16 @@ def hf_chain(**kwargs):
 
 def hf_talker_chain(do_sample, temperature, top_k, top_p, penalty, vocab=VOCAB, eos=EOS):
     # The kwargs of `Qwen3TTSForConditionalGeneration.generate`'s `talker_kwargs`.
-    return hf_chain(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                    repetition_penalty=penalty, min_new_tokens=2, eos_token_id=eos,
-                    suppress_tokens=[i for i in range(vocab - 1024, vocab) if i != eos])
+    return hf_chain(
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=penalty,
+        min_new_tokens=2,
+        eos_token_id=eos,
+        suppress_tokens=[i for i in range(vocab - 1024, vocab) if i != eos],
+    )
 
 
 def run_hf(chain, input_ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -126,8 +140,12 @@ def assert_scores_match(ours, ref, tie_rows, what: str, top_p_active: bool) -> N
     for r in np.nonzero((ours_inf != ref_inf).any(-1))[0]:
         # Only top-p on a row with ties may choose different members of the tied class.
         assert top_p_active and tie_rows[r], f"{what}: -inf masks differ in row {r}"
-        np.testing.assert_allclose(np.sort(ours[r][~ours_inf[r]]), np.sort(ref[r][~ref_inf[r]]), atol=TOL,
-                                   err_msg=f"{what}: row {r} keeps a different multiset of scores")
+        np.testing.assert_allclose(
+            np.sort(ours[r][~ours_inf[r]]),
+            np.sort(ref[r][~ref_inf[r]]),
+            atol=TOL,
+            err_msg=f"{what}: row {r} keeps a different multiset of scores",
+        )
 
 
 def _hf_scores(processed, values: S.SamplerValues):
@@ -145,8 +163,9 @@ _talker_scores = jax.jit(_full_talker_scores, static_argnames="program")
 _subtalker_scores = jax.jit(lambda x, values: _hf_scores(x.astype(jnp.float32), values))
 _sample_talker = jax.jit(S.sample_talker, static_argnames="program")
 _sample_subtalker = jax.jit(S.sample_subtalker, static_argnames="sample")
-def seen_from_tokens(  # the loop carries `S.mark_seen`; this rebuilds it from a history
 
+
+def seen_from_tokens(  # the loop carries `S.mark_seen`; this rebuilds it from a history
     history: Int[Array, "b t"], length: Int[Array, ""] | Int[Array, " b"] | int, vocab: int
 ) -> Bool[Array, "b v"]:
     """The seen mask of the first `length` tokens of each row: the twin of carrying `mark_seen`
@@ -237,7 +256,8 @@ def test_individual_processors_match_hf(torch_threads):
         "penalty 1.05": lp.RepetitionPenaltyLogitsProcessor(1.05)(t_hist, t_logits.clone()),
         "penalty 0.5": lp.RepetitionPenaltyLogitsProcessor(0.5)(t_hist, t_logits.clone()),
         "suppress": lp.SuppressTokensLogitsProcessor(S.TalkerSamplingConfig(suppress=ranges).suppressed_ids)(
-            t_hist, t_logits),
+            t_hist, t_logits
+        ),
         "temperature 0.9": lp.TemperatureLogitsWarper(0.9)(t_hist, t_logits),
     }
     refs |= {f"top_k {k}": lp.TopKLogitsWarper(k)(t_hist, t_logits) for k in top_ks}
@@ -347,8 +367,14 @@ def test_empirical_distribution_matches_processed_softmax(pipeline):
         row[70] = 4.0
         seen = _mark_seen(S.init_seen(1, vocab), jnp.array([int(np.argmax(row))]))
         processed = S.talker_scores(jnp.asarray(row)[None], seen, 5, cfg.values(1), cfg.program())
-        few = _sample_talker(jnp.broadcast_to(row, (m, vocab)), jnp.broadcast_to(seen, (m, vocab)), 5, S.row_keys(key, m),
-                             cfg.values(m), program=cfg.program())
+        few = _sample_talker(
+            jnp.broadcast_to(row, (m, vocab)),
+            jnp.broadcast_to(seen, (m, vocab)),
+            5,
+            S.row_keys(key, m),
+            cfg.values(m),
+            program=cfg.program(),
+        )
         sampler = cfg.talker.sampler
     else:
         sampler = S.SamplerConfig(True, 1.2, 30, 0.9)
@@ -358,8 +384,10 @@ def test_empirical_distribution_matches_processed_softmax(pipeline):
     # The full pipeline is `pick` of the processed scores: check that once, then draw many from
     # `pick` alone (each row with its own key).
     pick = jax.jit(S.pick)
-    np.testing.assert_array_equal(np.asarray(few), np.asarray(pick(jnp.broadcast_to(processed, (m, vocab)), S.row_keys(key, m),
-                                                                   sampler.values(m))))
+    np.testing.assert_array_equal(
+        np.asarray(few),
+        np.asarray(pick(jnp.broadcast_to(processed, (m, vocab)), S.row_keys(key, m), sampler.values(m))),
+    )
     draws = pick(jnp.broadcast_to(processed, (n, vocab)), S.row_keys(key, n), sampler.values(n))
     scores = np.asarray(scores)[0]
     p = np.exp(scores - scores.max())
@@ -414,7 +442,9 @@ def test_bf16_logits_are_processed_in_fp32():
     cfg = talker_cfg(True, 0.9, 5, 0.9, 1.05, vocab=16, eos=3, tail=4)
     f = partial(_full_talker_scores, values=cfg.values(2), program=cfg.program())
     assert jax.eval_shape(f, x, S.init_seen(2, 16), 0).dtype == jnp.float32
-    assert jax.eval_shape(partial(_hf_scores, values=cfg.subtalker.values(2)), x.astype(jnp.float32)).dtype == jnp.float32
+    assert (
+        jax.eval_shape(partial(_hf_scores, values=cfg.subtalker.values(2)), x.astype(jnp.float32)).dtype == jnp.float32
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -423,7 +453,9 @@ def test_bf16_logits_are_processed_in_fp32():
 
 
 def test_from_generation_config_as_reference():
-    cfg = S.SamplingConfig.from_configs(GenerationConfig(), types.SimpleNamespace(vocab_size=VOCAB, codec_eos_token_id=EOS))
+    cfg = S.SamplingConfig.from_configs(
+        GenerationConfig(), types.SimpleNamespace(vocab_size=VOCAB, codec_eos_token_id=EOS)
+    )
     t = cfg.talker
     assert t.sampler == S.SamplerConfig(do_sample=True, temperature=0.9, top_k=50, top_p=1.0)
     assert (t.repetition_penalty, t.min_new_tokens, t.eos_token_id) == (1.05, 2, EOS)
@@ -450,7 +482,12 @@ def test_configs_are_hashable_and_values_are_traced():
 
     f = jax.jit(scores, static_argnames="program")
     x = jnp.zeros((1, VOCAB))
-    for setting in [(True, 0.9, 50, 1.0, 1.05), (True, 0.7, 5, 0.9, 1.3), (True, 1.2, 0, 0.5, 1.0), (True, 0.3, 1, 0.99, 2.0)]:
+    for setting in [
+        (True, 0.9, 50, 1.0, 1.05),
+        (True, 0.7, 5, 0.9, 1.3),
+        (True, 1.2, 0, 0.5, 1.0),
+        (True, 0.3, 1, 0.99, 2.0),
+    ]:
         cfg = talker_cfg(*setting)
         f(x, cfg.values(1), program=cfg.program())
     assert len(traces) == 1  # new sampling values are traced, not a new program

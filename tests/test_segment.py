@@ -28,8 +28,9 @@ def _one_grapheme(s: str) -> bool:
     """No place to cut: every character after the first is a combining mark or a joiner, or
     follows one (split_text never cuts there)."""
     joiners = "\u200c\u200d"
-    return all(S.unicodedata.category(s[i]).startswith("M") or s[i] in joiners or s[i - 1] in joiners
-               for i in range(1, len(s)))
+    return all(
+        S.unicodedata.category(s[i]).startswith("M") or s[i] in joiners or s[i - 1] in joiners for i in range(1, len(s))
+    )
 
 
 def _check_properties(text: str, segs: list[Segment], max_tokens: int, count=estimate_text_tokens) -> None:
@@ -38,15 +39,15 @@ def _check_properties(text: str, segs: list[Segment], max_tokens: int, count=est
     prev_end = 0
     for s in segs:
         assert prev_end <= s.start < s.end <= len(text)
-        assert text[prev_end:s.start].strip() == ""  # nothing but whitespace between segments
-        span = text[s.start:s.end]
+        assert text[prev_end : s.start].strip() == ""  # nothing but whitespace between segments
+        span = text[s.start : s.end]
         assert span == span.strip() and span
         assert s.text == " ".join(span.split())
         assert s.boundary in S.BOUNDARIES
         assert count(span) <= max_tokens or _one_grapheme(span)
         prev_end = s.end
     assert text[prev_end:].strip() == ""
-    assert "".join(_nonspace(text[s.start:s.end]) for s in segs) == _nonspace(text)
+    assert "".join(_nonspace(text[s.start : s.end]) for s in segs) == _nonspace(text)
     if segs:
         assert segs[-1].boundary == "paragraph"
 
@@ -68,32 +69,49 @@ def test_corpus_covers_the_issue_languages():
 
 def test_languages_and_scripts_per_segment_under_auto():
     segs = split_text(
-        "Hello world. 你好，世界！Bye now. こんにちは。Привет, мир. 안녕하세요 여러분. नमस्ते दुनिया। مرحبا بالعالم؟")
+        "Hello world. 你好，世界！Bye now. こんにちは。Привет, мир. 안녕하세요 여러분. नमस्ते दुनिया। مرحبا بالعالم؟"
+    )
     assert [(s.language, s.script) for s in segs] == [
-        ("english", "latin"), ("chinese", "han"), ("english", "latin"), ("japanese", "kana"),
-        ("russian", "cyrillic"), ("korean", "hangul"), ("hindi", "devanagari"), ("arabic", "arabic")]
+        ("english", "latin"),
+        ("chinese", "han"),
+        ("english", "latin"),
+        ("japanese", "kana"),
+        ("russian", "cyrillic"),
+        ("korean", "hangul"),
+        ("hindi", "devanagari"),
+        ("arabic", "arabic"),
+    ]
 
 
 def test_a_given_language_is_kept_and_sets_the_rules():
     # pysbd's Spanish rules alone split "El Sr. | García llegó."; our title rule keeps it whole.
     text = "El Sr. García llegó. Vale."
     assert [(s.text, s.language) for s in split_text(text, "Spanish")] == [
-        ("El Sr. García llegó.", "spanish"), ("Vale.", "spanish")]
+        ("El Sr. García llegó.", "spanish"),
+        ("Vale.", "spanish"),
+    ]
     assert [s.language for s in split_text("今天很好。明天也好。", "english")] == ["english", "english"]
     # Korean has no pysbd rules of its own: English ones, which end at a spaced "." or "?".
     assert [s.text for s in split_text("오늘 날씨가 좋네요? 정말 그렇네요.", "korean")] == [
-        "오늘 날씨가 좋네요?", "정말 그렇네요."]
+        "오늘 날씨가 좋네요?",
+        "정말 그렇네요.",
+    ]
 
 
 def test_digits_only_segment_takes_the_paragraph_script():
     segs = split_text("第一章很长很长。12345。", "auto", min_chars=0)
     assert [(s.text, s.script, s.language) for s in segs] == [
-        ("第一章很长很长。", "han", "chinese"), ("12345。", "han", "chinese")]
+        ("第一章很长很长。", "han", "chinese"),
+        ("12345。", "han", "chinese"),
+    ]
 
 
 def test_greek_question_mark():
     assert [s.text for s in split_text("Αυτή είναι μια πρόταση. Είναι αλήθεια; Ναι, είναι.")] == [
-        "Αυτή είναι μια πρόταση.", "Είναι αλήθεια;", "Ναι, είναι."]
+        "Αυτή είναι μια πρόταση.",
+        "Είναι αλήθεια;",
+        "Ναι, είναι.",
+    ]
 
 
 # --------------------------------------------------------------------------- paragraphs and lines
@@ -103,23 +121,32 @@ def test_blank_lines_and_line_breaks():
     text = "Title\n\nFirst line ends here.\nSecond line.\n\n\n  Last one  \n"
     segs = split_text(text)
     assert [(s.text, s.boundary) for s in segs] == [
-        ("Title", "paragraph"), ("First line ends here.", "paragraph"), ("Second line.", "paragraph"),
-        ("Last one", "paragraph")]
-    assert text[segs[-1].start:segs[-1].end] == "Last one"
+        ("Title", "paragraph"),
+        ("First line ends here.", "paragraph"),
+        ("Second line.", "paragraph"),
+        ("Last one", "paragraph"),
+    ]
+    assert text[segs[-1].start : segs[-1].end] == "Last one"
 
 
 def test_a_wrapped_line_is_joined():
-    text = ("It was a dark and stormy night; the rain fell in\ntorrents, except at occasional\n"
-            "intervals. Then\nMorning came.")
+    text = (
+        "It was a dark and stormy night; the rain fell in\ntorrents, except at occasional\n"
+        "intervals. Then\nMorning came."
+    )
     assert [(s.text, s.boundary) for s in split_text(text)] == [
         ("It was a dark and stormy night; the rain fell in torrents, except at occasional intervals.", "sentence"),
         ("Then", "paragraph"),  # the next line starts with a capital: a break, not a wrap
-        ("Morning came.", "paragraph")]
+        ("Morning came.", "paragraph"),
+    ]
 
 
 def test_other_line_separators():
     assert [s.boundary for s in split_text("One two three.\r\nFour five six.\u2029Seven eight nine.")] == [
-        "paragraph", "paragraph", "paragraph"]
+        "paragraph",
+        "paragraph",
+        "paragraph",
+    ]
     assert [s.text for s in split_text("One two three\u2028four five six.")] == ["One two three four five six."]
 
 
@@ -133,13 +160,18 @@ def test_whitespace_only_gives_no_segments(text):
 
 def test_tiny_fragments_join_a_neighbour():
     assert [s.text for s in split_text("A. The first option is good. B. The second one.")] == [
-        "A. The first option is good.", "B. The second one."]
+        "A. The first option is good.",
+        "B. The second one.",
+    ]
     assert [s.text for s in split_text("It was late. OK. We left.")] == ["It was late.", "OK. We left."]
     # At the end of a paragraph: the one before; a paragraph of its own: across the break.
     assert [(s.text, s.boundary) for s in split_text("He waited a while. …\n\nThen came the rain.")] == [
-        ("He waited a while. …", "paragraph"), ("Then came the rain.", "paragraph")]
+        ("He waited a while. …", "paragraph"),
+        ("Then came the rain.", "paragraph"),
+    ]
     assert [(s.text, s.boundary) for s in split_text("I.\n\nIt was the best of times.")] == [
-        ("I. It was the best of times.", "paragraph")]
+        ("I. It was the best of times.", "paragraph")
+    ]
     # Alone, a fragment stays: it is all the text there is.
     assert [s.text for s in split_text("…")] == ["…"]
     assert [s.text for s in split_text("OK.")] == ["OK."]
@@ -150,21 +182,26 @@ def test_tiny_merge_respects_max_tokens_and_min_chars():
     assert [s.text for s in split_text(text)] == ["Hi. There we are then."]
     assert [s.text for s in split_text(text, min_chars=0)] == ["Hi.", "There we are then."]
     assert [s.text for s in split_text(text, max_tokens=len("There we are then."), count_tokens=len)] == [
-        "Hi.", "There we are then."]
+        "Hi.",
+        "There we are then.",
+    ]
 
 
 # --------------------------------------------------------------------------- length limit
 
 
 def test_long_sentence_falls_back_to_clauses():
-    text = ("The committee, which met on Tuesday, agreed that the plan, though costly, was sound; "
-            "it also noted, with some concern, that the budget could not absorb further delays.")
+    text = (
+        "The committee, which met on Tuesday, agreed that the plan, though costly, was sound; "
+        "it also noted, with some concern, that the budget could not absorb further delays."
+    )
     segs = split_text(text, max_tokens=60, count_tokens=len)
     # Greedy: each piece takes as many clauses as fit in 60 characters.
     assert [(s.text, s.boundary) for s in segs] == [
         ("The committee, which met on Tuesday, agreed that the plan,", "clause"),
         ("though costly, was sound; it also noted, with some concern,", "clause"),
-        ("that the budget could not absorb further delays.", "paragraph")]
+        ("that the budget could not absorb further delays.", "paragraph"),
+    ]
     _check_properties(text, segs, 60, len)
 
 
@@ -172,8 +209,10 @@ def test_full_width_clause_marks_need_no_space():
     text = "我们今天去了公园，看到了很多花，还有一些小鸟在唱歌、跳舞；天气非常好。"
     segs = split_text(text, max_tokens=16, count_tokens=len)
     assert [(s.text, s.boundary) for s in segs] == [
-        ("我们今天去了公园，看到了很多花，", "clause"), ("还有一些小鸟在唱歌、跳舞；", "sentence"),
-        ("天气非常好。", "paragraph")]
+        ("我们今天去了公园，看到了很多花，", "clause"),
+        ("还有一些小鸟在唱歌、跳舞；", "sentence"),
+        ("天气非常好。", "paragraph"),
+    ]
 
 
 def test_unpunctuated_text_falls_back_to_words():
@@ -216,7 +255,7 @@ def test_a_real_tokenizer_as_counter(tmp_path):
     text = " ".join(case["text"] for case in CORPUS)
     segs = split_text(text, max_tokens=24, count_tokens=count)
     _check_properties(text, segs, 24, count)
-    assert max(count(text[s.start:s.end]) for s in segs) <= 24
+    assert max(count(text[s.start : s.end]) for s in segs) <= 24
     # The default counter errs towards more tokens (it splits early, not late): over the corpus
     # it counts between 1x and 1.5x the real tokens, and no sentence below 0.7x.
     pairs = [(count(t), estimate_text_tokens(t)) for case in CORPUS for t, _ in case["segments"]]
@@ -228,8 +267,15 @@ def test_a_real_tokenizer_as_counter(tmp_path):
 
 
 _PALETTE = (
-    list("abcdefghij ABC") + list("дом Мир") + list("我们你好世界") + list("こんにちはカタ") + list("한국어")
-    + list("नमस्ते") + list("مرحبا") + list("0123456789") + list(".,;:!?…。！？；，、।॥؟۔\"'“”«»()-")
+    list("abcdefghij ABC")
+    + list("дом Мир")
+    + list("我们你好世界")
+    + list("こんにちはカタ")
+    + list("한국어")
+    + list("नमस्ते")
+    + list("مرحبا")
+    + list("0123456789")
+    + list(".,;:!?…。！？；，、।॥؟۔\"'“”«»()-")
     + [" ", " ", " ", "\n", "\n\n", "\t", "\u3000", "Dr.", "e.g.", "3.14", "https://a.b/c?d=1", "...", "\r\n"]
     + ["😀", "\u200d", "\u0301", "\u00a0", "\u2029", "\u2028", " » ", "„", "’", "St.", "U.S.", "……", "?!", "¿", "—"]
 )
@@ -239,8 +285,9 @@ _PALETTE = (
 def test_random_text_properties(seed):
     rng = random.Random(seed)
     text = "".join(rng.choice(_PALETTE) for _ in range(rng.randint(0, 600)))
-    args = dict(language=rng.choice(S.LANGUAGES), max_tokens=rng.choice([1, 3, 8, 20, 80]),
-                min_chars=rng.choice([0, 3, 10]))
+    args = dict(
+        language=rng.choice(S.LANGUAGES), max_tokens=rng.choice([1, 3, 8, 20, 80]), min_chars=rng.choice([0, 3, 10])
+    )
     segs = split_text(text, **args)
     _check_properties(text, segs, args["max_tokens"])
     assert split_text(text, **args) == segs  # deterministic
@@ -319,8 +366,16 @@ def test_estimate_max_new_tokens():
 def test_default_segments_stay_under_the_ceiling():
     """The docstring's claim: a default split_text segment never needs the 1024 ceiling — the
     longest that 80 estimated tokens allow, per script (Japanese all kanji being the slowest)."""
-    texts = ["word " * 2000, "我" * 5000, "日本" * 2000 + "に", "한" * 5000, "नमस्ते " * 1000, "مرحبا " * 1000,
-             "слово " * 2000, "1234567890 " * 500]
+    texts = [
+        "word " * 2000,
+        "我" * 5000,
+        "日本" * 2000 + "に",
+        "한" * 5000,
+        "नमस्ते " * 1000,
+        "مرحبا " * 1000,
+        "слово " * 2000,
+        "1234567890 " * 500,
+    ]
     for text in texts:
         for seg in split_text(text):
             est = math.ceil(S.estimate_speech_seconds(seg.text, seg.language) * 12.5 * 2.0) + 26

@@ -29,16 +29,28 @@ MESHES = ("data=1,model=1", "data=8", "data=4,model=2", "data=2,model=4", "jax.m
 # Runs use scanned layer stacks (the GPU/TPU policy) except these, which run the CPU policy's
 # unrolled stacks; scanned and unrolled decoding give identical codes (tests/test_generate.py).
 UNROLLED = ("data=4,model=2",)
-TEXTS = ("Hello there.", "Second one!", "A third, longer text.", "four", "Fifth item here.", "six, six",
-         "Seven is a good number.", "eight")
+TEXTS = (
+    "Hello there.",
+    "Second one!",
+    "A third, longer text.",
+    "four",
+    "Fifth item here.",
+    "six, six",
+    "Seven is a good number.",
+    "eight",
+)
 SPEAKERS = ("ryan", "serena", "eric", "aiden", "vivian", "dylan", "sohee", "uncle_fu")
 MAX_NEW_TOKENS = 8
 WAV_TOL = 1e-4
 # The talker's stacked KV cache (layers, batch 8, slots, kv_heads 2, head_dim): batch over data,
 # kv heads over model only where 2 heads divide it.
-KV_CACHE_SPECS = {"data=1,model=1": "P()", "data=8": "P(None, 'data')",
-                  "data=4,model=2": "P(None, 'data', None, 'model')", "data=2,model=4": "P(None, 'data')",
-                  "jax.make_mesh": "P(None, 'data', None, 'model')"}
+KV_CACHE_SPECS = {
+    "data=1,model=1": "P()",
+    "data=8": "P(None, 'data')",
+    "data=4,model=2": "P(None, 'data', None, 'model')",
+    "data=2,model=4": "P(None, 'data')",
+    "jax.make_mesh": "P(None, 'data', None, 'model')",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,13 +98,19 @@ def write_tiny_folder(folder: Path, seed: int = 0) -> Path:
 
 def _synthesize(model) -> tuple[list[np.ndarray], list[np.ndarray]]:
     prompts = model.custom_voice_prompts(list(TEXTS), list(SPEAKERS), None, None, True)
-    results = model.run(model.requests(prompts, do_sample=False, subtalker_dosample=False, max_new_tokens=MAX_NEW_TOKENS))
+    results = model.run(
+        model.requests(prompts, do_sample=False, subtalker_dosample=False, max_new_tokens=MAX_NEW_TOKENS)
+    )
     return [r.codes for r in results], [r.audio for r in results]
 
 
 def _save(path: Path, codes, wavs, **extra) -> None:
-    np.savez(path, **{f"codes_{i}": c for i, c in enumerate(codes)}, **{f"wav_{i}": w for i, w in enumerate(wavs)},
-             **{k: np.asarray(v) for k, v in extra.items()})
+    np.savez(
+        path,
+        **{f"codes_{i}": c for i, c in enumerate(codes)},
+        **{f"wav_{i}": w for i, w in enumerate(wavs)},
+        **{k: np.asarray(v) for k, v in extra.items()},
+    )
 
 
 def _load(path: Path) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
@@ -127,7 +145,10 @@ def _group_bytes(params: dict, pattern: str) -> tuple[int, int]:
 GROUPS = {
     "talker_q_o_mlp": r"talker/.*/(q_proj|o_proj|gate_proj|up_proj|down_proj)/weight",
     "talker_k_v": r"talker/.*/(k_proj|v_proj)/weight",
-    "vocab_tables": r"talker/(model/(codec|text)_embedding|codec_head|code_predictor/(lm_head_\d+|model/codec_embedding_\d+))/weight",
+    "vocab_tables": (
+        r"talker/(model/(codec|text)_embedding|codec_head|code_predictor/(lm_head_\d+|model/codec_embedding_\d+))"
+        r"/weight"
+    ),
     "codec_residual_convs": r"decoder/decoder_\d+/block_[234]/conv[12]/conv/weight",
     "codec_mlp": r"decoder/(upsample_\d+_1/pwconv[12]|pre_transformer/layers_\d+/mlp/\w+)/weight",
     "talker_all": r"talker/.*",
@@ -170,8 +191,12 @@ def mesh_worker(folder: str, out_dir: str, runs: str) -> None:
         info: dict = {"seconds": time.perf_counter() - t}
         if m.mesh is not None:
             params = {"talker": m.params["talker"], "decoder": m.speech_tokenizer.params["decoder"]}
-            info.update(model=int(dict(m.mesh.shape)["model"]), groups={k: _group_bytes(params, v) for k, v in GROUPS.items()},
-                        spec_mismatches=_spec_mismatches(params, m.mesh), kv_cache_spec=_kv_cache_spec(m))
+            info.update(
+                model=int(dict(m.mesh.shape)["model"]),
+                groups={k: _group_bytes(params, v) for k, v in GROUPS.items()},
+                spec_mismatches=_spec_mismatches(params, m.mesh),
+                kv_cache_spec=_kv_cache_spec(m),
+            )
         (Path(out_dir) / f"{run}.json").write_text(json.dumps(info))
 
 
@@ -180,8 +205,11 @@ def _kv_cache_spec(model) -> str:
     from qwen3tts_jax.sharding import sharding_for
 
     t = model.config.talker.transformer
-    return str(sharding_for("state/cache/layers/k", (t.num_hidden_layers, len(TEXTS), 64, t.num_key_value_heads, t.head_dim),
-                            model.mesh).spec)
+    return str(
+        sharding_for(
+            "state/cache/layers/k", (t.num_hidden_layers, len(TEXTS), 64, t.num_key_value_heads, t.head_dim), model.mesh
+        ).spec
+    )
 
 
 def host_worker(folder: str, port: str, process_id: str, out_dir: str) -> None:
@@ -206,8 +234,13 @@ def host_worker(folder: str, port: str, process_id: str, out_dir: str) -> None:
     weights.Checkpoint.open = open_
     codes, wavs = _synthesize(model)
     files = {f for c in opened for f in c.files.values()}
-    _save(Path(out_dir) / f"host{process_id}.npz", codes, wavs, bytes_read=sum(c.bytes_read for c in opened),
-          file_bytes=sum(f.stat().st_size for f in files))
+    _save(
+        Path(out_dir) / f"host{process_id}.npz",
+        codes,
+        wavs,
+        bytes_read=sum(c.bytes_read for c in opened),
+        file_bytes=sum(f.stat().st_size for f in files),
+    )
     jax.distributed.shutdown()
 
 
@@ -228,8 +261,14 @@ def test_parse_mesh_spec():
     assert parse_mesh_spec("data=4,model=2") == {"data": 4, "model": 2}
     assert parse_mesh_spec("model=2") == {"data": 1, "model": 2}
     assert parse_mesh_spec(" data=8 ") == {"data": 8, "model": 1}
-    for bad, msg in [("data=4,model", "axis=size"), ("batch=2", "axis=size"), ("data=0", "positive"),
-                     ("data=2,data=2", "twice"), ("", "expected"), ("data=x", "positive")]:
+    for bad, msg in [
+        ("data=4,model", "axis=size"),
+        ("batch=2", "axis=size"),
+        ("data=0", "positive"),
+        ("data=2,data=2", "twice"),
+        ("", "expected"),
+        ("data=x", "positive"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             parse_mesh_spec(bad)
 
@@ -252,7 +291,10 @@ def test_make_mesh_needs_enough_devices():
 
     explicit = jax.make_mesh((1, 1), ("data", "model"), axis_types=(AxisType.Explicit,) * 2)
     converted = make_mesh(explicit)
-    assert converted.axis_types == (AxisType.Auto, AxisType.Auto) and converted.devices.tolist() == explicit.devices.tolist()
+    assert (
+        converted.axis_types == (AxisType.Auto, AxisType.Auto)
+        and converted.devices.tolist() == explicit.devices.tolist()
+    )
     assert make_mesh(jax.make_mesh((1,), ("data",))).axis_names == ("data",)
     with pytest.raises(ValueError, match=r"axis names must be \('data', 'model'\).*\('x', 'y'\)"):
         make_mesh(jax.make_mesh((1, 1), ("x", "y")))
@@ -270,8 +312,11 @@ def test_partition_specs_and_fallbacks():
     def spec(path, shape, mesh, u=units):
         return partition_spec(logical_axes(path, shape), shape, mesh, u)
 
-    q, k, o = "talker/model/layers_0/self_attn/q_proj/weight", "talker/model/layers_0/self_attn/k_proj/weight", \
-        "talker/model/layers_0/self_attn/o_proj/weight"
+    q, k, o = (
+        "talker/model/layers_0/self_attn/q_proj/weight",
+        "talker/model/layers_0/self_attn/k_proj/weight",
+        "talker/model/layers_0/self_attn/o_proj/weight",
+    )
     assert spec(q, (64, 64), m24) == P("model")  # 4 heads on model=4
     assert spec(k, (32, 64), m24) == P()  # 2 kv heads on model=4: replicated
     assert spec(k, (32, 64), m42) == P("model")  # ... but split on model=2
@@ -366,8 +411,12 @@ def test_slot_state_and_inputs_are_covered():
     for scan in (False, True):
         sampler = FrameSampler(cfg, Policy(scan_layers=scan), SamplingProgram())
         state = jax.eval_shape(lambda sampler=sampler: sampler.init_state(4, 256, 128, 8))
-        tracks = collate_tracks([prompt_tracks(cfg, PromptRequest((1, 2, 3, 9, 9, 1, 2, 3, 4, 5), speaker="ryan"))],
-                                cfg.talker.transformer.hidden_size, 32, left=True)
+        tracks = collate_tracks(
+            [prompt_tracks(cfg, PromptRequest((1, 2, 3, 9, 9, 1, 2, 3, 4, 5), speaker="ryan"))],
+            cfg.talker.transformer.hidden_size,
+            32,
+            left=True,
+        )
         values = sampler.neutral_values(4)
         for prefix, tree in (("state", state), ("prompt", tracks), ("input/values", values)):
             for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
@@ -421,14 +470,25 @@ def mesh_run(tiny_folder, tmp_path_factory):
     most of their time and each is mostly single-threaded)."""
     out = tmp_path_factory.mktemp("mesh-run")
     groups = ["baseline;" + ";".join(MESHES[:2]), ";".join(MESHES[2:])]
-    procs = [subprocess.Popen([sys.executable, __file__, "mesh", str(tiny_folder), str(out), g], env=_env(8), cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for g in groups]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "mesh", str(tiny_folder), str(out), g],
+            env=_env(8),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for g in groups
+    ]
     logs = _wait(procs, 900)
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-4000:]
     results = {run: json.loads((out / f"{run}.json").read_text()) for run in ("baseline", *MESHES)}
-    print("[sharding] seconds (load + first synthesis, compile included): " +
-          ", ".join(f"{k}: {v['seconds']:.1f}" for k, v in results.items()))
+    print(
+        "[sharding] seconds (load + first synthesis, compile included): "
+        + ", ".join(f"{k}: {v['seconds']:.1f}" for k, v in results.items())
+    )
     return out, results
 
 
@@ -476,8 +536,10 @@ def test_params_really_are_split(mesh_run, spec):
     assert r["kv_cache_spec"] == KV_CACHE_SPECS[spec], (spec, r["kv_cache_spec"])
     talker_first, talker_total = g["talker_all"]
     codec_first, codec_total = g["codec_decoder_all"]
-    print(f"[sharding] {spec}: talker {talker_first / talker_total:.3f} of {talker_total / 2**20:.1f} MiB per device, "
-          f"codec decoder {codec_first / codec_total:.3f} of {codec_total / 2**20:.2f} MiB (1/model = {1 / model:.3f})")
+    print(
+        f"[sharding] {spec}: talker {talker_first / talker_total:.3f} of {talker_total / 2**20:.1f} MiB per device, "
+        f"codec decoder {codec_first / codec_total:.3f} of {codec_total / 2**20:.2f} MiB (1/model = {1 / model:.3f})"
+    )
     assert talker_first / talker_total <= 1.05 / model + 0.02
 
 
@@ -492,9 +554,17 @@ def test_two_processes_match_one(mesh_run, tiny_folder, tmp_path):
     its slices and both produce the one-device codes (and waveforms within tolerance)."""
     out, _ = mesh_run
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, __file__, "host", str(tiny_folder), str(port), str(i), str(tmp_path)],
-                              env=_env(None), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "host", str(tiny_folder), str(port), str(i), str(tmp_path)],
+            env=_env(None),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     logs = _wait(procs, 600)
     for i, (p, log) in enumerate(zip(procs, logs)):
         assert p.returncode == 0, f"process {i} failed:\n{log[-4000:]}"
@@ -505,8 +575,10 @@ def test_two_processes_match_one(mesh_run, tiny_folder, tmp_path):
             np.testing.assert_array_equal(a, b, err_msg=f"process {i}, row {j}")
         err = max(float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(wavs, wavs0))
         frac = float(extra["bytes_read"]) / float(extra["file_bytes"])
-        print(f"[parity] two processes, process {i}: codes identical, waveform max abs err {err:.3e}; "
-              f"read {frac:.2f} of the checkpoint bytes")
+        print(
+            f"[parity] two processes, process {i}: codes identical, waveform max abs err {err:.3e}; "
+            f"read {frac:.2f} of the checkpoint bytes"
+        )
         assert err <= WAV_TOL
         assert frac < 0.6, f"process {i} read {frac:.2f} of the checkpoint; expected about half"
 

@@ -14,8 +14,9 @@ from qwen3tts_jax.config import Policy, TransformerConfig
 from qwen3tts_jax.nn.params import existing_param
 from qwen3tts_jax.nn.transformer import DecoderStack, init_cache
 
-CFG = TransformerConfig(hidden_size=48, intermediate_size=80, num_hidden_layers=5, num_attention_heads=4,
-                        num_key_value_heads=2, head_dim=16)
+CFG = TransformerConfig(
+    hidden_size=48, intermediate_size=80, num_hidden_layers=5, num_attention_heads=4, num_key_value_heads=2, head_dim=16
+)
 
 
 def _setup():
@@ -37,8 +38,9 @@ def test_layers_traced_once_and_equal_to_inline_children():
 
     shared, _ = jax.jit(lambda p: stack.apply({"params": p}, x, mask, cache))(params)
     # capturing intermediates makes every layer run as an ordinary child module (inline)
-    (inline, _), _ = jax.jit(lambda p: stack.apply({"params": p}, x, mask, cache, capture_intermediates=True,
-                                                   mutable=["intermediates"]))(params)
+    (inline, _), _ = jax.jit(
+        lambda p: stack.apply({"params": p}, x, mask, cache, capture_intermediates=True, mutable=["intermediates"])
+    )(params)
     rows = np.asarray(mask)  # padded query rows are never used
     assert_close(np.asarray(shared)[rows], np.asarray(inline)[rows], 1e-6, "apply_layer vs inline layers")
 

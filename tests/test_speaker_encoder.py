@@ -31,8 +31,12 @@ from qwen3tts_jax.weights import load_model_params, speaker_encoder_entries
 # the default tiny one everywhere a shape can: even kernel (asymmetric "same" padding), dilation in
 # the first TDNN and the MFA, 2 SE-Res2Net blocks, res2net scale 3, odd attention/SE widths.
 CUSTOM_ENCODER = {
-    "enc_channels": [24, 24, 24, 48], "enc_kernel_sizes": [3, 2, 5, 3], "enc_dilations": [2, 1, 3, 2],
-    "enc_res2net_scale": 3, "enc_se_channels": 6, "enc_attention_channels": 12,
+    "enc_channels": [24, 24, 24, 48],
+    "enc_kernel_sizes": [3, 2, 5, 3],
+    "enc_dilations": [2, 1, 3, 2],
+    "enc_res2net_scale": 3,
+    "enc_se_channels": 6,
+    "enc_attention_channels": 12,
 }
 
 
@@ -118,12 +122,18 @@ def test_embedding_matches_reference_fullsize_channels(tmp_path_factory, torch_t
 
 @pytest.mark.parametrize(
     "cfg",
-    [SpeakerEncoderConfig(), SpeakerEncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in CUSTOM_ENCODER.items()})],
+    [
+        SpeakerEncoderConfig(),
+        SpeakerEncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in CUSTOM_ENCODER.items()}),
+    ],
     ids=["released", "custom"],
 )
 def test_param_tree_matches_key_table(cfg):
     shapes = jax.eval_shape(lambda: SpeakerEncoder(cfg).init(jax.random.key(0), jnp.zeros((1, 8, cfg.mel_dim))))
-    flat = {"/".join(k.key for k in path): leaf.shape for path, leaf in jax.tree_util.tree_flatten_with_path(shapes["params"])[0]}
+    flat = {
+        "/".join(k.key for k in path): leaf.shape
+        for path, leaf in jax.tree_util.tree_flatten_with_path(shapes["params"])[0]
+    }
     table = {"/".join(e.target[1:]): e.shape for e in speaker_encoder_entries(cfg)}
     assert flat == table
 

@@ -58,14 +58,19 @@ def clips_16k() -> list[np.ndarray]:
     return [test_signal(11401, seed=4), test_signal(20000, seed=5)]
 
 
-def assert_code_margins(ours: Qwen3TTSTokenizer, reference, wavs_24k: list[np.ndarray], codes: list[np.ndarray], what: str):
+def assert_code_margins(
+    ours: Qwen3TTSTokenizer, reference, wavs_24k: list[np.ndarray], codes: list[np.ndarray], what: str
+):
     """Margins of the batch computation: each item as the reference sees it, padded to the longest."""
     n = max(len(w) for w in wavs_24k)
     for i, (w, c) in enumerate(zip(wavs_24k, codes)):
         padded = np.zeros(n, np.float32)
         padded[: len(w)] = w
         stages = our_stages(ours.params["encoder"], ours.config, w, n)
-        assert_margins(*code_margins(stages, reference_stages(reference.model, padded), ours.params["encoder"], ours.config, c), f"{what} item {i}")
+        assert_margins(
+            *code_margins(stages, reference_stages(reference.model, padded), ours.params["encoder"], ours.config, c),
+            f"{what} item {i}",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,7 +167,9 @@ def test_from_pretrained_forms_and_dtype(folder, tmp_path):
     assert tok.config.encoder.frame_size == 1920
     bf16 = Qwen3TTSTokenizer.from_pretrained(folder, dtype="bfloat16")
     leaves = bf16.params["encoder"]["encoder"]["layers_0"]["conv"]["weight"]
-    book = bf16.params["encoder"]["quantizer"]["acoustic_residual_vector_quantizer"]["layers_0"]["codebook"]["embed_sum"]
+    book = bf16.params["encoder"]["quantizer"]["acoustic_residual_vector_quantizer"]["layers_0"]["codebook"][
+        "embed_sum"
+    ]
     assert str(leaves.dtype) == "bfloat16" and str(book.dtype) == "float32"  # codebooks stay fp32
 
 
@@ -173,7 +180,9 @@ def test_from_pretrained_forms_and_dtype(folder, tmp_path):
 
 def test_bad_codes_name_the_argument(ours):
     good = np.zeros((3, 16), np.int64)
-    with pytest.raises(ValueError, match=r"encoded\[1\]: code 2048 at frame 2, codebook 5; codes must be in \[0, 2047\]"):
+    with pytest.raises(
+        ValueError, match=r"encoded\[1\]: code 2048 at frame 2, codebook 5; codes must be in \[0, 2047\]"
+    ):
         bad = good.copy()
         bad[2, 5] = 2048
         ours.decode([good, bad])
@@ -181,13 +190,17 @@ def test_bad_codes_name_the_argument(ours):
         bad = good.copy()
         bad[0, 0] = -3
         ours.decode({"audio_codes": [bad]})
-    with pytest.raises(ValueError, match=r"encoded\[0\]\['audio_codes'\]: a -1 padding frame before real frames at frame 1"):
+    with pytest.raises(
+        ValueError, match=r"encoded\[0\]\['audio_codes'\]: a -1 padding frame before real frames at frame 1"
+    ):
         bad = good.copy()
         bad[1] = -1
         ours.decode([{"audio_codes": bad}])
     with pytest.raises(ValueError, match=r"encoded\[0\]: expected codes of shape \(frames, 16\), got shape \(3, 15\)"):
         ours.decode([np.zeros((3, 15), np.int64)])
-    with pytest.raises(ValueError, match=r"encoded: expected codes of shape \(frames, codebooks\) or \(batch, frames, codebooks\)"):
+    with pytest.raises(
+        ValueError, match=r"encoded: expected codes of shape \(frames, codebooks\) or \(batch, frames, codebooks\)"
+    ):
         ours.decode(np.zeros(16, np.int64))
     with pytest.raises(ValueError, match=r"codes must be integers, got non-integral float values"):
         ours.decode([good + 0.5])

@@ -16,9 +16,15 @@ def test_stream_lengths_share_the_codec_programs():
     sizes = []
     for m, chunk in ((6, 4), (7, 4), (9, 3), (11, 5), (13, 2), (10, 4)):  # tails of every length
         offline = model.generate_custom_voice("Compile counting.", max_new_tokens=m, **kw)[0][0]
-        chunks = [c for c, _ in model.stream_custom_voice("Compile counting.", max_new_tokens=m, chunk_frames=chunk, **kw)]
-        assert_close(np.concatenate(chunks) if chunks else np.zeros(0, np.float32), offline, 1e-4,
-                     f"stream vs offline, max_new_tokens={m}, chunk_frames={chunk}")
+        chunks = [
+            c for c, _ in model.stream_custom_voice("Compile counting.", max_new_tokens=m, chunk_frames=chunk, **kw)
+        ]
+        assert_close(
+            np.concatenate(chunks) if chunks else np.zeros(0, np.float32),
+            offline,
+            1e-4,
+            f"stream vs offline, max_new_tokens={m}, chunk_frames={chunk}",
+        )
         sizes.append(codec_decoder._step_copying._cache_size())
     # Pieces are powers of two (codec/pieces.py), one batch row: a handful of programs at most,
     # and the later lengths compile nothing new.

@@ -60,7 +60,9 @@ def test_talker_prefill_matches_reference(tiny_model, name, scan):
     hidden, _ = talker.apply({"params": params["talker"]}, jnp.asarray(x), jnp.asarray(mask), cache)
     logits = talker.apply({"params": params["talker"]}, hidden, method=Talker.logits)
     with torch.no_grad():
-        out = ref.talker(inputs_embeds=torch.tensor(x), attention_mask=torch.tensor(mask).long(), output_hidden_states=True)
+        out = ref.talker(
+            inputs_embeds=torch.tensor(x), attention_mask=torch.tensor(mask).long(), output_hidden_states=True
+        )
     ref_hidden = out.hidden_states[0][-1].numpy()  # the model's last hidden state, after norm
     assert_close(np.asarray(hidden)[mask], ref_hidden[mask], 1e-4, f"talker hidden [{name}, scan={scan}]")
     assert_close(np.asarray(logits)[mask], out.logits.numpy()[mask], 1e-4, f"talker logits [{name}, scan={scan}]")
@@ -89,7 +91,10 @@ def test_talker_decode_steps_match_reference_cache(tiny_model, name):
         for i, e in enumerate(steps):
             am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
             r = ref.talker.model(
-                inputs_embeds=torch.tensor(e), attention_mask=am, past_key_values=past, use_cache=True,
+                inputs_embeds=torch.tensor(e),
+                attention_mask=am,
+                past_key_values=past,
+                use_cache=True,
                 position_ids=(pos + i)[None].expand(3, -1, -1),
             )
             past = r.past_key_values
@@ -121,7 +126,9 @@ def test_scan_and_unrolled_agree(tiny_model, name):
     outs = []
     for scan, p in [(False, params), (True, stacked)]:
         policy = Policy(scan_layers=scan)
-        h, cache = Talker(cfg.talker, policy).apply({"params": p["talker"]}, jnp.asarray(x), jnp.asarray(mask), talker_cache(cfg.talker, policy, 2, 12))
+        h, cache = Talker(cfg.talker, policy).apply(
+            {"params": p["talker"]}, jnp.asarray(x), jnp.asarray(mask), talker_cache(cfg.talker, policy, 2, 12)
+        )
         outs.append(np.asarray(h))
     # Same math, different XLA fusion: the two agree to float rounding, not bit for bit.
     assert_close(outs[1][mask], outs[0][mask], 1e-5, f"scanned vs unrolled talker [{name}]")
@@ -132,15 +139,19 @@ def _reference_frame_codes(ref, past_hidden, code0, seed):
     with torch.no_grad():
         e0 = ref.talker.model.codec_embedding(code0)
         out = ref.talker.code_predictor.generate(
-            inputs_embeds=torch.cat([past_hidden[:, None], e0], 1), max_new_tokens=15, do_sample=False,
-            output_hidden_states=False, return_dict_in_generate=True,
+            inputs_embeds=torch.cat([past_hidden[:, None], e0], 1),
+            max_new_tokens=15,
+            do_sample=False,
+            output_hidden_states=False,
+            return_dict_in_generate=True,
         )
     return out.sequences  # b 15
 
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_code_predictor_teacher_forced_logits(  # finetune.subtalker_logits
-    tiny_model, name):
+    tiny_model, name
+):
     """The 15 logit sets of a frame with the reference's own codes fed in."""
     ref, cfg, policy, params = _load(tiny_model, name)
     rng = np.random.RandomState(3)

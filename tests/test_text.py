@@ -51,8 +51,7 @@ CORPUS = {
     "single_space": " ",
     "leading_newline": "\nstarts with a newline",
     "leading_crlf": "\r\nstarts with CRLF",
-    "special_strings": "Say <|im_end|> then <|im_start|>assistant and "
-                       "<tts_pad><tts_text_bos><tts_text_eod>",
+    "special_strings": "Say <|im_end|> then <|im_start|>assistant and <tts_pad><tts_text_bos><tts_text_eod>",
     "endoftext": "<|endoftext|>",
     "non_special_added": "<think>x</think><tool_call>y</tool_call><|fim_prefix|>",
     "near_special": "<|im_end <im_end|> <tts_pad >",
@@ -65,6 +64,7 @@ ROLE = (151644, 77091, 198)  # <|im_start|> assistant \n
 
 
 # --------------------------------------------------------------------------- folders
+
 
 def _write_folder(root: Path, name: str, config: dict | None, with_tokenizer_json: bool = False) -> Path:
     folder = text_fixture.write_tokenizer_files(root / name, with_tokenizer_json=with_tokenizer_json)
@@ -111,8 +111,7 @@ def _register_reference():
 def ref_processors(folders):
     """The processor exactly as `Qwen3TTSModel.from_pretrained(local_dir)` loads it."""
     auto_processor = _register_reference()
-    return {name: auto_processor.from_pretrained(str(path), fix_mistral_regex=True)
-            for name, path in folders.items()}
+    return {name: auto_processor.from_pretrained(str(path), fix_mistral_regex=True) for name, path in folders.items()}
 
 
 @pytest.fixture(scope="session")
@@ -149,7 +148,10 @@ def test_written_config_has_the_tts_tokens():
     assert decoder["151644"]["content"] == "<|im_start|>"
     assert decoder["151645"]["content"] == "<|im_end|>"
     assert [decoder[str(i)]["content"] for i in (151671, 151672, 151673)] == [
-        "<tts_pad>", "<tts_text_bos>", "<tts_text_eod>"]
+        "<tts_pad>",
+        "<tts_text_bos>",
+        "<tts_text_eod>",
+    ]
 
 
 # --------------------------------------------------------------------------- ours alone
@@ -157,8 +159,9 @@ def test_written_config_has_the_tts_tokens():
 
 def test_special_ids_and_sizes(ours):
     tok = ours["saved_4_57_3"]
-    assert tok.special == T.SpecialTokenIds(im_start=151644, im_end=151645, endoftext=151643,
-                                            tts_pad=151671, tts_bos=151672, tts_eos=151673)
+    assert tok.special == T.SpecialTokenIds(
+        im_start=151644, im_end=151645, endoftext=151643, tts_pad=151671, tts_bos=151672, tts_eos=151673
+    )
     assert tok.vocab_size == 151_676
     assert tok.backend.get_vocab_size(with_added_tokens=False) == 151_643
 
@@ -249,8 +252,7 @@ def test_bad_config_is_named(tmp_path):
 
 def test_argument_errors(ours, folders):
     tok = ours["saved_4_57_3"]
-    for fn, arg in ((tok.assistant_text_ids, "text"), (tok.ref_text_ids, "ref_text"),
-                    (tok.instruct_ids, "instruct")):
+    for fn, arg in ((tok.assistant_text_ids, "text"), (tok.ref_text_ids, "ref_text"), (tok.instruct_ids, "instruct")):
         with pytest.raises(ValueError, match=f"^{arg}: must be a non-empty string"):
             fn("")
         with pytest.raises(TypeError, match=f"^{arg}: expected str"):
@@ -299,8 +301,9 @@ def test_encode_matches_unpatched_reference(ours_qwen2, ref_unpatched, name):
 @pytest.mark.reference
 def test_the_corpus_separates_the_regexes(ref_processors, ref_unpatched):
     # Guards the parity tests above: the corpus must contain texts the two regexes split apart.
-    differ = [k for k, v in CORPUS.items()
-              if _ref_ids(ref_processors["saved_4_57_3"], v) != ref_unpatched(v)["input_ids"]]
+    differ = [
+        k for k, v in CORPUS.items() if _ref_ids(ref_processors["saved_4_57_3"], v) != ref_unpatched(v)["input_ids"]
+    ]
     assert {"case_contractions", "combining"} <= set(differ)  # mixed case; Thai marks
 
 
@@ -311,9 +314,11 @@ def test_decode_matches_reference(ours, ref_processors, skip):
     for value in CORPUS.values():
         ids = _ref_ids(ref, value)
         assert ours["saved_4_57_3"].decode(ids, skip_special_tokens=skip) == ref.decode(
-            ids, skip_special_tokens=skip, clean_up_tokenization_spaces=False)
+            ids, skip_special_tokens=skip, clean_up_tokenization_spaces=False
+        )
         assert ref.decode(ids, skip_special_tokens=skip) == ref.decode(
-            ids, skip_special_tokens=skip, clean_up_tokenization_spaces=False)
+            ids, skip_special_tokens=skip, clean_up_tokenization_spaces=False
+        )
 
 
 def _wrapper(processor):

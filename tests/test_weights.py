@@ -18,8 +18,13 @@ from qwen3tts_jax.config import Qwen3TTSConfig
 from qwen3tts_jax.convert import convert, load_converted
 from qwen3tts_jax.weights import MODEL_IGNORED, CheckpointError, check_keys, load_model_params, model_entries
 
-RELEASED = [("base", "0b6", 914_643_008), ("custom_voice", "0b6", 905_788_672), ("base", "1b7", None),
-            ("custom_voice", "1b7", None), ("voice_design", "1b7", None)]
+RELEASED = [
+    ("base", "0b6", 914_643_008),
+    ("custom_voice", "0b6", 905_788_672),
+    ("base", "1b7", None),
+    ("custom_voice", "1b7", None),
+    ("voice_design", "1b7", None),
+]
 
 
 @pytest.mark.reference
@@ -33,7 +38,10 @@ def test_fullsize_reference_key_sets_map_exactly(kind, size, total):
     shapes = meta_state_shapes(cfg_dict)
     cfg = Qwen3TTSConfig.from_dict(cfg_dict)
     report = check_keys(model_entries(cfg), shapes, MODEL_IGNORED)
-    print(f"[keys] {kind} {size}: {len(shapes)} tensors, {len(report.missing)} missing, {len(report.unexpected)} unexpected")
+    print(
+        f"[keys] {kind} {size}: {len(shapes)} tensors, {len(report.missing)} missing, {len(report.unexpected)} "
+        "unexpected"
+    )
     assert report.ok, report.error(f"{kind}-{size}")
     if total is not None:
         assert sum(math.prod(s) for s in shapes.values()) == total
@@ -66,7 +74,9 @@ def test_inspect_reports_released_totals(tmp_path, capsys):
     tok = tmp_path / "custom_voice" / "speech_tokenizer"
     tok.mkdir()
     (tok / "config.json").write_text(json.dumps(codec_cfg))
-    write_sparse_safetensors(tok / "model.safetensors", {k: tuple(v.shape) for k, v in codec.state_dict().items()}, "F32")
+    write_sparse_safetensors(
+        tok / "model.safetensors", {k: tuple(v.shape) for k, v in codec.state_dict().items()}, "F32"
+    )
     for folder in (tmp_path / "custom_voice", tok):
         assert main(["inspect", str(folder)]) == 0
         out = capsys.readouterr().out
@@ -179,4 +189,6 @@ def test_scan_layout_stacks_every_layer(tiny_folder):
     w = stacked["talker"]["model"]["layers"]["self_attn"]["q_proj"]["weight"]
     assert w.shape[0] == cfg.talker.transformer.num_hidden_layers
     for i in range(w.shape[0]):
-        np.testing.assert_array_equal(np.asarray(w[i]), np.asarray(unrolled["talker"]["model"][f"layers_{i}"]["self_attn"]["q_proj"]["weight"]))
+        np.testing.assert_array_equal(
+            np.asarray(w[i]), np.asarray(unrolled["talker"]["model"][f"layers_{i}"]["self_attn"]["q_proj"]["weight"])
+        )

@@ -31,7 +31,6 @@ import device_check as dc  # noqa: E402
 def reference_models(model_cfg: dict, codec_cfg: dict, model_t: dict, codec_t: dict):
     """The official model and tokenizer (fp32, eager attention) holding exactly these tensors."""
     import torch
-
     from reference.codec_models import build_reference_tokenizer
     from reference.models import build_reference_model
 

@@ -130,7 +130,9 @@ class MimiEncoderConfig:
         heads = f.positive("num_attention_heads")
         kv_heads = f.positive("num_key_value_heads")
         if heads % kv_heads:
-            raise ConfigError(f"{f.where('num_attention_heads')}={heads} is not a multiple of num_key_value_heads={kv_heads}")
+            raise ConfigError(
+                f"{f.where('num_attention_heads')}={heads} is not a multiple of num_key_value_heads={kv_heads}"
+            )
         sampling_rate = f.positive("sampling_rate")
         ratios = _ints(f, "upsampling_ratios")
         num_q = f.positive("num_quantizers")
@@ -243,17 +245,23 @@ class DecoderConfig:
         heads = f.positive("num_attention_heads")
         kv_heads = f.positive("num_key_value_heads")
         if heads % kv_heads:
-            raise ConfigError(f"{f.where('num_attention_heads')}={heads} is not a multiple of num_key_value_heads={kv_heads}")
+            raise ConfigError(
+                f"{f.where('num_attention_heads')}={heads} is not a multiple of num_key_value_heads={kv_heads}"
+            )
         codebook_dim = f.positive("codebook_dim")
         if codebook_dim % 2:
-            raise ConfigError(f"{f.where('codebook_dim')}={codebook_dim} must be even (codebook vectors are codebook_dim // 2)")
+            raise ConfigError(
+                f"{f.where('codebook_dim')}={codebook_dim} must be even (codebook vectors are codebook_dim // 2)"
+            )
         num_q = f.positive("num_quantizers")
         if num_q < 2:
             raise ConfigError(f"{f.where('num_quantizers')}={num_q} must be > 1 (one semantic + acoustic quantizers)")
         rates = _ints(f, "upsample_rates")
         decoder_dim = f.positive("decoder_dim")
         if decoder_dim % 2 ** len(rates):
-            raise ConfigError(f"{f.where('decoder_dim')}={decoder_dim} is not divisible by 2**len(upsample_rates)={2 ** len(rates)}")
+            raise ConfigError(
+                f"{f.where('decoder_dim')}={decoder_dim} is not divisible by 2**len(upsample_rates)={2 ** len(rates)}"
+            )
         act = f.get("hidden_act", str, "silu")
         if act != "silu":
             raise ConfigError(f"{f.where('hidden_act')}={act!r} is not supported (only 'silu')")

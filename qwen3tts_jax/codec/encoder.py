@@ -62,6 +62,7 @@ __all__ = [
     "bucket_samples",
 ]
 
+
 def _ceil_div(a, b: int):
     return -(-a // b)
 
@@ -107,8 +108,16 @@ class MimiConv1d(nn.Module):
                 x = jnp.where(beyond, jnp.zeros((), x.dtype), x)
         mode = "edge" if self.pad_mode == "replicate" else "constant"
         x = jnp.pad(x, ((0, 0), (left, right), (0, 0)), mode=mode)
-        y = Conv1d(self.features, self.kernel_size, self.stride, self.dilation, use_bias=self.use_bias,
-                   dtype=x.dtype, param_dtype=self.param_dtype, name="conv")(x)
+        y = Conv1d(
+            self.features,
+            self.kernel_size,
+            self.stride,
+            self.dilation,
+            use_bias=self.use_bias,
+            dtype=x.dtype,
+            param_dtype=self.param_dtype,
+            name="conv",
+        )(x)
         return y, _ceil_div(valid, self.stride)
 
 
@@ -125,8 +134,9 @@ class MimiResnetBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Float[Array, "b t c"], valid: Int[Array, ""]) -> Float[Array, "b t c"]:
-        h, _ = MimiConv1d(self.hidden, self.kernel_size, dilation=self.dilation, param_dtype=self.param_dtype,
-                          name="block_1")(jax.nn.elu(x), valid)
+        h, _ = MimiConv1d(
+            self.hidden, self.kernel_size, dilation=self.dilation, param_dtype=self.param_dtype, name="block_1"
+        )(jax.nn.elu(x), valid)
         h, _ = MimiConv1d(self.dim, 1, param_dtype=self.param_dtype, name="block_3")(jax.nn.elu(h), valid)
         if self.use_conv_shortcut:
             x, _ = MimiConv1d(self.dim, 1, param_dtype=self.param_dtype, name="shortcut")(x, valid)
@@ -151,8 +161,15 @@ class SEANetEncoder(nn.Module):
         for ratio in reversed(cfg.upsampling_ratios):
             dim = scale * cfg.num_filters
             for j in range(cfg.num_residual_layers):
-                x = MimiResnetBlock(dim, dim // cfg.compress, cfg.residual_kernel_size, cfg.dilation_growth_rate**j,
-                                    cfg.use_conv_shortcut, self.param_dtype, name=f"layers_{i}")(x, valid)
+                x = MimiResnetBlock(
+                    dim,
+                    dim // cfg.compress,
+                    cfg.residual_kernel_size,
+                    cfg.dilation_growth_rate**j,
+                    cfg.use_conv_shortcut,
+                    self.param_dtype,
+                    name=f"layers_{i}",
+                )(x, valid)
                 i += 1
             x = jax.nn.elu(x)
             i += 1
@@ -180,15 +197,26 @@ class MimiAttention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: Float[Array, "b t d"], cos: Float[Array, "b t x"], sin: Float[Array, "b t x"], mask: Bool[Array, "b t s"]
+        self,
+        x: Float[Array, "b t d"],
+        cos: Float[Array, "b t x"],
+        sin: Float[Array, "b t x"],
+        mask: Bool[Array, "b t s"],
     ) -> Float[Array, "b t d"]:
         cfg = self.cfg
         b, t, d = x.shape
         dense = lambda n, name: Linear(  # noqa: E731
-            n, cfg.attention_bias, x.dtype, self.param_dtype, self.matmul, name=name)
-        q = dense(cfg.num_attention_heads * cfg.head_dim, "q_proj")(x).reshape(b, t, cfg.num_attention_heads, cfg.head_dim)
-        k = dense(cfg.num_key_value_heads * cfg.head_dim, "k_proj")(x).reshape(b, t, cfg.num_key_value_heads, cfg.head_dim)
-        v = dense(cfg.num_key_value_heads * cfg.head_dim, "v_proj")(x).reshape(b, t, cfg.num_key_value_heads, cfg.head_dim)
+            n, cfg.attention_bias, x.dtype, self.param_dtype, self.matmul, name=name
+        )
+        q = dense(cfg.num_attention_heads * cfg.head_dim, "q_proj")(x).reshape(
+            b, t, cfg.num_attention_heads, cfg.head_dim
+        )
+        k = dense(cfg.num_key_value_heads * cfg.head_dim, "k_proj")(x).reshape(
+            b, t, cfg.num_key_value_heads, cfg.head_dim
+        )
+        v = dense(cfg.num_key_value_heads * cfg.head_dim, "v_proj")(x).reshape(
+            b, t, cfg.num_key_value_heads, cfg.head_dim
+        )
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         out = attend(q, k, v, mask, 1.0 / math.sqrt(cfg.head_dim))  # b t h x
         return dense(d, "o_proj")(out.reshape(b, t, cfg.num_attention_heads * cfg.head_dim))
@@ -217,7 +245,11 @@ class MimiTransformerLayer(nn.Module):
 
     @nn.compact
     def __call__(
-        self, h: Float[Array, "b t d"], cos: Float[Array, "b t x"], sin: Float[Array, "b t x"], mask: Bool[Array, "b t s"]
+        self,
+        h: Float[Array, "b t d"],
+        cos: Float[Array, "b t x"],
+        sin: Float[Array, "b t x"],
+        mask: Bool[Array, "b t s"],
     ) -> Float[Array, "b t d"]:
         cfg, pd = self.cfg, self.param_dtype
         attn = MimiAttention(cfg, pd, self.matmul, name="self_attn")
@@ -295,7 +327,9 @@ class RVQEncoder(nn.Module):
             z = Conv1d(vq, 1, use_bias=False, dtype=h.dtype, param_dtype=self.param_dtype, name="input_proj")(h)
             # Declared for checkpoint coverage only (XLA drops the unused result); decoding is the
             # codec decoder's job.
-            Conv1d(cfg.hidden_size, 1, use_bias=False, dtype=h.dtype, param_dtype=self.param_dtype, name="output_proj")(z)
+            Conv1d(cfg.hidden_size, 1, use_bias=False, dtype=h.dtype, param_dtype=self.param_dtype, name="output_proj")(
+                z
+            )
         else:
             z = h
         books = [_VQLayer(cfg.codebook_size, cfg.codebook_dim, name=f"layers_{j}")() for j in range(self.num_layers)]
@@ -317,11 +351,17 @@ class SplitRVQEncoder(nn.Module):
     def __call__(self, h: Float[Array, "b t d"]) -> dict[str, Array]:
         cfg = self.cfg
         n_sem = cfg.num_semantic_quantizers
-        sem_codes, sem_z = RVQEncoder(cfg, n_sem, min(n_sem, self.num_codes), self.param_dtype,
-                                      name="semantic_residual_vector_quantizer")(h)
+        sem_codes, sem_z = RVQEncoder(
+            cfg, n_sem, min(n_sem, self.num_codes), self.param_dtype, name="semantic_residual_vector_quantizer"
+        )(h)
         n_ac_used = max(self.num_codes - n_sem, 0)
-        ac_codes, ac_z = RVQEncoder(cfg, cfg.num_acoustic_quantizers, max(n_ac_used, 1), self.param_dtype,
-                                    name="acoustic_residual_vector_quantizer")(h)
+        ac_codes, ac_z = RVQEncoder(
+            cfg,
+            cfg.num_acoustic_quantizers,
+            max(n_ac_used, 1),
+            self.param_dtype,
+            name="acoustic_residual_vector_quantizer",
+        )(h)
         codes = jnp.concatenate([sem_codes, ac_codes[..., :n_ac_used]], axis=-1)
         return {"codes": codes, "semantic_latent": sem_z, "acoustic_latent": ac_z}
 
@@ -354,9 +394,15 @@ class Qwen3TTSTokenizerV2Encoder(nn.Module):
         h = MimiTransformer(cfg, self.param_dtype, self.matmul, name="encoder_transformer")(seanet)
         down = h
         if cfg.has_downsample:
-            down, valid = MimiConv1d(cfg.hidden_size, cfg.downsample_kernel_size, stride=cfg.downsample_stride,
-                                     use_bias=False, pad_mode="replicate", param_dtype=self.param_dtype,
-                                     name="downsample")(h, valid)
+            down, valid = MimiConv1d(
+                cfg.hidden_size,
+                cfg.downsample_kernel_size,
+                stride=cfg.downsample_stride,
+                use_bias=False,
+                pad_mode="replicate",
+                param_dtype=self.param_dtype,
+                name="downsample",
+            )(h, valid)
         out = SplitRVQEncoder(cfg, self.num_codes, self.param_dtype, name="quantizer")(down)
         return {"seanet": seanet, "transformer": h, "downsample": down, **out}
 
@@ -382,7 +428,11 @@ def _module(cfg: Qwen3TTSTokenizerV2Config, dtype, matmul: str = "weight_station
 
 @functools.partial(jax.jit, static_argnames=("cfg", "dtype"))
 def encoder_stages(
-    params: Params, cfg: Qwen3TTSTokenizerV2Config, wav: Float[HostArray, "b n"], boundary: Int[Array, ""], dtype: Any = jnp.float32
+    params: Params,
+    cfg: Qwen3TTSTokenizerV2Config,
+    wav: Float[HostArray, "b n"],
+    boundary: Int[Array, ""],
+    dtype: Any = jnp.float32,
 ) -> dict[str, Array]:
     """All intermediate stages (`seanet`, `transformer`, `downsample`, `semantic_latent`,
     `acoustic_latent`, `codes`) of the buffer `wav`, as the reference computes them at length
@@ -392,8 +442,12 @@ def encoder_stages(
 
 @functools.partial(jax.jit, static_argnames=("cfg", "dtype", "matmul"))
 def encode(
-    params: Params, cfg: Qwen3TTSTokenizerV2Config, wav: Float[HostArray, "b n"], lengths: Int[HostArray, " b"],
-    dtype: Any = jnp.float32, matmul: str = "weight_stationary",
+    params: Params,
+    cfg: Qwen3TTSTokenizerV2Config,
+    wav: Float[HostArray, "b n"],
+    lengths: Int[HostArray, " b"],
+    dtype: Any = jnp.float32,
+    matmul: str = "weight_stationary",
 ) -> Int[Array, "b t q"]:
     """`Qwen3TTSTokenizerV2Model.encode` of a right-padded batch → codes `(b, ceil(n/1920), 16)`.
 

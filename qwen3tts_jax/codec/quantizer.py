@@ -43,7 +43,9 @@ __all__ = [
 ]
 
 
-def codebook_embedding(embed_sum: Float[HostArray, "v d"], cluster_usage: Float[HostArray, " v"]) -> Float[Array, "v d"]:
+def codebook_embedding(
+    embed_sum: Float[HostArray, "v d"], cluster_usage: Float[HostArray, " v"]
+) -> Float[Array, "v d"]:
     """The centroid table `E = sum / clamp(usage, 1e-5)[:, None]`, in fp32."""
     usage = jnp.maximum(cluster_usage.astype(jnp.float32), CODEBOOK_EPS)
     return embed_sum.astype(jnp.float32) / usage[:, None]

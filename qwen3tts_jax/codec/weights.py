@@ -69,7 +69,11 @@ def decoder_entries(cfg: DecoderConfig, prefix: str = "decoder") -> list[Entry]:
     for i in range(cfg.num_hidden_layers):
         lp = f"{t}.layers.{i}"
         a = f"{lp}.self_attn"
-        entries += [*linear(f"{a}.q_proj", hx, d, b), *linear(f"{a}.k_proj", kx, d, b), *linear(f"{a}.v_proj", kx, d, b)]
+        entries += [
+            *linear(f"{a}.q_proj", hx, d, b),
+            *linear(f"{a}.k_proj", kx, d, b),
+            *linear(f"{a}.v_proj", kx, d, b),
+        ]
         entries += linear(f"{a}.o_proj", d, hx, b)
         entries += linear(f"{lp}.mlp.gate_proj", cfg.intermediate_size, d)
         entries += linear(f"{lp}.mlp.up_proj", cfg.intermediate_size, d)
@@ -149,9 +153,16 @@ def encoder_entries(cfg: MimiEncoderConfig, prefix: str = "encoder") -> list[Ent
     for i in range(cfg.num_hidden_layers):
         lp = f"{t}.layers.{i}"
         a = f"{lp}.self_attn"
-        entries += [*linear(f"{a}.q_proj", hx, d, b), *linear(f"{a}.k_proj", kx, d, b), *linear(f"{a}.v_proj", kx, d, b)]
+        entries += [
+            *linear(f"{a}.q_proj", hx, d, b),
+            *linear(f"{a}.k_proj", kx, d, b),
+            *linear(f"{a}.v_proj", kx, d, b),
+        ]
         entries += linear(f"{a}.o_proj", d, hx, b)
-        entries += [*linear(f"{lp}.mlp.fc1", cfg.intermediate_size, d), *linear(f"{lp}.mlp.fc2", d, cfg.intermediate_size)]
+        entries += [
+            *linear(f"{lp}.mlp.fc1", cfg.intermediate_size, d),
+            *linear(f"{lp}.mlp.fc2", d, cfg.intermediate_size),
+        ]
         for norm in ("input_layernorm", "post_attention_layernorm"):
             entries += [vector(f"{lp}.{norm}.weight", d), vector(f"{lp}.{norm}.bias", d)]
         entries += [vector(f"{lp}.self_attn_layer_scale.scale", d), vector(f"{lp}.mlp_layer_scale.scale", d)]
@@ -173,8 +184,9 @@ def codec_entries(cfg: Qwen3TTSTokenizerV2Config) -> list[Entry]:
     return encoder_entries(cfg.encoder) + decoder_entries(cfg.decoder)
 
 
-def load_codec_params(model_dir: str | Path, dtype: Any = None, cfg: Qwen3TTSTokenizerV2Config | None = None,
-                      shardings: Any = None) -> dict:
+def load_codec_params(
+    model_dir: str | Path, dtype: Any = None, cfg: Qwen3TTSTokenizerV2Config | None = None, shardings: Any = None
+) -> dict:
     """Load `<model_dir>/model.safetensors` → `{"encoder": ..., "decoder": ...}` param trees.
 
     `model_dir` is the speech_tokenizer folder (its config.json is read unless `cfg` is given).

@@ -19,7 +19,9 @@ from qwen3tts_jax.typing import Array, Float, HostArray
 SNAKE_EPS = 1e-9  # `SnakeBeta.no_div_by_zero`
 
 
-def snake_beta(x: Float[Array, "... c"], alpha: Float[HostArray, " c"], beta: Float[HostArray, " c"]) -> Float[Array, "... c"]:
+def snake_beta(
+    x: Float[Array, "... c"], alpha: Float[HostArray, " c"], beta: Float[HostArray, " c"]
+) -> Float[Array, "... c"]:
     a = jnp.exp(alpha.astype(x.dtype))
     b = jnp.exp(beta.astype(x.dtype))
     return x + (1.0 / (b + SNAKE_EPS)) * jnp.square(jnp.sin(x * a))

@@ -40,6 +40,7 @@ def write_kv(
 ) -> KVCache:
     """Write t new slots starting at `index`: one slot for every row (a scalar: prefill, the
     code predictor) or each row's own (`(b,)`: the engine's slots, each at its own length)."""
+
     def put(buf, new, at):
         return jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), (at, 0, 0))
 
@@ -156,8 +157,11 @@ def attend_live(
         pv = _weighted(p.astype(q.dtype), vb, few).transpose(0, 2, 3, 1, 4)  # b k g t x
         return m_new, alpha * norm + jnp.sum(p, axis=-1), alpha[..., None] * acc + pv.astype(jnp.float32)
 
-    init = (jnp.full((b, kv_heads, g, t), neg, jnp.float32), jnp.zeros((b, kv_heads, g, t), jnp.float32),
-            jnp.zeros((b, kv_heads, g, t, x), jnp.float32))
+    init = (
+        jnp.full((b, kv_heads, g, t), neg, jnp.float32),
+        jnp.zeros((b, kv_heads, g, t), jnp.float32),
+        jnp.zeros((b, kv_heads, g, t, x), jnp.float32),
+    )
     n_blocks = (live + block - 1) // block
     _, norm, acc = jax.lax.fori_loop(0, n_blocks, body, init)
     out = (acc / norm[..., None]).astype(q.dtype)  # b k g t x
@@ -193,7 +197,8 @@ class Attention(nn.Module):
     ) -> tuple[Float[Array, "b t d"], KVCache]:
         b, t, d = x.shape
         dense = lambda n, name: Linear(  # noqa: E731
-            n, self.use_bias, self.dtype, self.param_dtype, self.matmul, name=name)
+            n, self.use_bias, self.dtype, self.param_dtype, self.matmul, name=name
+        )
         q = dense(self.num_heads * self.head_dim, "q_proj")(x).reshape(b, t, self.num_heads, self.head_dim)
         k = dense(self.num_kv_heads * self.head_dim, "k_proj")(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = dense(self.num_kv_heads * self.head_dim, "v_proj")(x).reshape(b, t, self.num_kv_heads, self.head_dim)

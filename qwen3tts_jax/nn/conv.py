@@ -11,7 +11,8 @@ and it is the layout the ConvNeXt / transformer linears want (figures: benchmark
 
 Kernel layout: params hold torch's layout (`OIH`, as the checkpoint). XLA:CPU re-lays an `OIH`
 kernel out on every call, which is noise for a long one-shot decode but dominates short inputs
-(streaming steps; RESULTS.md, "Design measurements"). So every conv module takes `kernel_layout="HIO"` for weights converted once by `to_hio` /
+(streaming steps; RESULTS.md, "Design measurements"). So every conv module takes `kernel_layout="HIO"` for weights
+converted once by `to_hio` /
 `transposed_to_hio` (the streaming decoder does this at construction); "OIH" (default) uses the
 checkpoint tensors as they are.
 
@@ -95,8 +96,14 @@ def conv1d(
     else:
         # precision: fp32 stays fp32 on GPUs too (their default runs fp32 convs as TF32).
         y = jax.lax.conv_general_dilated(
-            x, weight, window_strides=(stride,), padding=[padding], rhs_dilation=(dilation,),
-            feature_group_count=groups, dimension_numbers=("NHC", kernel_layout, "NHC"), precision=precision(x.dtype),
+            x,
+            weight,
+            window_strides=(stride,),
+            padding=[padding],
+            rhs_dilation=(dilation,),
+            feature_group_count=groups,
+            dimension_numbers=("NHC", kernel_layout, "NHC"),
+            precision=precision(x.dtype),
         )
     return y if bias is None else y + bias
 
@@ -169,11 +176,23 @@ class Conv1d(nn.Module):
             shape, axes = (self.features, cin // self.groups, self.kernel_size), ((1, 2), 0)
         else:
             shape, axes = (self.kernel_size, cin // self.groups, self.features), ((0, 1), 2)
-        weight = existing_param(self, "weight", nn.initializers.lecun_normal(in_axis=axes[0], out_axis=axes[1]), shape, self.param_dtype)
-        bias = existing_param(self, "bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
+        weight = existing_param(
+            self, "weight", nn.initializers.lecun_normal(in_axis=axes[0], out_axis=axes[1]), shape, self.param_dtype
+        )
+        bias = (
+            existing_param(self, "bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
         return conv1d(
-            x.astype(self.dtype), weight, bias, stride=self.stride, dilation=self.dilation, groups=self.groups,
-            padding=padding, kernel_layout=self.kernel_layout,
+            x.astype(self.dtype),
+            weight,
+            bias,
+            stride=self.stride,
+            dilation=self.dilation,
+            groups=self.groups,
+            padding=padding,
+            kernel_layout=self.kernel_layout,
         )
 
 
@@ -190,14 +209,22 @@ class ConvTranspose1d(nn.Module):
     kernel_layout: str = "OIH"  # "HIO": weight converted by `transposed_to_hio`
 
     @nn.compact
-    def __call__(self, x: Float[Array, "b t i"], history: Float[Array, "b h i"] | None = None) -> Float[Array, "b ts o"]:
+    def __call__(
+        self, x: Float[Array, "b t i"], history: Float[Array, "b h i"] | None = None
+    ) -> Float[Array, "b ts o"]:
         if self.kernel_layout == "OIH":
             shape, axes = (x.shape[-1], self.features, self.kernel_size), ((0, 2), 1)
         else:
             m = -(-self.kernel_size // self.stride)
             shape, axes = (m, x.shape[-1], self.stride * self.features), ((0, 1), 2)
-        weight = existing_param(self, "weight", nn.initializers.lecun_normal(in_axis=axes[0], out_axis=axes[1]), shape, self.param_dtype)
-        bias = existing_param(self, "bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
+        weight = existing_param(
+            self, "weight", nn.initializers.lecun_normal(in_axis=axes[0], out_axis=axes[1]), shape, self.param_dtype
+        )
+        bias = (
+            existing_param(self, "bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
         return conv_transpose1d(
             x.astype(self.dtype), weight, bias, stride=self.stride, history=history, kernel_layout=self.kernel_layout
         )
@@ -230,10 +257,20 @@ class CausalConv1d(nn.Module):
         return effective_kernel(self.kernel_size, self.dilation) - self.stride
 
     @nn.compact
-    def __call__(self, x: Float[Array, "b t i"], history: Float[Array, "b h i"] | None = None) -> Float[Array, "b t2 o"]:
+    def __call__(
+        self, x: Float[Array, "b t i"], history: Float[Array, "b h i"] | None = None
+    ) -> Float[Array, "b t2 o"]:
         conv = Conv1d(
-            self.features, self.kernel_size, self.stride, self.dilation, self.groups, self.use_bias,
-            self.dtype, self.param_dtype, self.kernel_layout, name="conv",
+            self.features,
+            self.kernel_size,
+            self.stride,
+            self.dilation,
+            self.groups,
+            self.use_bias,
+            self.dtype,
+            self.param_dtype,
+            self.kernel_layout,
+            name="conv",
         )
         if history is not None:
             if self.stride != 1:
@@ -265,8 +302,17 @@ class CausalConvTranspose1d(nn.Module):
         return -(-self.kernel_size // self.stride) - 1
 
     @nn.compact
-    def __call__(self, x: Float[Array, "b t i"], history: Float[Array, "b h i"] | None = None) -> Float[Array, "b ts o"]:
+    def __call__(
+        self, x: Float[Array, "b t i"], history: Float[Array, "b h i"] | None = None
+    ) -> Float[Array, "b ts o"]:
         conv = ConvTranspose1d(
-            self.features, self.kernel_size, self.stride, True, self.dtype, self.param_dtype, self.kernel_layout, name="conv"
+            self.features,
+            self.kernel_size,
+            self.stride,
+            True,
+            self.dtype,
+            self.param_dtype,
+            self.kernel_layout,
+            name="conv",
         )
         return conv(x, history)

@@ -84,7 +84,11 @@ class Linear(nn.Module):
     def __call__(self, x: Float[Array, "... i"]) -> Float[Array, "... o"]:
         init = nn.initializers.lecun_normal(in_axis=1, out_axis=0)
         weight = existing_param(self, "weight", init, (self.features, x.shape[-1]), self.param_dtype)
-        bias = existing_param(self, "bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
+        bias = (
+            existing_param(self, "bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
         return linear(x.astype(self.dtype), weight, bias, self.matmul, self.out_dtype)
 
 
@@ -98,5 +102,7 @@ class Embedding(nn.Module):
 
     @nn.compact
     def __call__(self, ids: Int[Array, "*_"]) -> Float[Array, "... d"]:
-        table = existing_param(self, "weight", nn.initializers.normal(0.02), (self.num, self.features), self.param_dtype)
+        table = existing_param(
+            self, "weight", nn.initializers.normal(0.02), (self.num, self.features), self.param_dtype
+        )
         return jnp.take(table, ids, axis=0).astype(self.dtype)

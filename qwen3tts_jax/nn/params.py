@@ -2,7 +2,8 @@
 
 Flax's `Module.param` runs `jax.eval_shape` of the initializer on every call, even in `apply`
 where the parameter exists, to check its shape: milliseconds per weight at trace time, seconds
-for a whole model (benchmarks/RESULTS.md, "Design measurements") — time a fresh process pays before its first audio even with the persistent
+for a whole model (benchmarks/RESULTS.md, "Design measurements") — time a fresh process pays before its first audio
+even with the persistent
 compilation cache. Every module of this package reads its weights through `existing_param`.
 """
 

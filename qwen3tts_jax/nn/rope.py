@@ -28,7 +28,9 @@ def inv_frequencies(head_dim: int, theta: float) -> Float[Array, " half"]:
     return jnp.asarray(np.float32(1.0) / power)
 
 
-def rope_tables(positions: Int[Array, "b t"], head_dim: int, theta: float, dtype=jnp.float32) -> tuple[Float[Array, "b t x"], Float[Array, "b t x"]]:
+def rope_tables(
+    positions: Int[Array, "b t"], head_dim: int, theta: float, dtype=jnp.float32
+) -> tuple[Float[Array, "b t x"], Float[Array, "b t x"]]:
     """cos/sin tables for the given positions: `emb = concat(freqs, freqs)`."""
     freqs = positions.astype(jnp.float32)[..., None] * inv_frequencies(head_dim, theta)  # b t x/2
     emb = jnp.concatenate([freqs, freqs], axis=-1)
@@ -40,7 +42,9 @@ def rotate_half(x: Float[Array, "... x"]) -> Float[Array, "... x"]:
     return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
 
 
-def apply_rope(x: Float[Array, "b t n x"], cos: Float[Array, "b t x"], sin: Float[Array, "b t x"]) -> Float[Array, "b t n x"]:
+def apply_rope(
+    x: Float[Array, "b t n x"], cos: Float[Array, "b t x"], sin: Float[Array, "b t x"]
+) -> Float[Array, "b t n x"]:
     """Rotate heads `n` of x by the per-position angles."""
     cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     return x * cos + rotate_half(x) * sin

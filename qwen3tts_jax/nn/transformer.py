@@ -52,7 +52,10 @@ def init_cache(cfg: TransformerConfig, policy: Policy, batch: int, slots: int, p
     if policy.scan_layers:
         layers = jax.tree.map(lambda a: jnp.broadcast_to(a, (cfg.num_hidden_layers, *a.shape)), one)
     else:
-        layers = tuple(KVCache.zeros(batch, slots, cfg.num_key_value_heads, cfg.head_dim, policy.dtype) for _ in range(cfg.num_hidden_layers))
+        layers = tuple(
+            KVCache.zeros(batch, slots, cfg.num_key_value_heads, cfg.head_dim, policy.dtype)
+            for _ in range(cfg.num_hidden_layers)
+        )
     return DecoderCache(layers, jnp.zeros((batch, slots), bool), jnp.zeros((batch,) if per_row else (), jnp.int32))
 
 
@@ -61,7 +64,9 @@ def step_geometry(
 ) -> tuple[Int[Array, "b t"], Bool[Array, "b t s"], Bool[Array, "b s"]]:
     """Positions of the t new tokens, the attention mask over all slots, and the new `valid`."""
     t = new_mask.shape[1]
-    positions = jnp.sum(cache.valid, axis=-1, dtype=jnp.int32)[:, None] + jnp.cumsum(new_mask, axis=-1, dtype=jnp.int32) - 1
+    positions = (
+        jnp.sum(cache.valid, axis=-1, dtype=jnp.int32)[:, None] + jnp.cumsum(new_mask, axis=-1, dtype=jnp.int32) - 1
+    )
     end = jnp.broadcast_to(cache.end, new_mask.shape[:1])  # b: each row's first new slot
     valid = jax.vmap(lambda row, new, at: jax.lax.dynamic_update_slice(row, new, (at,)))(cache.valid, new_mask, end)
     query_slots = end[:, None] + jnp.arange(t, dtype=jnp.int32)  # b t
@@ -85,11 +90,22 @@ class DecoderLayer(nn.Module):
     ) -> tuple[Float[Array, "b t d"], KVCache]:
         cfg, p = self.cfg, self.policy
         attn = Attention(
-            cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, qk_norm=True, norm_eps=cfg.rms_norm_eps,
-            use_bias=cfg.attention_bias, block_size=p.attention_block, dtype=p.dtype, param_dtype=p.param_dtype,
-            matmul=p.matmul, few_query=p.few_query_attention, name="self_attn",
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            qk_norm=True,
+            norm_eps=cfg.rms_norm_eps,
+            use_bias=cfg.attention_bias,
+            block_size=p.attention_block,
+            dtype=p.dtype,
+            param_dtype=p.param_dtype,
+            matmul=p.matmul,
+            few_query=p.few_query_attention,
+            name="self_attn",
         )
-        a, kv = attn(RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="input_layernorm")(h), cos, sin, mask, kv, write_index)
+        a, kv = attn(
+            RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="input_layernorm")(h), cos, sin, mask, kv, write_index
+        )
         h = h + a
         mlp = SwiGLU(cfg.intermediate_size, p.dtype, p.param_dtype, p.matmul, name="mlp")
         h = h + mlp(RMSNorm(cfg.rms_norm_eps, p.param_dtype, name="post_attention_layernorm")(h))

@@ -5,7 +5,8 @@ No reference class. The routes and bodies follow OpenAI's speech API and vllm-om
 (`docs/serving/speech_api.md` there); see the README's Server section for the contract.
 
 A prepared request goes to the engine through the service's pacer (one per engine step); a
-stream's headers go out at once and its audio follows admission. Handlers never block the event loop: preparing a request (a one-off reference voice is encoded)
+stream's headers go out at once and its audio follows admission. Handlers never block the event loop: preparing a
+request (a one-off reference voice is encoded)
 runs on a worker thread, and engine events are awaited through the service's waiter threads. A
 request's engine handle is closed exactly once (`_Flight.close`), however the response ends:
 finished, the client gone (Starlette cancels a streaming response when the client disconnects;

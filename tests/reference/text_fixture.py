@@ -48,8 +48,8 @@ def tokenizer_data_dir() -> Path:
     path = TOKENIZER_DATA_DIR / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: test data not fetched; run `bash scripts/fetch_test_data.sh` "
-            "(scripts/setup_env.sh does it)")
+            f"{path}: test data not fetched; run `bash scripts/fetch_test_data.sh` (scripts/setup_env.sh does it)"
+        )
     return TOKENIZER_DATA_DIR
 
 
@@ -68,8 +68,14 @@ def _source() -> tuple[bytes, bytes, str]:
     config.pop("chat_template", None)  # the TTS folders carry none; the wrapper formats by hand
     decoder = config["added_tokens_decoder"]
     for token_id, content in TTS_ADDED_TOKENS:
-        decoder[str(token_id)] = {"content": content, "lstrip": False, "normalized": False,
-                                  "rstrip": False, "single_word": False, "special": True}
+        decoder[str(token_id)] = {
+            "content": content,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
     # HF's save format: sorted keys, indent 2, trailing newline.
     config_text = json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     return vocab_bytes, merges_bytes, config_text
