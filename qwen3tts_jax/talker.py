@@ -75,7 +75,7 @@ class Talker(nn.Module):
     def embed_codec(self, ids: Int[Array, "b t"]) -> Float[Array, "b t d"]:
         return self.model.codec_embedding(ids)
 
-    def logits(self, hidden: Float[Array, "b t d"]) -> Float[Array, "b t v"]:
+    def logits(self, hidden: Float[Array, "*n d"]) -> Float[Array, "*n v"]:
         """`codec_head` over the normed hidden states, upcast to fp32 as generation does."""
         return self.codec_head(hidden).astype(jnp.float32)
 
