@@ -144,7 +144,7 @@ class _Flight:
                 else:
                     leg.result = event
                 yield k, event
-            if leg.result.finish_reason in ("cancelled", "error"):
+            if leg.result.finish_reason in ("cancelled", "error") or self._closed:  # closed: the rest is withdrawn
                 break
         self.close()
 
