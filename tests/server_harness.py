@@ -23,7 +23,10 @@ from qwen3tts_jax.server import ServerConfig, SpeechService, create_app
 
 GREEDY = dict(do_sample=False, subtalker_dosample=False)
 # Small limits: a tiny engine (2 slots, 768 KV positions) that compiles fast; room for 8 clients at once.
-SETTINGS = dict(max_batch=2, max_queue=6, max_input_tokens=48, max_new_tokens=300, max_ref_seconds=4.0)
+# Long-form segments are then at most 48 text tokens (bytes: the random models' tokenizer is byte-level).
+SETTINGS = dict(
+    max_batch=2, max_queue=6, max_input_tokens=48, max_new_tokens=300, max_ref_seconds=4.0, max_input_chars=600
+)
 START_TIMEOUT_S = 900  # load + compile + warm-up on a loaded 2-core machine
 
 

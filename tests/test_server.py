@@ -199,7 +199,7 @@ BAD = [
     ({"voice": "ryan"}, 422, "input"),
     ({"input": ""}, 422, "input"),
     ({"input": "   "}, 422, "input"),
-    ({"input": LONG}, 400, "input"),
+    ({"input": LONG, "long_form": "off"}, 400, "input"),
     ({"input": "hi", "colour": "blue"}, 422, "colour"),
     ({"input": "hi", "voice": "nobody"}, 400, "voice"),
     ({"input": "hi", "model": "tts-1"}, 400, "model"),

@@ -5,14 +5,16 @@ No reference class. The routes and bodies follow OpenAI's speech API and vllm-om
 (`docs/serving/speech_api.md` there); see the README's Server section for the contract.
 
 A prepared request goes to the engine through the service's pacer (one per engine step); a
-stream's headers go out at once and its audio follows admission. Handlers never block the event loop: preparing a
-request (a one-off reference voice is encoded)
-runs on a worker thread, and engine events are awaited through the service's waiter threads. A
-request's engine handle is closed exactly once (`_Flight.close`), however the response ends:
-finished, the client gone (Starlette cancels a streaming response when the client disconnects;
-a non-streaming one polls `is_disconnected`), or an error. Closing cancels a request still
-running, so its slot frees at the engine's next step, and the ticket is given back when the
-engine has ended it. Every error reaches the client as a JSON body; tracebacks go to the log.
+stream's headers go out at once and its audio follows admission. Handlers never block the event
+loop: preparing a request (a one-off reference voice is encoded) runs on a worker thread, and
+engine events are awaited through the service's waiter threads. A request's engine handles (one,
+or one per long-form segment) are closed exactly once (`_Flight.close`), however the response
+ends: finished, the client gone (Starlette cancels a streaming response when the client
+disconnects; a non-streaming one polls `is_disconnected`), or an error. Closing withdraws the
+segments still at the pacer and cancels those running, so their slots free at the engine's next
+step, and the ticket is given back when the engine has ended them. A long-form request's audio is
+its segments' in order through the library's `StreamJoiner`, sent as it becomes final, whole or
+streamed alike. Every error reaches the client as a JSON body; tracebacks go to the log.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -36,10 +40,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qwen3tts_jax.engine import Chunk, RequestHandle, Result
+from qwen3tts_jax.engine import Request as EngineRequest
+from qwen3tts_jax.join import StreamJoiner
 from qwen3tts_jax.server import audio_formats
 from qwen3tts_jax.server.errors import ApiError, from_value_error
 from qwen3tts_jax.server.schema import SpeechRequest
-from qwen3tts_jax.server.service import Job, SpeechService, Ticket
+from qwen3tts_jax.server.service import Job, SpeechService, Ticket, finish_reason
 
 log = logging.getLogger("qwen3tts_jax.server")
 
@@ -48,93 +54,144 @@ POLL_S = 0.25  # how often a waiting non-streaming handler looks for a client di
 UPLOAD_FIELDS = ("audio_sample", "name", "ref_text", "consent")  # consent: vllm-omni's clients send it
 
 
-class _Flight:
-    """One admitted request from submission (to the pacer) to its end (see the module docstring)."""
+class _Leg:
+    """One engine request of a flight (a long-form request has one per segment)."""
 
-    def __init__(self, service: SpeechService, job: Job, pending: Future, ticket: Ticket):
-        self.service, self.job, self.pending, self.ticket = service, job, pending, ticket
-        self.handle: RequestHandle | None = None
-        self.frames_sent = 0
+    def __init__(self, request: EngineRequest):
+        self.request = request
+        self.pending: Future | None = None  # set when handed to the pacer
+        self.handle: RequestHandle | None = None  # set when the engine has it
+        self.result: Result | None = None
+        self.frames_read = 0
+
+
+class _Flight:
+    """One admitted request from submission (to the pacer) to its end (see the module docstring).
+    Its engine requests (segments) are submitted in order, at most `long_form_parallel` of them
+    not yet read to their end, and read in order."""
+
+    def __init__(self, service: SpeechService, job: Job, ticket: Ticket):
+        self.service, self.job, self.ticket = service, job, ticket
+        self.legs = [_Leg(r) for r in job.requests]
+        self.window = service.config.long_form_parallel
+        self.started = time.perf_counter()
+        self._submitted = 0
         self._closed = False
         self._lock = threading.Lock()
+        self._fill(0)
 
-    async def admitted(self, request: Request | None = None) -> RequestHandle | None:
-        """Wait until the pacer has handed the request to the engine; None if the client went
+    @property
+    def results(self) -> list[Result]:
+        """The results of the segments read to their end, in order."""
+        return [leg.result for leg in self.legs if leg.result is not None]
+
+    def _fill(self, reading: int) -> None:
+        """Hand the pacer the segments up to `reading + window - 1`."""
+        with self._lock:
+            while not self._closed and self._submitted < min(len(self.legs), reading + self.window):
+                leg = self.legs[self._submitted]
+                leg.pending = self.service.submit(leg.request)
+                self._submitted += 1
+
+    async def _admitted(self, leg: _Leg, request: Request | None) -> RequestHandle | None:
+        """Wait until the pacer has handed the segment to the engine; None if the client went
         away first (with `request`: polled). Raises the engine's ValueError, or CancelledError
         when the server stops."""
-        waiting = asyncio.wrap_future(self.pending)
-        while self.handle is None:
+        waiting = asyncio.wrap_future(leg.pending)
+        while leg.handle is None:
             done, _ = await asyncio.wait({waiting}, timeout=POLL_S)
             if done:
                 if waiting.cancelled():
                     self.close()
-                    raise ApiError(503, "the server is shutting down", None, "cancelled")
-                if waiting.exception() is not None:  # the engine's fit check: a request beyond its shape
+                    if leg.handle is None:
+                        raise ApiError(503, "the server is shutting down", None, "cancelled")
+                elif waiting.exception() is not None:  # the engine's fit check: a request beyond its shape
                     self.close()
                     raise from_value_error(waiting.exception(), "input")
-                self.handle = waiting.result()
+                else:
+                    leg.handle = waiting.result()
             elif request is not None and await request.is_disconnected():
                 self.close()
-                if self.handle is None:
+                if leg.handle is None:
                     return None
-        return self.handle
+        return leg.handle
 
-    async def events(self, request: Request | None = None) -> AsyncIterator[Chunk | Result]:
-        """The handle's chunks, then its result. With `request`, a client that went away cancels
-        the request (non-streaming responses: nothing is sent until the end)."""
-        handle = await self.admitted(request)
-        if handle is None:
-            return
+    async def events(self, request: Request | None = None) -> AsyncIterator[tuple[int, Chunk | Result]]:
+        """`(segment index, event)`: each segment's chunks, then its result, segment after
+        segment; it stops after a segment that was cancelled or failed. With `request`, a client
+        that went away cancels the request (non-streaming responses: nothing is sent until the
+        end)."""
         loop = asyncio.get_running_loop()
-        while True:
-            try:
-                event = await loop.run_in_executor(self.service.waiters, handle.events.get, True, POLL_S)
-            except queue.Empty:
-                event = None
-            if request is not None and not handle.done and await request.is_disconnected():
-                handle.cancel()
-            if event is None:
-                continue
-            if isinstance(event, Chunk):
-                self.frames_sent += len(event.codes)
-                self.service.metrics.add_frames(len(event.codes))
-            yield event
-            if isinstance(event, Result):
-                self.close()
+        for k, leg in enumerate(self.legs):
+            self._fill(k)
+            if leg.pending is None:  # closed before this segment was submitted
                 return
+            handle = await self._admitted(leg, request)
+            if handle is None:
+                return
+            while leg.result is None:
+                try:
+                    event = await loop.run_in_executor(self.service.waiters, handle.events.get, True, POLL_S)
+                except queue.Empty:
+                    event = None
+                if request is not None and not handle.done and await request.is_disconnected():
+                    self.close()
+                if event is None:
+                    continue
+                if isinstance(event, Chunk):
+                    leg.frames_read += len(event.codes)
+                    self.service.metrics.add_frames(len(event.codes))
+                else:
+                    leg.result = event
+                yield k, event
+            if leg.result.finish_reason in ("cancelled", "error") or self._closed:  # closed: the rest is withdrawn
+                break
+        self.close()
 
     def close(self) -> None:
-        """Idempotent: withdraw or cancel if still going; account and give the ticket back once
-        the engine has ended it."""
+        """Idempotent: withdraw or cancel every segment still going; account and give the ticket
+        back once the engine has ended them all."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        if self.handle is None:
-            if self.service.pacer.withdraw(self.pending) or self.pending.cancelled():
+        ran, withdrawn = [], False
+        for leg in self.legs[: self._submitted]:
+            if leg.handle is None:
+                if self.service.pacer.withdraw(leg.pending) or leg.pending.cancelled():
+                    withdrawn = True
+                    continue
+                try:  # handed to the engine meanwhile (or being handed: the pacer sets it at once)
+                    leg.handle = leg.pending.result(timeout=60)
+                except BaseException:  # noqa: BLE001 - the engine refused it: nothing runs
+                    continue
+            ran.append(leg)
+        if not ran:
+            if withdrawn:
                 self.service.withdrawn(self.job)
-                self.ticket.release()
-                return
-            try:  # handed to the engine meanwhile (or being handed: the pacer sets it at once)
-                self.handle = self.pending.result(timeout=60)
-            except BaseException:  # noqa: BLE001 - the engine refused it: nothing runs
-                self.ticket.release()
-                return
-        handle = self.handle
-        at_cancel = None
-        if not handle.done:
-            # Frames produced so far (read by the handler, or still queued for it): the log
-            # reports how many more the engine made before the cancel took effect.
-            at_cancel = self.frames_sent + sum(len(e.codes) for e in list(handle.events.queue) if isinstance(e, Chunk))
-            handle.cancel()
+            self.ticket.release()
+            return
+        at_cancel = {}
+        for leg in ran:
+            handle = leg.handle
+            if not handle.done:
+                # Frames produced so far (read by the handler, or still queued for it): the log
+                # reports how many more the engine made before the cancel took effect.
+                queued = sum(len(e.codes) for e in list(handle.events.queue) if isinstance(e, Chunk))
+                at_cancel[leg] = leg.frames_read + queued
+                handle.cancel()
 
         def settle():
             try:
-                self.service.finished(self.job, handle.result(), at_cancel)
+                results = [leg.handle.result() for leg in ran]
+                late = None
+                if at_cancel:
+                    late = max(max(0, leg.handle.result().frames - n) for leg, n in at_cancel.items())
+                self.service.finished(self.job, results, time.perf_counter() - self.started, late)
             finally:
                 self.ticket.release()
 
-        if handle.done:
+        if all(leg.handle.done for leg in ran):
             settle()
         else:
             try:
@@ -236,7 +293,7 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
         ticket = service.admit()
         try:
             job = await run_in_threadpool(service.prepare, body)
-            pending = service.submit(job)
+            flight = _Flight(service, job, ticket)
         except ApiError as err:
             ticket.release()
             if err.status == 400:
@@ -245,40 +302,45 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
         except BaseException:
             ticket.release()
             raise
-        flight = _Flight(service, job, pending, ticket)
-        headers = {"X-Request-Id": job.request.id}
+        headers = {"X-Request-Id": job.id}
+        if job.long_form:
+            headers["X-Segments"] = str(len(job.requests))
         if job.stream:
             return _stream(flight, headers)
         return await _whole(flight, request, headers)
 
     async def _whole(flight: _Flight, request: Request, headers: dict) -> Response:
-        result = None
+        parts = []
         try:
-            async for event in flight.events(request):
-                if isinstance(event, Result):
-                    result = event
+            async for audio in _audio(flight, request):
+                parts.append(audio)
         finally:
             flight.close()
-        if result is None or result.finish_reason == "cancelled":
+        results = flight.results
+        reason = finish_reason([r.finish_reason for r in results], len(flight.legs)) if results else "cancelled"
+        if reason == "cancelled":
             raise ApiError(
                 503,
                 "the request was cancelled (the client went away or the server is shutting down)",
                 None,
                 "cancelled",
             )
-        if result.finish_reason == "error":
-            log.error("request %s failed in the engine: %s", result.request_id, result.error)
+        if reason == "error":
+            log.error("request %s failed in the engine: %s", flight.job.id, [r.error for r in results if r.error])
             raise ApiError(500, "generation failed (details are in the server log)", None, "server_error")
         fmt = flight.job.response_format
-        data = await run_in_threadpool(audio_formats.encode, result.audio, fmt)
+        audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        data = await run_in_threadpool(audio_formats.encode, audio, fmt)
         headers.update(
             {
-                "X-Finish-Reason": result.finish_reason,
-                "X-Frames": str(result.frames),
-                "X-Input-Tokens": str(result.prompt_tokens),
-                "X-Audio-Seconds": f"{len(result.audio) / audio_formats.SAMPLE_RATE:.3f}",
+                "X-Finish-Reason": reason,
+                "X-Frames": str(sum(r.frames for r in results)),
+                "X-Input-Tokens": str(sum(r.prompt_tokens for r in results)),
+                "X-Audio-Seconds": f"{len(audio) / audio_formats.SAMPLE_RATE:.3f}",
             }
         )
+        if flight.job.long_form:
+            headers["X-Segment-Finish-Reasons"] = ",".join(r.finish_reason for r in results)
         return Response(data, media_type=audio_formats.MEDIA_TYPES[fmt], headers=headers)
 
     def _stream(flight: _Flight, headers: dict) -> StreamingResponse:
@@ -287,41 +349,13 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
 
             async def sse():
                 try:
-                    async for event in sse_events(flight):
-                        yield event
+                    async for audio in _audio(flight):
+                        data = base64.b64encode(audio_formats.pcm_bytes(audio)).decode("ascii")
+                        yield _sse({"type": "speech.audio.delta", "audio": data})
                 except ApiError as err:
                     yield _sse({"type": "speech.audio.error", "error": err.body()["error"]})
-
-            async def sse_events(flight: _Flight):
-                async for event in flight.events():
-                    if isinstance(event, Chunk):
-                        audio = base64.b64encode(audio_formats.pcm_bytes(event.audio)).decode("ascii")
-                        yield _sse({"type": "speech.audio.delta", "audio": audio})
-                    elif event.finish_reason in ("stop", "length"):
-                        seconds = len(event.audio) / audio_formats.SAMPLE_RATE
-                        yield _sse(
-                            {
-                                "type": "speech.audio.done",
-                                "usage": {
-                                    "input_tokens": event.prompt_tokens,
-                                    "output_tokens": event.frames,
-                                    "total_tokens": event.prompt_tokens + event.frames,
-                                    "frames": event.frames,
-                                    "audio_seconds": round(seconds, 6),
-                                    "finish_reason": event.finish_reason,
-                                },
-                            }
-                        )
-                    else:
-                        reason = event.finish_reason
-                        message = (
-                            "generation failed (details are in the server log)"
-                            if reason == "error"
-                            else f"the request ended early: {reason}"
-                        )
-                        yield _sse(
-                            {"type": "speech.audio.error", "error": {"message": message, "finish_reason": reason}}
-                        )
+                    return
+                yield _sse(_sse_end(flight))
 
             return _ClosingStream(
                 sse(),
@@ -334,11 +368,10 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
             if job.response_format == "wav":
                 yield audio_formats.wav_header(None)
             try:
-                async for event in flight.events():
-                    if isinstance(event, Chunk):
-                        yield audio_formats.pcm_bytes(event.audio)
+                async for audio in _audio(flight):
+                    yield audio_formats.pcm_bytes(audio)
             except ApiError as err:  # raw audio has no error channel: the stream ends short
-                log.error("request %s: %s", job.request.id, err.message)
+                log.error("request %s: %s", job.id, err.message)
 
         return _ClosingStream(raw(), flight, media_type=audio_formats.MEDIA_TYPES[job.response_format], headers=headers)
 
@@ -403,6 +436,9 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
                     "sample_rate": audio_formats.SAMPLE_RATE,
                     "max_new_tokens": service.config.max_new_tokens,
                     "max_input_tokens": service.config.max_input_tokens,
+                    "max_input_chars": service.config.max_input_chars,
+                    "long_form_default": service.config.long_form_default,
+                    "long_form_tokens": service.config.segment_tokens,
                 }
             ],
         }
@@ -430,6 +466,56 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+async def _audio(flight: _Flight, request: Request | None = None) -> AsyncIterator[np.ndarray]:
+    """The request's audio (float, mono) as it becomes final: a plain request's chunks as they
+    are; a long-form request's segments through the library's `StreamJoiner` (the pause its
+    boundary calls for before the next segment, short fades at each seam), as `long_form.stream`."""
+    job = flight.job
+    joiner = StreamJoiner(audio_formats.SAMPLE_RATE, job.join) if job.long_form else None
+    async for k, event in flight.events(request):
+        if isinstance(event, Chunk):
+            audio = event.audio if joiner is None else joiner.push(event.audio)
+        elif joiner is not None and event.finish_reason not in ("cancelled", "error"):
+            audio = joiner.end_segment(job.segments[k])
+        else:
+            continue
+        if len(audio):
+            yield audio
+
+
+def _sse_end(flight: _Flight) -> dict:
+    """The last SSE event: `speech.audio.done` with the usage (and, in long form, how each
+    segment ended), or `speech.audio.error` when the request was cancelled or failed."""
+    results = flight.results
+    reason = finish_reason([r.finish_reason for r in results], len(flight.legs)) if results else "cancelled"
+    if reason in ("cancelled", "error"):
+        message = (
+            "generation failed (details are in the server log)"
+            if reason == "error"
+            else f"the request ended early: {reason}"
+        )
+        return {"type": "speech.audio.error", "error": {"message": message, "finish_reason": reason}}
+    frames, tokens = sum(r.frames for r in results), sum(r.prompt_tokens for r in results)
+    seconds = sum(len(r.audio) for r in results) / audio_formats.SAMPLE_RATE
+    event = {
+        "type": "speech.audio.done",
+        "usage": {
+            "input_tokens": tokens,
+            "output_tokens": frames,
+            "total_tokens": tokens + frames,
+            "frames": frames,
+            "audio_seconds": round(seconds, 6),
+            "finish_reason": reason,
+        },
+    }
+    if flight.job.long_form:
+        event["segments"] = [
+            {"index": k, "text": seg.text, "frames": r.frames, "finish_reason": r.finish_reason}
+            for k, (seg, r) in enumerate(zip(flight.job.segments, results))
+        ]
+    return event
 
 
 def _sse(event: dict) -> str:

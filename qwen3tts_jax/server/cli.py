@@ -27,6 +27,24 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--max-input-tokens", type=int, default=512, help="longest input (and instructions, ref_text) in tokens"
     )
     p.add_argument(
+        "--max-input-chars", type=int, default=20_000, help="longest input in characters (long form included)"
+    )
+    p.add_argument(
+        "--long-form-default",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="a request's long_form when it sends none (auto: cut inputs longer than one segment)",
+    )
+    p.add_argument(
+        "--long-form-tokens",
+        type=int,
+        default=None,
+        help="text tokens per long-form segment (default 80, within --max-input-tokens)",
+    )
+    p.add_argument(
+        "--long-form-parallel", type=int, default=4, help="segments of one long-form request generating at once"
+    )
+    p.add_argument(
         "--max-new-tokens", type=int, default=2048, help="largest frame budget a request may ask (the default)"
     )
     p.add_argument("--max-ref-seconds", type=float, default=30.0, help="longest reference audio (ref_audio, uploads)")
@@ -62,6 +80,10 @@ def run(args) -> int:
         max_batch=args.max_batch,
         max_queue=args.max_queue,
         max_input_tokens=args.max_input_tokens,
+        max_input_chars=args.max_input_chars,
+        long_form_default=args.long_form_default,
+        long_form_tokens=args.long_form_tokens,
+        long_form_parallel=args.long_form_parallel,
         max_new_tokens=args.max_new_tokens,
         max_ref_seconds=args.max_ref_seconds,
         chunk_frames=args.chunk_frames,

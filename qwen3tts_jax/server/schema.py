@@ -4,11 +4,15 @@ sampling fields of the Python API, with their exact names.
 Mirrors OpenAI's `CreateSpeechRequest` and vllm-omni's `OpenAICreateSpeechRequest`
 (`vllm_omni/entrypoints/openai/protocol/audio.py`). Strict: an unknown field, a value of the
 wrong type (`"1"` for an int, `1` for a bool) or a sampling value out of range is refused here
-(422, the error names the field). What depends on the served model (voice, language, task type,
-the server's limits) is checked by the service against the model, with 400.
+(422, the error names the field). `long_form` is our extension: vllm-omni's speech request has
+no field for cutting long text (its splitter is an option of its WebSocket, `split_granularity`).
+What depends on the served model (voice, language, task type, the server's limits) is checked by
+the service against the model, with 400.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -44,6 +48,11 @@ class SpeechRequest(BaseModel):
     subtalker_top_p: float | None = Field(None, gt=0.0, le=1.0)
     stream: bool = Field(False, description="stream the audio as it is generated")
     stream_format: str | None = Field(None, description="sse (default when streaming) | audio (raw chunked)")
+    long_form: Literal["auto", "on", "off"] | None = Field(
+        None,
+        description="cut the input into sentence segments, each its own run, joined: on | off | auto (on when the "
+        "input is longer than one segment); default: the server's --long-form-default",
+    )
 
     @field_validator("input")
     @classmethod

@@ -13,6 +13,13 @@ Admission: a request takes a `Ticket` before any work; at most `max_batch + max_
 (running, waiting, or being prepared), beyond that 503. A ticket is given back when the engine
 has ended its request, so a cancelled request's slot is free before its ticket is. Admitted
 requests reach the engine through the `AdmissionPacer` (one per engine step: see pacer.py).
+
+Long form (`long_form`, see `prepare`): the input is cut by the library's own plan into
+segments, each its own engine request with the same voice prompt and key; the request still
+holds one ticket (one client's place), and its segments enter the engine at most
+`long_form_parallel` at a time (the HTTP layer submits the next when one ends), so one long text
+shares the slots with other clients instead of filling the queue; `--max-input-chars` bounds
+how many segments one request can have.
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from qwen3tts_jax.engine import Engine, EngineLoop, Request, Result
+from qwen3tts_jax.join import JoinRule
+from qwen3tts_jax.long_form import LongFormOptions
 from qwen3tts_jax.sampling import SamplingConfig, SamplingProgram
+from qwen3tts_jax.segment import Segment
 from qwen3tts_jax.server import audio_formats
 from qwen3tts_jax.server.errors import ApiError, from_value_error, unavailable
 from qwen3tts_jax.server.metrics import ServerMetrics
@@ -50,13 +60,35 @@ WARMUP_TEXT = "Warming up."
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """A prepared request: what the engine runs and how the answer is sent."""
+    """A prepared request: what the engine runs and how the answer is sent. A plain request is
+    one engine request; a long-form one is one per segment, in text order, joined by `join`."""
 
-    request: Request
+    id: str
+    requests: tuple[Request, ...]
     response_format: str
     stream: bool
     stream_format: str | None
     voice: str  # for the log line
+    segments: tuple[Segment, ...] | None = None  # long form: the input's segments (their boundaries set the pauses)
+    join: JoinRule | None = None
+
+    @property
+    def long_form(self) -> bool:
+        return self.segments is not None
+
+
+def finish_reason(reasons: list[str], planned: int) -> str:
+    """One request's finish reason from its segments': the most severe of error, cancelled (also
+    when segments never ran), loop, length, else stop."""
+    for r in ("error", "cancelled"):
+        if r in reasons:
+            return r
+    if len(reasons) < planned:
+        return "cancelled"
+    for r in ("loop", "length"):
+        if r in reasons:
+            return r
+    return "stop"
 
 
 class Ticket:
@@ -83,6 +115,9 @@ class SpeechService:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._voice_lock = threading.Lock()  # voice building is heavy: one at a time
+        # Long-form plans one at a time: `segment.split_text` shares one pysbd Segmenter per rule set,
+        # which keeps the text being split on itself (two threads at once mix their sentences up).
+        self._plan_lock = threading.Lock()
         # Threads that wait on engine events for the async handlers: one per admitted request at
         # most, so a full server never starves the handlers of threads.
         self.waiters = ThreadPoolExecutor(config.capacity + 4, thread_name_prefix="qwen3tts-wait")
@@ -277,6 +312,13 @@ class SpeechService:
                 f"(serve --max-new-tokens)",
                 "max_new_tokens",
             )
+        if len(body.input) > cfg.max_input_chars:
+            raise ApiError(
+                400,
+                f"input is {len(body.input)} characters; this server's limit is {cfg.max_input_chars} "
+                f"(serve --max-input-chars)",
+                "input",
+            )
         if body.language.lower() not in m.get_supported_languages():
             raise ApiError(
                 400,
@@ -335,23 +377,55 @@ class SpeechService:
         return stream, stream_format
 
     def prepare(self, body: SpeechRequest) -> Job:
-        """`check`, then build the engine request (blocking: a one-off reference voice is encoded
-        here). Raises ApiError naming the field."""
+        """`check`, then build the engine requests (blocking: a one-off reference voice is encoded
+        here, once for all segments). Raises ApiError naming the field."""
         m, cfg = self.model, self.config
         stream, stream_format = self.check(body)
         try:
             prompts, voice = self._prompts(body, m.tts_model_type)
         except (ValueError, TypeError, FileNotFoundError) as err:
             raise from_value_error(err, "input") from None
-        self._check_lengths(prompts[0], body)
+        job_id = f"speech-{uuid.uuid4().hex[:16]}"
         kw = body.sampling_kwargs()
+        if self._long_form(body):
+            return self._prepare_long(
+                body, prompts, kw, Job(job_id, (), body.response_format, stream, stream_format, voice)
+            )
+        self._check_lengths(prompts[0], body)
         kw.setdefault("max_new_tokens", min(m.generation_config.max_new_tokens, cfg.max_new_tokens))
         try:
             (request,) = m.requests(prompts, **kw)
         except (ValueError, TypeError) as err:
             raise from_value_error(err) from None
-        request = dataclasses.replace(request, id=f"speech-{uuid.uuid4().hex[:16]}")
-        return Job(request, body.response_format, stream, stream_format, voice)
+        return Job(
+            job_id, (dataclasses.replace(request, id=job_id),), body.response_format, stream, stream_format, voice
+        )
+
+    def _long_form(self, body: SpeechRequest) -> bool:
+        mode = body.long_form or self.config.long_form_default
+        if mode == "auto":
+            return len(self.model.text_tokenizer.encode(body.input)) > self.config.segment_tokens
+        return mode == "on"
+
+    def _prepare_long(self, body: SpeechRequest, prompts, kw: dict, job: Job) -> Job:
+        """The library's long-form plan (`Qwen3TTSModel._long_form_plan`: its segmentation, one
+        voice prompt for all segments, every segment drawing with the request's key, each its
+        own budget and loop guard), each segment's budget within the server's --max-new-tokens."""
+        m, cfg = self.model, self.config
+        options = LongFormOptions(max_tokens=cfg.segment_tokens)
+        try:
+            with self._plan_lock:
+                plan = m._long_form_plan(prompts, body.input, kw, options)
+        except (ValueError, TypeError) as err:
+            raise from_value_error(err, "input") from None
+        (segments,), (requests,) = plan.segments, plan.requests
+        for r in requests:
+            self._check_lengths(r.prompt, body)
+        requests = tuple(
+            dataclasses.replace(r, id=f"{job.id}-{k}", max_new_tokens=min(r.max_new_tokens, cfg.max_new_tokens))
+            for k, r in enumerate(requests)
+        )
+        return dataclasses.replace(job, requests=requests, segments=tuple(segments), join=options.join)
 
     def _prompts(self, body: SpeechRequest, kind: str):
         """The Python API's prompt builder for the request (after `check`), and the voice's name."""
@@ -383,7 +457,10 @@ class SpeechService:
         n = len(prompt.text_ids) - TEMPLATE_TOKENS
         if n > limit:
             raise ApiError(
-                400, f"input is {n} tokens; this server's limit is {limit} (serve --max-input-tokens)", "input"
+                400,
+                f"input is {n} tokens; this server's limit is {limit} (serve --max-input-tokens); send "
+                f'"long_form": "on" to have it cut into segments',
+                "input",
             )
         for name, ids in (("instructions", prompt.instruct_ids), ("ref_text", prompt.ref_text_ids)):
             if ids is not None and len(ids) > limit:
@@ -420,42 +497,44 @@ class SpeechService:
         except ValueError as err:
             raise ApiError(400, str(err), name) from None
 
-    def submit(self, job: Job) -> Future:
-        """Queue a prepared request for the engine (through the pacer): a future of its handle."""
-        return self.pacer.submit(job.request)
+    def submit(self, request: Request) -> Future:
+        """Queue an engine request (through the pacer): a future of its handle."""
+        return self.pacer.submit(request)
 
     def withdrawn(self, job: Job) -> None:
-        """A request whose client went away before it reached the engine."""
+        """A request whose client went away before any of it reached the engine."""
         self.metrics.requests.labels("cancelled").inc()
-        log.info(
-            "request %s voice=%s frames=0 ttfa=- rt=0.00x finish=cancelled (before admission)",
-            job.request.id,
-            job.voice,
-        )
+        log.info("request %s voice=%s frames=0 ttfa=- rt=0.00x finish=cancelled (before admission)", job.id, job.voice)
 
-    def finished(self, job: Job, result: Result, frames_at_cancel: int | None = None) -> None:
-        """Account for an ended request and log its one line (for a request cancelled when its
-        client went away, also how many frames the engine made after the cancel: at most the
-        frames of the advance that was running, `chunk_frames`)."""
+    def finished(self, job: Job, results: list[Result], elapsed: float, late: int | None = None) -> None:
+        """Account for an ended request (the results of its segments that ran, in order) and log
+        its one line (for a request cancelled when its client went away, also how many frames
+        the engine made after the cancel, at most per segment: at most the frames of the advance
+        that was running, `chunk_frames`)."""
         m = self.metrics
-        m.requests.labels(result.finish_reason).inc()
-        seconds = 0.0 if result.audio is None else len(result.audio) / audio_formats.SAMPLE_RATE
+        reasons = [r.finish_reason for r in results]
+        reason = finish_reason(reasons, len(job.requests))
+        m.requests.labels(reason).inc()
+        seconds = sum(0 if r.audio is None else len(r.audio) for r in results) / audio_formats.SAMPLE_RATE
         m.audio_seconds.inc(seconds)
-        if result.time_to_first_audio is not None:
-            m.ttfa.observe(result.time_to_first_audio)
-        rt = seconds / result.total_time if result.total_time else 0.0
-        ttfa = "-" if result.time_to_first_audio is None else f"{result.time_to_first_audio:.3f}s"
-        late = "" if frames_at_cancel is None else f" after_cancel=+{max(0, result.frames - frames_at_cancel)}"
+        first = results[0].time_to_first_audio if results else None
+        if first is not None:
+            m.ttfa.observe(first)
+        rt = seconds / elapsed if elapsed else 0.0
+        ttfa = "-" if first is None else f"{first:.3f}s"
+        segments = f" segments={len(results)}/{len(job.requests)}:{','.join(reasons)}" if job.long_form else ""
+        errors = sorted({r.error for r in results if r.error})
         log.info(
-            "request %s voice=%s frames=%d ttfa=%s rt=%.2fx finish=%s%s%s",
-            result.request_id,
+            "request %s voice=%s frames=%d ttfa=%s rt=%.2fx finish=%s%s%s%s",
+            job.id,
             job.voice,
-            result.frames,
+            sum(r.frames for r in results),
             ttfa,
             rt,
-            result.finish_reason,
-            late,
-            f" error={result.error}" if result.error else "",
+            reason,
+            segments,
+            "" if late is None else f" after_cancel=+{late}",
+            f" error={'; '.join(errors)}" if errors else "",
         )
 
     # ------------------------------------------------------------------ voices

@@ -1,0 +1,206 @@
+"""Long text on the server (`long_form`): cut by the library's own plan, each segment its own
+engine request in the running engine, joined by the library's join rule.
+
+Compared with the Python API on the same model and arguments (greedy, budgets under the loop
+guard's 50-frame minimum span, so every segment ends the same way whatever the chunking): the same
+length and segments, and every sample within one 16-bit step of `stream_custom_voice(long_form=...)`
+and `generate_custom_voice(long_form=...)`. Not bit for bit, unlike a plain request: the codec
+decodes the rows that are due at one engine step together, in pieces chosen for the group
+(`CodecSlots._schedule`), so a segment's pieces depend on its company — in the library, segments
+admitted together run in step; here the pacer admits one per step and other clients join — and
+pieces of other sizes differ by ~1e-6 in float (measured: 0.36 % of the s16 samples off by one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from server_harness import GREEDY, SETTINGS, metric, model, running_server, s16, speak
+
+from qwen3tts_jax.long_form import LongFormOptions
+from qwen3tts_jax.segment import estimate_max_new_tokens, split_text
+from qwen3tts_jax.server import ServerConfig
+
+CUSTOM = "random:tiny"
+SEGMENT_TOKENS = SETTINGS["max_input_tokens"]  # the server's default segment size under these limits
+TEXT = (
+    "The first sentence is short. The second one goes on a little longer!\n\n"
+    "A new paragraph starts here; it ends soon. Done."
+)
+MAX_NEW = 16
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server(CUSTOM) as s:
+        yield s
+
+
+def _segments(text: str):
+    m = model(CUSTOM)
+    return split_text(
+        text, "english", max_tokens=SEGMENT_TOKENS, count_tokens=lambda s: len(m.text_tokenizer.encode(s))
+    )
+
+
+def _post(url: str, body: dict) -> tuple[np.ndarray, httpx.Headers]:
+    r = httpx.post(f"{url}/v1/audio/speech", json=body, timeout=600)
+    assert r.status_code == 200, r.text
+    return np.frombuffer(r.content, "<i2"), r.headers
+
+
+def test_long_form_whole_and_streamed_equal_the_python_api(server, caplog):
+    caplog.set_level(logging.INFO, logger="qwen3tts_jax.server")
+    url, service = server
+    m = model(CUSTOM)
+    kw = dict(language="english", max_new_tokens=MAX_NEW, **GREEDY)
+    body = {"input": TEXT, "voice": "ryan", "response_format": "pcm", **kw}  # long_form unset: auto (the default)
+    jobs = [body, {**body, "stream": True, "stream_format": "audio"}, {**body, "stream": True, "stream_format": "sse"}]
+    got: dict[int, object] = {}
+
+    def client(i: int) -> None:  # at once: the segments of three requests share the two slots
+        try:
+            got[i] = _post(url, jobs[i]) if i == 0 else speak(url, jobs[i])
+        except BaseException as err:  # noqa: BLE001 - reported below
+            got[i] = err
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    for i in range(len(jobs)):
+        assert not isinstance(got[i], BaseException), f"request {i}: {got[i]!r}"
+
+    options = LongFormOptions(max_tokens=SEGMENT_TOKENS)
+    want = s16(np.concatenate([c for c, _ in m.stream_custom_voice(TEXT, "ryan", long_form=options, **kw)]))
+    offline = s16(m.generate_custom_voice(TEXT, "ryan", long_form=options, **kw)[0][0])
+    reports = m.last_long_form[0]
+    assert len(reports) >= 3 and [r.text for r in reports] == [s.text for s in _segments(TEXT)]
+
+    whole, headers = got[0]
+
+    def within_one_step(a: np.ndarray, b: np.ndarray, what: str) -> None:  # see the module docstring for why
+        assert len(a) == len(b), f"{what}: {len(a)} vs {len(b)} samples"
+        assert np.abs(a.astype(int) - b).max() <= 1, f"{what}: max diff {np.abs(a.astype(int) - b).max()}"
+
+    within_one_step(whole, want, "whole pcm vs stream_custom_voice(long_form=...)")
+    within_one_step(whole, offline, "whole pcm vs generate_custom_voice(long_form=...)")
+    assert headers["x-segments"] == str(len(reports))
+    assert headers["x-segment-finish-reasons"] == ",".join(r.finish_reason for r in reports)
+    assert headers["x-frames"] == str(sum(r.frames for r in reports))
+    assert headers["x-finish-reason"] == ("length" if any(r.finish_reason == "length" for r in reports) else "stop")
+    raw, _ = got[1]
+    within_one_step(raw, want, "streamed pcm vs stream_custom_voice(long_form=...)")
+    sse, _ = got[2]
+    within_one_step(sse, want, "SSE deltas vs stream_custom_voice(long_form=...)")
+
+    # The SSE done event says how each segment ended (speak's reader returned only the usage).
+    with httpx.Client(timeout=600) as c, c.stream("POST", f"{url}/v1/audio/speech", json=jobs[2]) as r:
+        last = [line for line in r.iter_lines() if line.startswith("data: ")][-1]
+    done = json.loads(last[len("data: ") :])
+    assert done["type"] == "speech.audio.done", done
+    assert done["segments"] == [
+        {"index": k, "text": r.text, "frames": r.frames, "finish_reason": r.finish_reason}
+        for k, r in enumerate(reports)
+    ]
+    assert done["usage"]["frames"] == sum(r.frames for r in reports)
+    lines = [r.getMessage() for r in caplog.records if f"segments={len(reports)}/{len(reports)}:" in r.getMessage()]
+    assert len(lines) == 4, [r.getMessage() for r in caplog.records]  # one log line per HTTP request
+
+
+def test_runaway_segments_end_within_their_budgets(server):
+    """Random weights never emit EOS: with no max_new_tokens, each segment runs to its own
+    estimated budget (within the server's --max-new-tokens) or is ended by the loop guard."""
+    url, _ = server
+    text = "One. Two words here. Three is a short one."
+    pcm, headers = _post(url, {"input": text, "voice": "ryan", "response_format": "pcm", "long_form": "on", **GREEDY})
+    segs = _segments(text)
+    reasons = headers["x-segment-finish-reasons"].split(",")
+    assert len(reasons) == len(segs) == int(headers["x-segments"]) and len(segs) >= 2, headers
+    budgets = [min(estimate_max_new_tokens(s.text, s.language), SETTINGS["max_new_tokens"]) for s in segs]
+    assert all(r in ("length", "loop") for r in reasons), reasons
+    frames = int(headers["x-frames"])
+    # "length": the segment's whole budget (M tokens give M-1 frames); "loop": fewer.
+    assert frames <= sum(b - 1 for b in budgets) and frames >= sum(
+        b - 1 for b, r in zip(budgets, reasons) if r == "length"
+    )
+    assert headers["x-finish-reason"] in ("length", "loop")
+    assert len(pcm) >= frames * 1920 - 240 * len(segs)  # the segments' audio (less the fades' ends), plus pauses
+    print(f"[server long form] runaway: budgets {budgets}, finish {reasons}, frames {frames}")
+
+
+def test_disconnect_mid_stream_cancels_the_remaining_segments(server, caplog):
+    caplog.set_level(logging.INFO, logger="qwen3tts_jax.server")
+    url, service = server
+    text = " ".join(f"Sentence number {i} goes here." for i in range(8))
+    n = len(_segments(text))
+    cancelled0 = metric(url, "qwen3tts_requests_total", {"finish_reason": "cancelled"})
+    body = {
+        "input": text,
+        "voice": "ryan",
+        "stream": True,
+        "stream_format": "audio",
+        "response_format": "pcm",
+        "long_form": "on",
+        **GREEDY,
+    }
+    with httpx.Client(timeout=120) as client:
+        r = client.send(client.build_request("POST", f"{url}/v1/audio/speech", json=body), stream=True)
+        assert r.status_code == 200 and r.headers["x-segments"] == str(n)
+        assert len(next(r.iter_raw())) > 0  # audio of the first segment arrives
+        r.close()  # the client goes away with most segments unsaid
+    t0 = time.monotonic()
+    while not (service.in_flight == 0 and service.engine.idle and len(service.pacer) == 0):
+        assert time.monotonic() - t0 < 120, "the segments were not all ended"
+        time.sleep(0.05)
+    assert metric(url, "qwen3tts_requests_total", {"finish_reason": "cancelled"}) == cancelled0 + 1
+    (line,) = [r.getMessage() for r in caplog.records if "finish=cancelled segments=" in r.getMessage()]
+    ran = int(line.split("segments=")[1].split("/")[0])
+    assert ran <= service.config.long_form_parallel < n, line  # the later segments never reached the engine
+    assert int(line.split("after_cancel=+")[1].split()[0]) <= service.config.chunk_frames, line
+
+
+LONG = "word " * 100  # 500 tokens: over the test server's 48 per request, fine as segments
+BAD = [
+    ({"input": "hi", "long_form": "yes"}, 422, "long_form"),
+    ({"input": "hi", "long_form": True}, 422, "long_form"),
+    ({"input": "hi", "long_form": None, "colour": 1}, 422, "colour"),
+    ({"input": LONG, "long_form": "off"}, 400, "input"),
+    ({"input": "Say it. " * 80, "long_form": "on"}, 400, "input"),  # 640 characters > --max-input-chars 600
+]
+
+
+@pytest.mark.parametrize("body,status,param", BAD, ids=[f"{i}-{p}" for i, (_, _, p) in enumerate(BAD)])
+def test_bad_long_form_requests(server, body, status, param):
+    url, service = server
+    r = httpx.post(f"{url}/v1/audio/speech", json=body, timeout=60)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and param in err["message"], err
+    if body.get("long_form") == "off":
+        assert "long_form" in err["message"] and "--max-input-tokens" in err["message"], err
+    if len(body["input"]) > SETTINGS["max_input_chars"]:
+        assert "640 characters" in err["message"] and "--max-input-chars" in err["message"], err
+    assert service.in_flight == 0
+
+
+def test_bad_long_form_settings():
+    with pytest.raises(ValueError, match=r"--long-form-default must be one of \['auto', 'on', 'off'\], got 'maybe'"):
+        ServerConfig(CUSTOM, long_form_default="maybe")
+    with pytest.raises(
+        ValueError, match=r"--long-form-tokens must be an integer in \[1, --max-input-tokens=48\], got 49"
+    ):
+        ServerConfig(CUSTOM, max_input_tokens=48, long_form_tokens=49)
+    with pytest.raises(ValueError, match=r"--long-form-parallel must be an integer >= 1, got 0"):
+        ServerConfig(CUSTOM, long_form_parallel=0)
+    with pytest.raises(ValueError, match=r"--max-input-chars must be an integer >= 1, got 0"):
+        ServerConfig(CUSTOM, max_input_chars=0)
+    assert ServerConfig(CUSTOM).segment_tokens == LongFormOptions().max_tokens
+    assert ServerConfig(CUSTOM, max_input_tokens=48).segment_tokens == 48
