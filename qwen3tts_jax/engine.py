@@ -205,6 +205,7 @@ class Engine:
         self._waiting: collections.deque[tuple[RequestHandle, PromptTracks]] = collections.deque()
         self._cancelled: set[str] = set()
         self._slots: list[_Slot | None] = [None] * shape.slots
+        self._admitting: list[tuple[RequestHandle, PromptTracks]] = []
         self._ids = itertools.count()
         self._state = None
         self._sampler: gen.FrameSampler | None = None
@@ -327,6 +328,7 @@ class Engine:
             take = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting)))]
         if not take:
             return False
+        self._admitting = take  # out of the queue, not yet in a slot: `_fail_all` ends them if admission fails
         if self._sampler is None:
             program = take[0][0].request.sampling.program()
             for h, _ in take[1:]:
@@ -337,6 +339,7 @@ class Engine:
             groups[bucket(tracks.length, PROMPT_BUCKET)].append((h, tracks, row))
         for length, group in groups.items():
             self._admit_group(length, group)
+        self._admitting = []
         return True
 
     def _admit_group(self, length: int, group: list) -> None:
@@ -450,28 +453,27 @@ class Engine:
         )
 
     def _fail_all(self, message: str) -> None:
-        """End every request in a slot with an error and start from empty slots."""
-        for row, slot in enumerate(self._slots):
-            if slot is not None:
-                h = slot.handle
-                q = self.cfg.talker.num_code_groups
-                h._finish(
-                    Result(
-                        h.id,
-                        np.zeros((0, q), np.int32),
-                        None,
-                        "error",
-                        slot.prompt_tokens,
-                        h.first_audio,
-                        time.perf_counter() - h.submitted,
-                        error=message,
-                    )
+        """End every request in a slot, and every request taken from the queue by an admission
+        that failed, with an error; start from empty slots."""
+        q = self.cfg.talker.num_code_groups
+        in_slots = [(slot.handle, slot.prompt_tokens) for slot in self._slots if slot is not None]
+        seated = {id(h) for h, _ in in_slots}
+        unseated = [(h, t.length) for h, t in self._admitting if id(h) not in seated and not h.done]
+        for h, prompt_tokens in in_slots + unseated:
+            h._finish(
+                Result(
+                    h.id,
+                    np.zeros((0, q), np.int32),
+                    None,
+                    "error",
+                    prompt_tokens,
+                    h.first_audio,
+                    time.perf_counter() - h.submitted,
+                    error=message,
                 )
-                self._slots[row] = None
-        self._codec = None
-        if self._sampler is not None:
-            s = self.shape
-            self._state = self._compiled.init(s.slots, s.cache_slots, s.text_track, s.chunk)
+            )
+        self._slots = [None] * len(self._slots)
+        self._admitting = []
 
     def _end_cancelled(self) -> None:
         with self._lock:
@@ -488,8 +490,9 @@ class EngineLoop:
     (a server's request handlers). Handles are read with `iter(handle)` / `handle.result()`,
     or from asyncio through `handle.events` (a thread-safe queue).
 
-    A step that raises (a bug: requests are checked at `submit`) ends the requests in the slots
-    with finish reason "error" and the message, resets the slots, and the loop goes on."""
+    A step that raises (a bug: requests are checked at `submit`) ends the requests in the slots,
+    and those its admission had taken from the queue, with finish reason "error" and the message,
+    resets the slots, and the loop goes on."""
 
     def __init__(self, engine: Engine):
         engine.threaded = True

@@ -213,3 +213,30 @@ def test_a_guard_ends_its_request(custom):
     ra, rb = custom.run([dataclasses.replace(a, guard=guard), b])
     assert ra.finish_reason == "loop" and 5 <= len(ra.codes) < 59 and seen == ra.codes[:, 0].tolist()
     np.testing.assert_array_equal(rb.codes, custom.run([b])[0].codes)
+
+
+def test_a_failed_admission_ends_its_requests_with_an_error(custom, monkeypatch):
+    """An admission that raises (here: the admit program) ends the requests it had taken from the
+    queue with an error result, as requests in slots are ended; nothing waits forever, and the
+    engine admits again afterwards."""
+    from qwen3tts_jax.engine import EngineLoop
+
+    kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=4)
+    req = custom.requests(custom.custom_voice_prompts(["Hi."], "ryan", None, None, True), audio=False, **kw)[0]
+    engine = Engine(custom, EngineShape.fit([req], custom.config, custom.placement, slots=2))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("admission broke")
+
+    monkeypatch.setattr(engine, "_admit_group", broken)
+    loop = EngineLoop(engine).start()
+    try:
+        failed = loop.submit(req).result(timeout=120)
+        assert failed.finish_reason == "error" and "admission broke" in failed.error and len(failed.codes) == 0
+        assert engine.waiting == 0 and engine.active == 0
+        monkeypatch.undo()
+        ok = loop.submit(req).result(timeout=600)
+        assert ok.finish_reason == "length"
+        np.testing.assert_array_equal(ok.codes, custom.run([req])[0].codes)
+    finally:
+        loop.stop()
