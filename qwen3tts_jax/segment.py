@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import math
 import re
+import threading
 import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -370,9 +371,16 @@ def _paragraphs(text: str) -> list[tuple[int, int]]:
     return [(s, e) for s, e in spans if e > s]
 
 
-@functools.cache
+_local = threading.local()
+
+
 def _segmenter(rules: str) -> pysbd.Segmenter:
-    return pysbd.Segmenter(language=rules, clean=False)
+    """One pysbd Segmenter per rule set and thread: a Segmenter keeps the text it is splitting
+    on itself, so two threads sharing one (a server's concurrent requests) mix their sentences up."""
+    cache = _local.__dict__.setdefault("segmenters", {})
+    if rules not in cache:
+        cache[rules] = pysbd.Segmenter(language=rules, clean=False)
+    return cache[rules]
 
 
 def _sentences(text: str, start: int, end: int, rules: str) -> list[tuple[int, int]]:

@@ -441,3 +441,19 @@ def test_an_overlong_sentence_moves_the_window_on(monkeypatch):
     text = "Start here. " + "Word " * 300 + "and the end. Then more."
     segs = split_text(text, max_tokens=1000)
     assert [s.text[:10] for s in segs] == ["Start here", "Word Word ", "Then more."]
+
+
+def test_threads_splitting_at_once_get_their_own_sentences():
+    """pysbd's Segmenter keeps the text it splits on itself: threads splitting different texts
+    at once (a server's concurrent long-form requests) must each get what they get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [
+        " ".join(f"Text {k} sentence {i} says something short." for i in range(40)) + " Dr. Who went home."
+        for k in range(8)
+    ]
+    alone = [[(s.start, s.end) for s in S.split_text(t, "english", 20)] for t in texts]
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(5):
+            together = list(pool.map(lambda t: [(s.start, s.end) for s in S.split_text(t, "english", 20)], texts))
+            assert together == alone

@@ -115,9 +115,6 @@ class SpeechService:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._voice_lock = threading.Lock()  # voice building is heavy: one at a time
-        # Long-form plans one at a time: `segment.split_text` shares one pysbd Segmenter per rule set,
-        # which keeps the text being split on itself (two threads at once mix their sentences up).
-        self._plan_lock = threading.Lock()
         # Threads that wait on engine events for the async handlers: one per admitted request at
         # most, so a full server never starves the handlers of threads.
         self.waiters = ThreadPoolExecutor(config.capacity + 4, thread_name_prefix="qwen3tts-wait")
@@ -414,8 +411,7 @@ class SpeechService:
         m, cfg = self.model, self.config
         options = LongFormOptions(max_tokens=cfg.segment_tokens)
         try:
-            with self._plan_lock:
-                plan = m._long_form_plan(prompts, body.input, kw, options)
+            plan = m._long_form_plan(prompts, body.input, kw, options)
         except (ValueError, TypeError) as err:
             raise from_value_error(err, "input") from None
         (segments,), (requests,) = plan.segments, plan.requests
