@@ -405,8 +405,9 @@ class Qwen3TTSModel:
         """The functional layer's codes for already-built prompts: list of (T_i, 16) int arrays."""
         return [r.codes for r in self.run(self.requests(requests, audio=False, **kwargs))]
 
-    def _long_form_plan(self, prompts: list[PromptRequest], text, kwargs: dict, options: LongFormOptions):
-        """Each text cut into segments, each segment a request with its text's voice and key."""
+    def long_form_plan(self, prompts: list[PromptRequest], text, kwargs: dict, options: LongFormOptions):
+        """Each text cut into segments, each segment a request with its text's voice and key
+        (`generate_*`/`stream_*` with `long_form=`, and the server, run this plan)."""
         texts = self._texts(text)
         count = lambda s: len(self.text_tokenizer.encode(s))  # noqa: E731
         segments = long_form.split_texts(texts, [p.language for p in prompts], options, count)
@@ -424,7 +425,7 @@ class Qwen3TTSModel:
         options = LongFormOptions.of(long_form_opt)
         if options is not None:
             wavs, self.last_long_form = long_form.run(
-                self, self._long_form_plan(prompts, text, kwargs, options), options
+                self, self.long_form_plan(prompts, text, kwargs, options), options
             )
             return wavs, sr
         out = []
@@ -562,7 +563,7 @@ class Qwen3TTSModel:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         options = LongFormOptions.of(long_form_opt)
         if options is not None:
-            plan = self._long_form_plan(prompts, text, kwargs, options)
+            plan = self.long_form_plan(prompts, text, kwargs, options)
             return self._stream_long(plan, options, chunk_frames, first_chunk_frames)
         reqs = self.requests(prompts, **kwargs)
         engine = self.engine(

@@ -405,13 +405,13 @@ class SpeechService:
         return mode == "on"
 
     def _prepare_long(self, body: SpeechRequest, prompts, kw: dict, job: Job) -> Job:
-        """The library's long-form plan (`Qwen3TTSModel._long_form_plan`: its segmentation, one
+        """The library's long-form plan (`Qwen3TTSModel.long_form_plan`: its segmentation, one
         voice prompt for all segments, every segment drawing with the request's key, each its
         own budget and loop guard), each segment's budget within the server's --max-new-tokens."""
         m, cfg = self.model, self.config
         options = LongFormOptions(max_tokens=cfg.segment_tokens)
         try:
-            plan = m._long_form_plan(prompts, body.input, kw, options)
+            plan = m.long_form_plan(prompts, body.input, kw, options)
         except (ValueError, TypeError) as err:
             raise from_value_error(err, "input") from None
         (segments,), (requests,) = plan.segments, plan.requests
