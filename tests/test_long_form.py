@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 from qwen3tts_jax import Qwen3TTSModel
 from qwen3tts_jax.join import join
@@ -38,7 +39,13 @@ def test_long_form_equals_segment_calls_plus_joins(custom):
     segs = _segments(custom, TEXT)
     assert len(segs) >= 4
     parts = [custom.generate_custom_voice(s.text, "ryan", language="english", **kw)[0][0] for s in segs]
-    np.testing.assert_array_equal(wav[0], join(parts, segs, sr))
+    # Not bit for bit since the engine decodes audio through codec.CodecSlots: the piece sizes a
+    # row is decoded in depend on which rows are due at the same step (segments run together here,
+    # alone in `parts`), and XLA rounds convolutions of other lengths differently (measured ≤1.1e-6).
+    # The bound is the suite's waveform tolerance 1e-3, tightened to 1e-5.
+    wanted = join(parts, segs, sr)
+    assert wav[0].shape == wanted.shape
+    assert_close(wav[0], wanted, 1e-5, "long form == segment calls + joins")
     reports = custom.last_long_form[0]
     assert [r.text for r in reports] == [s.text for s in segs]
     assert all(r.finish_reason in ("stop", "length", "loop") and r.frames <= r.max_new_tokens - 1 for r in reports)
