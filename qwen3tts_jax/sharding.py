@@ -367,7 +367,7 @@ def place_codec_params(params: dict, codec_cfg, mesh: Mesh) -> dict:
     return place(params, mesh, units=codec_units(codec_cfg))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=8)  # bounded: one jitted identity per mesh in use
 def _replicator(mesh: Mesh):
     return jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))
 

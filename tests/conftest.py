@@ -30,6 +30,22 @@ jax.config.update("jax_enable_x64", False)
 os.environ.setdefault("QWEN3TTS_COMPILE_CACHE", "off")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drop every compiled program when a test file ends. XLA:CPU maps each executable's code
+    into memory; a ~1,000-test session that kept them all passes the kernel's 65,530-map limit
+    (vm.max_map_count) about two thirds of the way through, and LLVM segfaults when its next
+    mmap fails (seen in CI at tests/test_speaker_encoder.py)."""
+    yield
+    import gc
+
+    from qwen3tts_jax import generate
+
+    generate.compiled.cache_clear()
+    jax.clear_caches()
+    gc.collect()
+
+
 def max_abs(a, b) -> float:
     import numpy as np
 
