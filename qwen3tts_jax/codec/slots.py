@@ -68,6 +68,11 @@ class _Work:
     def left(self) -> int:
         return len(self.runs[0][1]) - self.at if self.runs else 0
 
+    def next_piece(self, max_piece: int) -> int:
+        """The size of this row's next piece: its current run cut as `pieces.split` does (largest
+        first), whatever other rows share the push."""
+        return min(max_piece, 1 << (self.left.bit_length() - 1))
+
 
 class CodecSlots:
     """`slots` independent decoder streams (see the module docstring).
@@ -231,14 +236,17 @@ class CodecSlots:
         }
 
     def _schedule(self, work: list[_Work]) -> list[tuple[Array, list[tuple[int, int, np.ndarray]]]]:
-        """Decode every row's runs: repeatedly the piece size that advances the most row-frames
-        in one go (ties: the larger piece), over every row with at least that many frames left in
-        its current run, in batch buckets (`row_groups`). Returns each call's device waveform and
-        `(batch index, row, kept frames)` of its rows that keep audio."""
+        """Decode every row's runs: each row cuts its run into pieces by its own length alone
+        (`_Work.next_piece`, largest first), so the pieces a row is decoded in, and so its audio to
+        the last bit, do not depend on the rows beside it; each call takes the piece size that
+        advances the most row-frames (ties: the larger piece) over the rows whose next piece it
+        is, in batch buckets (`row_groups`). Returns each call's device waveform and `(batch index,
+        row, kept frames)` of its rows that keep audio."""
         calls = []
         while work:
-            size = max(self.sizes, key=lambda s: (s * sum(w.left >= s for w in work), s))
-            ready = [w for w in work if w.left >= size]
+            due = [w.next_piece(self.max_piece) for w in work]
+            size = max(set(due), key=lambda s: (s * due.count(s), s))
+            ready = [w for w, d in zip(work, due) if d == size]
             for n, bucket in row_groups(len(ready), size, self.call_overhead, self.max_call_frames):
                 group, ready = ready[:n], ready[n:]
                 calls.append(self._call(group, size, bucket))
