@@ -12,11 +12,10 @@ sys.path.insert(0, str(Path(__file__).parent / "reference" / "stubs"))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent))
 
-# QWEN3TTS_SHAPE_CHECKS=1 enforces every jaxtyping annotation of the package at call time
-# (tests/shape_checks.py: beartype through jaxtyping's import hook, installed before anything
-# imports the package), so a wrong shape in a signature fails the test that reaches it. Off by
-# default until the whole suite has passed with it (README, "Development").
-if os.environ.get("QWEN3TTS_SHAPE_CHECKS", "0") == "1":
+# Every jaxtyping annotation of the package is enforced at call time (tests/shape_checks.py:
+# beartype through jaxtyping's import hook, installed before anything imports the package), so a
+# wrong shape in a signature fails the test that reaches it. QWEN3TTS_SHAPE_CHECKS=0 turns it off.
+if os.environ.get("QWEN3TTS_SHAPE_CHECKS", "1") == "1":
     sys.path.insert(0, str(Path(__file__).parent))
     from jaxtyping import install_import_hook
 
