@@ -1069,7 +1069,7 @@ def main() -> None:
         args.worker_out.write_text(json.dumps(fn(args)))
         return
 
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda s: print(s, file=sys.stderr, flush=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     log("# setup: full-size random-weight model folder (cached) ...")

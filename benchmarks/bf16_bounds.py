@@ -97,8 +97,8 @@ def talker_run(model, frames, steps: int):
     # params are arguments, never closed over: a closure would bake gigabytes of constants into the program
     step = jax.jit(lambda p, e, m, c: talker.apply({"params": p}, e, m, c), donate_argnums=(3,))
     head = jax.jit(lambda p, h: talker.apply({"params": p}, h, method=Talker.logits))
-    run = lambda e, m, c: step(params, e, m, c)  # noqa: E731
-    logits = lambda h: head(params, h)  # noqa: E731
+    run = lambda e, m, c: step(params, e, m, c)
+    logits = lambda h: head(params, h)
     slots = -(-(len(prompt) + steps) // 256) * 256
     h, cache = run(
         jnp.asarray(prompt[None], policy.dtype),
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
             ap.error(f"{name} must be >= 1, got {v}")
     out = args.out or ROOT / "benchmarks" / "results" / f"bf16_bounds{'-quick' if args.quick else ''}.json"
     t0 = time.perf_counter()
-    log = lambda msg: print(f"[bf16_bounds {time.perf_counter() - t0:7.1f} s] {msg}", flush=True)  # noqa: E731
+    log = lambda msg: print(f"[bf16_bounds {time.perf_counter() - t0:7.1f} s] {msg}", flush=True)
     rng = np.random.RandomState(0)
     frames = rng.randint(0, 2048, (steps, 16))
     pred_codes = rng.randint(0, 2048, (n_pred, 16))

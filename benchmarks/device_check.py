@@ -132,7 +132,7 @@ class Run:
         self.data[name] = result  # filled in place: `speed` writes as it goes
         try:
             result.update(fn(result, *args))
-        except Exception as err:  # noqa: BLE001 — record and go on with the next section
+        except Exception as err:  # record and go on with the next section
             result.update(error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=12))
         if "error" in result or result.get("ok") is False:
             self.failed.append(name)
@@ -297,8 +297,8 @@ def ours_talker(model, x, mask, steps):
     # params are arguments, never closed over (a closure would make them constants of the program)
     step = jax.jit(lambda p, e, m, c: talker.apply({"params": p}, e, m, c))
     head = jax.jit(lambda p, h: talker.apply({"params": p}, h, method=Talker.logits))
-    run = lambda e, m, c: step(params, e, m, c)  # noqa: E731
-    logits = lambda h: head(params, h)  # noqa: E731
+    run = lambda e, m, c: step(params, e, m, c)
+    logits = lambda h: head(params, h)
     hidden, cache = run(
         jnp.asarray(x), jnp.asarray(mask), talker_cache(cfg, policy, x.shape[0], CASE["step_cache_slots"])
     )
@@ -526,7 +526,7 @@ def time_codec(model, frames: int, reps: int = 3) -> dict:
     import numpy as np
 
     codes = np.random.RandomState(0).randint(0, 2048, (frames, 16))
-    run = lambda: model.speech_tokenizer.decode([{"audio_codes": codes}])  # noqa: E731
+    run = lambda: model.speech_tokenizer.decode([{"audio_codes": codes}])
     _, cold = _timed(run)
     warm = [_timed(run)[1] for _ in range(reps)]
     w = statistics.median(warm)
@@ -555,7 +555,7 @@ def speed(result: dict, run: Run, sizes: dict) -> dict:
         else:
             try:
                 result[name] = fn()
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 result[name] = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=8)}
                 run.failed.append(f"speed.{name}")
         run.write()

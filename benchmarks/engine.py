@@ -143,7 +143,7 @@ def main() -> None:
     from qwen3tts_jax.engine import Engine, EngineLoop, EngineShape
     from qwen3tts_jax.sampling import SamplingProgram
 
-    log = lambda s: print(f"# {time.strftime('%H:%M:%S')} {s}", file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda s: print(f"# {time.strftime('%H:%M:%S')} {s}", file=sys.stderr, flush=True)
     timer = CompileTimer()
     out: dict = {
         "benchmark": "engine arrivals",

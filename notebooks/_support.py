@@ -149,7 +149,7 @@ def reference_decoder_stages(ref_tokenizer, codes) -> dict:
     import torch
 
     dec = ref_tokenizer.model.decoder
-    nwc = lambda h: h.transpose(1, 2).float().numpy()  # noqa: E731
+    nwc = lambda h: h.transpose(1, 2).float().numpy()
     out = {}
     with torch.no_grad():
         c = torch.from_numpy(np.asarray(codes)).long()

@@ -409,7 +409,7 @@ class Qwen3TTSModel:
         """Each text cut into segments, each segment a request with its text's voice and key
         (`generate_*`/`stream_*` with `long_form=`, and the server, run this plan)."""
         texts = self._texts(text)
-        count = lambda s: len(self.text_tokenizer.encode(s))  # noqa: E731
+        count = lambda s: len(self.text_tokenizer.encode(s))
         segments = long_form.split_texts(texts, [p.language for p in prompts], options, count)
         owners = [i for i, segs in enumerate(segments) for _ in segs]
         seg_prompts = [

@@ -334,7 +334,7 @@ def run_batch(
     if make_key is None:
         import jax
 
-        make_key = lambda s, k: jax.random.fold_in(jax.random.PRNGKey(s), k)  # noqa: E731
+        make_key = lambda s, k: jax.random.fold_in(jax.random.PRNGKey(s), k)
     records = load_manifest(out_dir) if writer else {}
     starts = range(0, len(items), batch_size)
     pending = [any(not is_done(it, records, out_dir) for it in items[k : k + batch_size]) for k in starts]

@@ -372,7 +372,7 @@ class SpeakerEncoderConfig:
     def parse(f: _Fields) -> SpeakerEncoderConfig:
         # The released JSON holds only enc_dim and sample_rate; the class defaults are the rest.
         d = SpeakerEncoderConfig()
-        tup = lambda name: tuple(int(x) for x in f.get(name, list, list(getattr(d, name))))  # noqa: E731
+        tup = lambda name: tuple(int(x) for x in f.get(name, list, list(getattr(d, name))))
         cfg = SpeakerEncoderConfig(
             mel_dim=f.positive("mel_dim", d.mel_dim),
             enc_dim=f.positive("enc_dim", d.enc_dim),

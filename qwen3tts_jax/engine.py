@@ -539,7 +539,7 @@ class EngineLoop:
             try:
                 self.engine.step()
                 self.steps += 1
-            except Exception as err:  # noqa: BLE001 - reported to every request it touched
+            except Exception as err:  # reported to every request it touched
                 self.last_error = f"{type(err).__name__}: {err}"
                 self.engine._fail_all(self.last_error)
 

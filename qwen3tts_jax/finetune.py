@@ -237,7 +237,7 @@ def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
     inner.append(optax.adamw(schedule(train), b1=train.b1, b2=train.b2, eps=train.eps, weight_decay=train.weight_decay))
     tx = optax.chain(*inner)
     if train.freeze:
-        labels = lambda p: jax.tree.map(lambda f: "frozen" if f else "train", frozen_mask(p, train.freeze))  # noqa: E731
+        labels = lambda p: jax.tree.map(lambda f: "frozen" if f else "train", frozen_mask(p, train.freeze))
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
     if train.grad_accum_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=train.grad_accum_steps)

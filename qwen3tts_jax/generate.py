@@ -162,7 +162,7 @@ class FrameSampler:
         """Empty slots: `cache_slots` KV positions and a `text_track`-long text track per row,
         room for `chunk` frames per advance."""
         t = self.cfg.talker
-        zeros = lambda shape, dt: jnp.zeros(shape, dt)  # noqa: E731
+        zeros = lambda shape, dt: jnp.zeros(shape, dt)
         state = SlotState(
             cache=init_cache(t.transformer, self.policy, slots, cache_slots, per_row=True),
             trailing=zeros((slots, text_track, t.transformer.hidden_size), self.policy.dtype),
@@ -269,7 +269,7 @@ class FrameSampler:
         num_tokens = state.num_tokens + live
         eos = live & (token == self.cfg.talker.codec_eos_token_id)
         length = live & ~eos & (num_tokens >= state.limit)
-        keep = lambda new, old: jnp.where(live.reshape(live.shape + (1,) * (new.ndim - 1)), new, old)  # noqa: E731
+        keep = lambda new, old: jnp.where(live.reshape(live.shape + (1,) * (new.ndim - 1)), new, old)
         new = dataclasses.replace(
             state,
             cache=cache,

@@ -96,7 +96,7 @@ def plan(
             guard = None
             if options.loop is not None:
                 detector = LoopDetector(options.loop)
-                guard = lambda codes0, d=detector: FinishReason.LOOP.value if d.update(codes0) else None  # noqa: E731
+                guard = lambda codes0, d=detector: FinishReason.LOOP.value if d.update(codes0) else None
             row.append(dataclasses.replace(r, max_new_tokens=budget, guard=guard, id=f"{r.id or 'seg'}-{k}"))
             k += 1
         grouped.append(row)

@@ -155,7 +155,7 @@ def model_config(tts_model_type: str, size: str) -> dict:
 def tokenizer_config(tiny: bool = False) -> dict:
     """speech_tokenizer/config.json: the released 12 Hz tokenizer (or a toy-width one, 1920
     samples per frame kept so audio lengths are real)."""
-    w = lambda full, small: small if tiny else full  # noqa: E731
+    w = lambda full, small: small if tiny else full
     return {
         "architectures": ["Qwen3TTSTokenizerV2Model"],
         "model_type": "qwen3_tts_tokenizer_12hz",

@@ -173,7 +173,7 @@ class SamplerConfig:
     def values(self, rows: int = 1) -> SamplerValues:
         """This setting for `rows` rows, as host arrays (greedy rows carry the disabling values)."""
         on = self.do_sample
-        full = lambda x, dt: np.full((rows,), x, dt)  # noqa: E731
+        full = lambda x, dt: np.full((rows,), x, dt)
         return SamplerValues(
             full(on, np.bool_),
             full(self.temperature if on else 1.0, np.float32),

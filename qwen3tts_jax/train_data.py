@@ -126,7 +126,7 @@ def example_layout(cfg: Qwen3TTSConfig, ex: TrainExample) -> Layout:
     prompt = prompt_tracks(cfg, ex.request())
     start, nf = prompt.length, len(codes)
     # Target frames (the generation-time input: tts_pad + Σ of the frame's codebooks), then EOS.
-    cat = lambda a, *rest: np.concatenate([a, *rest]).astype(a.dtype)  # noqa: E731
+    cat = lambda a, *rest: np.concatenate([a, *rest]).astype(a.dtype)
     pad = np.full(nf + 1, cfg.tts_pad_token_id, np.int32)
     on, off = np.ones(nf + 1, bool), np.zeros(nf + 1, bool)
     res_on = np.concatenate([np.ones(nf, bool), [False]])

@@ -101,7 +101,7 @@ def test_attend_live_few_query_form_follows_the_flag():
     q = jnp.asarray(rng.randn(2, 1, 4, 16), jnp.float32)
     k, v = (jnp.asarray(rng.randn(2, 200, 2, 16), jnp.float32) for _ in range(2))
     mask = jnp.asarray(np.arange(200)[None, None] < np.array([150, 120])[:, None, None])
-    run = lambda few: lambda *a: attend_live(*a, 0.25, jnp.asarray(150), 64, few)  # noqa: E731
+    run = lambda few: lambda *a: attend_live(*a, 0.25, jnp.asarray(150), 64, few)
     fused, dots = _prims(run(True), q, k, v, mask), _prims(run(False), q, k, v, mask)
     assert "dot_general" not in fused and "optimization_barrier" in fused
     assert dots.count("dot_general") == 2 and "optimization_barrier" not in dots

@@ -150,7 +150,7 @@ def _items(n: int) -> list[Item]:
 
 def test_run_batch_resumes_without_redoing_items(tmp_path):
     items = _items(5)
-    key = lambda seed, k: (seed, k)  # noqa: E731
+    key = lambda seed, k: (seed, k)
     with pytest.raises(KeyboardInterrupt):
         run_batch(FakeModel(crash_after=2), items, tmp_path, batch_size=2, make_key=key, log=lambda m: None)
     done = load_manifest(tmp_path)

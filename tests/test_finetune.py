@@ -264,7 +264,7 @@ def test_freezing_clips_and_updates_only_trained_tensors():
     updates, _ = tx.update(g, tx.init(params), params)
     np.testing.assert_array_equal(updates["model"]["text_embedding"]["weight"], 0.0)
     # The trained part gets exactly chain(clip, adamw) of the trained subtree: the norm ignores frozen grads.
-    sub = lambda t: {"norm": t["model"]["norm"], "codec_head": t["codec_head"]}  # noqa: E731
+    sub = lambda t: {"norm": t["model"]["norm"], "codec_head": t["codec_head"]}
     want_tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(0.1, weight_decay=0.01))
     want, _ = want_tx.update(sub(g), want_tx.init(sub(params)), sub(params))
     for a, b in zip(jax.tree.leaves(sub(updates)), jax.tree.leaves(want)):

@@ -19,7 +19,7 @@ SR = 24000
 def _gains(n: int, fade: int) -> np.ndarray:
     """Fade-in times fade-out gains of an n-sample segment (a raised-cosine ramp each side)."""
     k = np.arange(n)
-    ramp = lambda i: 0.5 - 0.5 * np.cos(np.pi * (i + 0.5) / fade)  # noqa: E731
+    ramp = lambda i: 0.5 - 0.5 * np.cos(np.pi * (i + 0.5) / fade)
     g = np.ones(n)
     head, tail = k < fade, (n - 1 - k) < fade
     g[head] *= ramp(k[head])

@@ -67,7 +67,7 @@ def test_long_form_whole_and_streamed_equal_the_python_api(server, caplog):
     def client(i: int) -> None:  # at once: the segments of three requests share the two slots
         try:
             got[i] = _post(url, jobs[i]) if i == 0 else speak(url, jobs[i])
-        except BaseException as err:  # noqa: BLE001 - reported below
+        except BaseException as err:  # reported below
             got[i] = err
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(len(jobs))]

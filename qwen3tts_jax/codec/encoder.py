@@ -154,7 +154,7 @@ class SEANetEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: Float[Array, "b n c"], valid: Int[Array, ""]) -> tuple[Float[Array, "b t d"], Int[Array, ""]]:
         cfg, i = self.cfg, 0
-        conv = lambda *a, **k: MimiConv1d(*a, **k, param_dtype=self.param_dtype, name=f"layers_{i}")  # noqa: E731
+        conv = lambda *a, **k: MimiConv1d(*a, **k, param_dtype=self.param_dtype, name=f"layers_{i}")
         x, valid = conv(cfg.num_filters, cfg.kernel_size)(x, valid)
         i += 1
         scale = 1
@@ -205,9 +205,7 @@ class MimiAttention(nn.Module):
     ) -> Float[Array, "b t d"]:
         cfg = self.cfg
         b, t, d = x.shape
-        dense = lambda n, name: Linear(  # noqa: E731
-            n, cfg.attention_bias, x.dtype, self.param_dtype, self.matmul, name=name
-        )
+        dense = lambda n, name: Linear(n, cfg.attention_bias, x.dtype, self.param_dtype, self.matmul, name=name)
         q = dense(cfg.num_attention_heads * cfg.head_dim, "q_proj")(x).reshape(
             b, t, cfg.num_attention_heads, cfg.head_dim
         )

@@ -196,9 +196,7 @@ class Attention(nn.Module):
         write_index: Int[Array, ""] | Int[Array, " b"],
     ) -> tuple[Float[Array, "b t d"], KVCache]:
         b, t, d = x.shape
-        dense = lambda n, name: Linear(  # noqa: E731
-            n, self.use_bias, self.dtype, self.param_dtype, self.matmul, name=name
-        )
+        dense = lambda n, name: Linear(n, self.use_bias, self.dtype, self.param_dtype, self.matmul, name=name)
         q = dense(self.num_heads * self.head_dim, "q_proj")(x).reshape(b, t, self.num_heads, self.head_dim)
         k = dense(self.num_kv_heads * self.head_dim, "k_proj")(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = dense(self.num_kv_heads * self.head_dim, "v_proj")(x).reshape(b, t, self.num_kv_heads, self.head_dim)

@@ -21,8 +21,6 @@ class SwiGLU(nn.Module):
 
     @nn.compact
     def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
-        dense = lambda n, name: Linear(  # noqa: E731
-            n, dtype=self.dtype, param_dtype=self.param_dtype, matmul=self.matmul, name=name
-        )
+        dense = lambda n, name: Linear(n, dtype=self.dtype, param_dtype=self.param_dtype, matmul=self.matmul, name=name)
         h = jax.nn.silu(dense(self.intermediate_size, "gate_proj")(x)) * dense(self.intermediate_size, "up_proj")(x)
         return dense(x.shape[-1], "down_proj")(h)

@@ -163,7 +163,7 @@ class _Flight:
                     continue
                 try:  # handed to the engine meanwhile (or being handed: the pacer sets it at once)
                     leg.handle = leg.pending.result(timeout=60)
-                except BaseException:  # noqa: BLE001 - the engine refused it: nothing runs
+                except BaseException:  # the engine refused it: nothing runs
                     continue
             ran.append(leg)
         if not ran:
@@ -388,7 +388,7 @@ def create_app(service: SpeechService, *, on_failure=None) -> FastAPI:
         service.check_ready()
         try:
             form = await request.form(max_part_size=1 << 20)
-        except Exception as err:  # noqa: BLE001 - a malformed multipart body is the client's
+        except Exception as err:  # a malformed multipart body is the client's
             raise ApiError(
                 400, f"the body must be multipart/form-data with audio_sample and name: {err}", None
             ) from None

@@ -78,5 +78,5 @@ class AdmissionPacer:
                 continue
             try:
                 future.set_result(self.loop.submit(request))
-            except Exception as err:  # noqa: BLE001 - the handler reports it to its client
+            except Exception as err:  # the handler reports it to its client
                 future.set_exception(err)

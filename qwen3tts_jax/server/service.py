@@ -145,7 +145,7 @@ class SpeechService:
         def boot():
             try:
                 self._boot()
-            except Exception as err:  # noqa: BLE001 - reported on /health and the log, then the server stops
+            except Exception as err:  # reported on /health and the log, then the server stops
                 self.state, self.reason = "failed", f"{type(err).__name__}: {err}"
                 log.error("start-up failed: %s", self.reason)
                 if on_failure is not None:

@@ -132,7 +132,7 @@ class VoiceStore:
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
             try:
                 voice = self._read(path)
-            except Exception as err:  # noqa: BLE001 - one bad file must not stop the server
+            except Exception as err:  # one bad file must not stop the server
                 log.warning("voices: skipping %s: %s", path, err)
                 continue
             self._voices[voice.name] = voice

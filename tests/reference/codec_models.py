@@ -196,7 +196,7 @@ def randomize_codec_(model, seed: int, usage_clamped: int = 4):
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    randn = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
+    randn = lambda *shape: torch.randn(*shape, generator=gen)
     snake_names = set()
     with torch.no_grad():
         for mname, mod in model.named_modules():
