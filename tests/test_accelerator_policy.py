@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_close
+from reference.talker_steps import reference_talker_hidden, reference_talker_logits
 
 from qwen3tts_jax import presets
 from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
@@ -149,7 +150,6 @@ def test_talker_prefill_and_steps_match_reference(tiny_model, name):
     """Prefill (batch 2, left padding) then 4 cached steps against the reference's DynamicCache
     decode; 160 cache slots > the 64-slot attention block, so the steps go through
     `attend_live` with per-head dots (the GPU form)."""
-    import torch
 
     ref, cfg, params = _load(tiny_model, name)
     rng = np.random.RandomState(0)
@@ -163,38 +163,15 @@ def test_talker_prefill_and_steps_match_reference(tiny_model, name):
     run = jax.jit(lambda e, m, c: talker.apply({"params": params["talker"]}, e, m, c))
     logits = jax.jit(lambda h: talker.apply({"params": params["talker"]}, h, method=Talker.logits))
     hidden, cache = run(jnp.asarray(x), jnp.asarray(mask), talker_cache(cfg.talker, GPU, 2, 160))
-    with torch.no_grad():
-        am = torch.tensor(mask).long()
-        pos0 = (am.cumsum(-1) - 1).masked_fill(am == 0, 1)
-        out = ref.talker.model(
-            inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True, position_ids=pos0[None].expand(3, -1, -1)
-        )
-        want = out.last_hidden_state
-        assert_close(np.asarray(hidden)[mask], want.numpy()[mask], 1e-4, f"gpu-policy talker prefill [{name}]")
-        assert_close(
-            np.asarray(logits(hidden))[mask],
-            ref.talker.codec_head(want).numpy()[mask],
-            1e-4,
-            f"gpu-policy talker prefill logits [{name}]",
-        )
-        past, pos = out.past_key_values, torch.tensor(mask.sum(1))[:, None]
-        for i, e in enumerate(steps):
-            am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
-            r = ref.talker.model(
-                inputs_embeds=torch.tensor(e),
-                attention_mask=am,
-                past_key_values=past,
-                use_cache=True,
-                position_ids=(pos + i)[None].expand(3, -1, -1),
-            )
-            past = r.past_key_values
-            h, cache = run(jnp.asarray(e), jnp.ones((2, 1), bool), cache)
-            assert_close(
-                logits(h),
-                ref.talker.codec_head(r.last_hidden_state).numpy(),
-                1e-4,
-                f"gpu-policy talker step {i} logits [{name}]",
-            )
+    want = reference_talker_hidden(ref, x, mask, steps)
+    want_logits = reference_talker_logits(ref, want)
+    assert_close(np.asarray(hidden)[mask], want[0].numpy()[mask], 1e-4, f"gpu-policy talker prefill [{name}]")
+    assert_close(
+        np.asarray(logits(hidden))[mask], want_logits[0][mask], 1e-4, f"gpu-policy talker prefill logits [{name}]"
+    )
+    for i, e in enumerate(steps):
+        h, cache = run(jnp.asarray(e), jnp.ones((2, 1), bool), cache)
+        assert_close(logits(h), want_logits[i + 1], 1e-4, f"gpu-policy talker step {i} logits [{name}]")
 
 
 @pytest.mark.reference

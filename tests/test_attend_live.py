@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_close
+from reference.talker_steps import reference_talker_hidden
 
 from qwen3tts_jax.config import GenerationConfig, Policy, Qwen3TTSConfig
 from qwen3tts_jax.engine import Engine, EngineShape, Request, request_keys
@@ -68,27 +69,11 @@ def test_blocked_talker_steps_match_reference(tiny_model):
     talker = Talker(cfg.talker, policy)
     apply = jax.jit(lambda e, m, c: talker.apply({"params": params["talker"]}, e, m, c))
     hidden, cache = apply(jnp.asarray(x), jnp.asarray(mask), talker_cache(cfg.talker, policy, 2, 14))
-    with torch.no_grad():
-        am = torch.tensor(mask).long()
-        pos0 = (am.cumsum(-1) - 1).masked_fill(am == 0, 1)
-        out = ref.talker.model(
-            inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True, position_ids=pos0[None].expand(3, -1, -1)
-        )
-        past = out.past_key_values
-        assert_close(np.asarray(hidden)[mask], out.last_hidden_state.numpy()[mask], 1e-4, "blocked talker prefill")
-        pos = torch.tensor(mask.sum(1))[:, None]
-        for i, e in enumerate(steps):
-            am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
-            r = ref.talker.model(
-                inputs_embeds=torch.tensor(e),
-                attention_mask=am,
-                past_key_values=past,
-                use_cache=True,
-                position_ids=(pos + i)[None].expand(3, -1, -1),
-            )
-            past = r.past_key_values
-            h, cache = apply(jnp.asarray(e), jnp.ones((2, 1), bool), cache)
-            assert_close(h, r.last_hidden_state.numpy(), 1e-4, f"blocked talker step {i}")
+    want = reference_talker_hidden(ref, x, mask, steps)
+    assert_close(np.asarray(hidden)[mask], want[0].numpy()[mask], 1e-4, "blocked talker prefill")
+    for i, e in enumerate(steps):
+        h, cache = apply(jnp.asarray(e), jnp.ones((2, 1), bool), cache)
+        assert_close(h, want[i + 1].numpy(), 1e-4, f"blocked talker step {i}")
 
 
 @pytest.mark.reference

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference.talker_steps import reference_talker_hidden, reference_talker_logits
 
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
 from qwen3tts_jax.finetune import subtalker_logits
@@ -55,28 +56,12 @@ def _talker_case(tiny_model, name, policy):
     run = jax.jit(lambda e, m, c: talker.apply({"params": params}, e, m, c))
     logits = jax.jit(lambda h: talker.apply({"params": params}, h, method=Talker.logits))
     hidden, cache = run(jnp.asarray(x), jnp.asarray(mask), talker_cache(cfg.talker, policy, 2, 160))
-    ours, want = [np.asarray(logits(hidden))[mask]], []
-    with torch.no_grad():
-        am = torch.tensor(mask).long()
-        pos0 = (am.cumsum(-1) - 1).masked_fill(am == 0, 1)
-        out = ref.talker.model(
-            inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True, position_ids=pos0[None].expand(3, -1, -1)
-        )
-        want.append(ref.talker.codec_head(out.last_hidden_state).numpy()[mask])
-        past, pos = out.past_key_values, torch.tensor(mask.sum(1))[:, None]
-        for i, e in enumerate(steps):
-            am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
-            r = ref.talker.model(
-                inputs_embeds=torch.tensor(e),
-                attention_mask=am,
-                past_key_values=past,
-                use_cache=True,
-                position_ids=(pos + i)[None].expand(3, -1, -1),
-            )
-            past = r.past_key_values
-            want.append(ref.talker.codec_head(r.last_hidden_state).numpy()[:, 0])
-            h, cache = run(jnp.asarray(e), jnp.ones((2, 1), bool), cache)
-            ours.append(np.asarray(logits(h))[:, 0])
+    want = reference_talker_logits(ref, reference_talker_hidden(ref, x, mask, steps))
+    ours = [np.asarray(logits(hidden))[mask]]
+    for e in steps:
+        h, cache = run(jnp.asarray(e), jnp.ones((2, 1), bool), cache)
+        ours.append(np.asarray(logits(h))[:, 0])
+    want = [want[0][mask]] + [w[:, 0] for w in want[1:]]
     return np.concatenate(ours), np.concatenate(want)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_close
+from reference.talker_steps import reference_talker_hidden
 
 from qwen3tts_jax.code_predictor import CodePredictor, predictor_cache
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
@@ -77,29 +78,11 @@ def test_talker_decode_steps_match_reference_cache(tiny_model, name):
     talker = Talker(cfg.talker, policy)
     apply = jax.jit(lambda e, m, c: talker.apply({"params": params["talker"]}, e, m, c))
     hidden, cache = apply(jnp.asarray(x), jnp.asarray(mask), talker_cache(cfg.talker, policy, 2, 16))
-    with torch.no_grad():
-        am = torch.tensor(mask).long()
-        # Prefill positions as the reference's get_rope_index builds them: cumsum(mask) - 1, pads at 1.
-        pos0 = (am.cumsum(-1) - 1).masked_fill(am == 0, 1)
-        out = ref.talker.model(
-            inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True, position_ids=pos0[None].expand(3, -1, -1)
-        )
-        past = out.past_key_values
-        assert_close(np.asarray(hidden)[mask], out.last_hidden_state.numpy()[mask], 1e-4, f"talker prefill [{name}]")
-        # The reference's positions continue from each row's real-token count (rope_deltas).
-        pos = torch.tensor(mask.sum(1))[:, None]
-        for i, e in enumerate(steps):
-            am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
-            r = ref.talker.model(
-                inputs_embeds=torch.tensor(e),
-                attention_mask=am,
-                past_key_values=past,
-                use_cache=True,
-                position_ids=(pos + i)[None].expand(3, -1, -1),
-            )
-            past = r.past_key_values
-            h, cache = apply(jnp.asarray(e), jnp.ones((2, 1), bool), cache)
-            assert_close(h, r.last_hidden_state.numpy(), 1e-4, f"talker step {i} [{name}]")
+    want = reference_talker_hidden(ref, x, mask, steps)
+    assert_close(np.asarray(hidden)[mask], want[0].numpy()[mask], 1e-4, f"talker prefill [{name}]")
+    for i, e in enumerate(steps):
+        h, cache = apply(jnp.asarray(e), jnp.ones((2, 1), bool), cache)
+        assert_close(h, want[i + 1].numpy(), 1e-4, f"talker step {i} [{name}]")
 
 
 @pytest.mark.parametrize("name", VARIANTS)

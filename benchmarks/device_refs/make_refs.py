@@ -60,6 +60,7 @@ def reference_models(model_cfg: dict, codec_cfg: dict, model_t: dict, codec_t: d
 
 def main() -> None:
     import torch
+    from reference.talker_steps import reference_talker_hidden, reference_talker_logits
 
     from qwen3tts_jax import Qwen3TTSModel
 
@@ -77,25 +78,8 @@ def main() -> None:
     mask[1, :3] = False
     x[1, :3] = 0.0
     steps = rng.randn(4, 2, 1, d).astype(np.float32)
-    with torch.no_grad():
-        am = torch.tensor(mask).long()
-        pos0 = (am.cumsum(-1) - 1).masked_fill(am == 0, 1)
-        r = ref.talker.model(
-            inputs_embeds=torch.tensor(x), attention_mask=am, use_cache=True, position_ids=pos0[None].expand(3, -1, -1)
-        )
-        prefill = ref.talker.codec_head(r.last_hidden_state).numpy()
-        past, pos, stepped = r.past_key_values, torch.tensor(mask.sum(1))[:, None], []
-        for i, e in enumerate(steps):
-            am = torch.cat([am, torch.ones(2, 1, dtype=am.dtype)], 1)
-            r = ref.talker.model(
-                inputs_embeds=torch.tensor(e),
-                attention_mask=am,
-                past_key_values=past,
-                use_cache=True,
-                position_ids=(pos + i)[None].expand(3, -1, -1),
-            )
-            past = r.past_key_values
-            stepped.append(ref.talker.codec_head(r.last_hidden_state).numpy()[:, 0])
+    logits = reference_talker_logits(ref, reference_talker_hidden(ref, x, mask, steps))
+    prefill, stepped = logits[0], [w[:, 0] for w in logits[1:]]
     out.update(
         talker_x=x,
         talker_mask=mask,
