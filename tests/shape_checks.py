@@ -7,8 +7,8 @@ jaxtyping, that the named axes agree across the arguments and the result. Signat
 plain Python values only (configs, the public API's keyword arguments) are left to the package's
 own validation, whose error messages name the argument and are what the bad-input tests check
 (a checker firing first would hide them); so are array functions that validate their own
-arguments, marked `@typing.no_type_check` (which jaxtyping's hook honours). PEP 484's numeric tower is on: an `int` is accepted
-where a `float` is annotated, as static checkers accept it.
+arguments, marked `@typing.no_type_check` (which jaxtyping's hook honours). PEP 484's numeric
+tower is on: an `int` is accepted where a `float` is annotated, as static checkers accept it.
 """
 
 from __future__ import annotations

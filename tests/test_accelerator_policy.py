@@ -146,6 +146,7 @@ def _load(tiny_model, name):
 
 @pytest.mark.reference
 @pytest.mark.parametrize("name", ["base-0b6-gqa", "custom-1b7-gqa"])
+@pytest.mark.slow
 def test_talker_prefill_and_steps_match_reference(tiny_model, name):
     """Prefill (batch 2, left padding) then 4 cached steps against the reference's DynamicCache
     decode; 160 cache slots > the 64-slot attention block, so the steps go through
@@ -218,6 +219,7 @@ def _compare(ours, ref, what):
 
 
 @pytest.mark.reference
+@pytest.mark.slow
 def test_greedy_custom_voice_matches_reference_api(tiny_full_model):
     """The public API with the whole GPU policy forced (`policy=`): scanned stacks, the scanned
     predictor loop, XLA dots; greedy codes identical (same frame counts), waveforms ≤ 1e-3."""
@@ -235,6 +237,7 @@ def test_greedy_custom_voice_matches_reference_api(tiny_full_model):
 
 
 @pytest.mark.reference
+@pytest.mark.slow
 def test_greedy_voice_clone_icl_matches_reference_api(tiny_full_model):
     """ICL voice clone: the codec encoder (XLA dots) and speaker encoder run under the GPU policy too."""
     from qwen3tts_jax import Qwen3TTSModel
@@ -257,6 +260,7 @@ def test_greedy_voice_clone_icl_matches_reference_api(tiny_full_model):
     )
 
 
+@pytest.mark.slow
 def test_streaming_equals_offline_with_donated_codec_state():
     """Streaming under the GPU policy: the codec state is donated to each step."""
     from qwen3tts_jax import Qwen3TTSModel
@@ -284,6 +288,7 @@ def codec(tmp_path_factory):
 
 
 @pytest.mark.reference
+@pytest.mark.slow
 def test_codec_chunked_decode_matches_reference(codec):
     """330 frames: two reference chunks (25 frames of re-decoded left context)."""
     import torch

@@ -37,6 +37,7 @@ def _voice(seconds=1.3, sr=16000, seed=0):
 
 @pytest.mark.reference
 @pytest.mark.parametrize("name", ["custom-0b6-gqa", "custom-1b7-gqa"])
+@pytest.mark.slow
 def test_custom_voice_matches_reference_api(tiny_full_model, name):
     _, folder = tiny_full_model(name)
     ref, ours = _reference_api(folder), Qwen3TTSModel.from_pretrained(folder)
@@ -47,6 +48,7 @@ def test_custom_voice_matches_reference_api(tiny_full_model, name):
 
 
 @pytest.mark.reference
+@pytest.mark.slow
 def test_voice_design_matches_reference_api(tiny_full_model):
     _, folder = tiny_full_model("design-1b7-gqa")
     ref, ours = _reference_api(folder), Qwen3TTSModel.from_pretrained(folder)
@@ -56,6 +58,7 @@ def test_voice_design_matches_reference_api(tiny_full_model):
 
 @pytest.mark.reference
 @pytest.mark.parametrize("x_vector_only", [False, True])
+@pytest.mark.slow
 def test_voice_clone_matches_reference_api(tiny_full_model, x_vector_only):
     _, folder = tiny_full_model("base-0b6-gqa")
     ref, ours = _reference_api(folder), Qwen3TTSModel.from_pretrained(folder)
@@ -73,6 +76,7 @@ def test_voice_clone_matches_reference_api(tiny_full_model, x_vector_only):
     np.testing.assert_array_equal(again[0][0], direct[0][0])
 
 
+@pytest.mark.slow
 def test_seeded_sampling_is_reproducible():
     model = Qwen3TTSModel.from_pretrained("random:tiny")
     a = model.generate_custom_voice("Sampling test.", "ryan", max_new_tokens=6, seed=7)[0][0]
@@ -80,6 +84,7 @@ def test_seeded_sampling_is_reproducible():
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_streaming_equals_offline():
     model = Qwen3TTSModel.from_pretrained("random:tiny")
     offline = model.generate_custom_voice("Streaming test here.", "serena", max_new_tokens=12, seed=3)[0][0]
@@ -93,6 +98,7 @@ def test_streaming_equals_offline():
     assert_close(np.concatenate(chunks), offline, 1e-4, "streaming vs offline waveform")
 
 
+@pytest.mark.slow
 def test_streaming_chunk_sizes():
     """The first chunk holds `first_chunk_frames` frames, later ones `chunk_frames` (the last may
     be shorter); the audio is the offline audio whatever the split."""
@@ -174,6 +180,7 @@ def test_icl_needs_ref_text_and_stereo_is_downmixed(tiny_base):
     np.testing.assert_allclose(stereo.ref_spk_embedding, mono.ref_spk_embedding, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_synthesize_writes_audio_atomically(tmp_path):
     import soundfile as sf
 

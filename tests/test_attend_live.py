@@ -77,6 +77,7 @@ def test_blocked_talker_steps_match_reference(tiny_model):
 
 
 @pytest.mark.reference
+@pytest.mark.slow
 def test_blocked_generation_codes_identical(tiny_model):
     """Greedy codes with 8-slot attention blocks equal the reference's (and the unblocked run's)."""
     ref, folder = tiny_model("custom-0b6-gqa")

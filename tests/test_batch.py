@@ -251,6 +251,7 @@ def _check_outputs(out: Path) -> dict[str, dict]:
     return records
 
 
+@pytest.mark.slow
 def test_batch_command_resumes_after_kill(tmp_path):
     """Kill the command (SIGKILL) right after its first item is written, run it again: finished
     items are not redone, the rest are written, no partial file is ever visible. The second batch

@@ -109,6 +109,7 @@ def test_code_predictor_logits_within_bf16_bounds(tiny_model, name):
     assert np.quantile(rel, 0.99) <= PREDICTOR_REL_P99 and top1 >= PREDICTOR_TOP1
 
 
+@pytest.mark.slow
 def test_codec_waveform_snr_within_bf16_bound(tmp_path_factory):
     """100 frames (past the 72-frame attention window), batch 2, against the reference's fp32
     chunked decode."""

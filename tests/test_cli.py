@@ -25,6 +25,7 @@ def test_list_speakers_and_languages_read_only_the_config(capsys, monkeypatch):
     assert sorted(out[2:]) == sorted(k for k in presets.LANGUAGES if "dialect" not in k)
 
 
+@pytest.mark.slow
 def test_saved_base_folder_as_model_with_x_vector_cloning(tmp_path, capsys):
     import soundfile as sf
 
@@ -58,6 +59,7 @@ def test_saved_base_folder_as_model_with_x_vector_cloning(tmp_path, capsys):
     assert "first audio after" in err and "compiling and running the first frame" in err
 
 
+@pytest.mark.slow
 def test_instruct_on_0b6_is_one_warning_line(tmp_path, capsys):
     out = tmp_path / "x.wav"
     rc = cli.main(

@@ -228,6 +228,7 @@ def test_intermediate_stages_match_reference(tiny):
 
 
 @pytest.mark.parametrize("frames", [20, 100, 330])
+@pytest.mark.slow
 def test_waveform_matches_reference_chunked_decode(tiny, frames):
     """330 frames crosses a 300-frame chunk boundary (25 frames of re-decoded left context)."""
     codes = tiny.codes(frames, seed=frames)
@@ -237,6 +238,7 @@ def test_waveform_matches_reference_chunked_decode(tiny, frames):
     assert_close(got, want, WAVE_TOL, f"waveform T={frames} (chunked decode)")
 
 
+@pytest.mark.slow
 def test_single_forward_differs_after_a_chunk_boundary(tiny):
     """Why chunking is reproduced: an unchunked forward of 330 frames is a different output."""
     codes = tiny.codes(330, seed=330)
@@ -247,6 +249,7 @@ def test_single_forward_differs_after_a_chunk_boundary(tiny):
     assert np.abs(one[:, 300 * up :] - chunked[:, 300 * up :]).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_batch_with_minus_one_padding_matches_reference_decode(tiny):
     """`Qwen3TTSTokenizerV2Model.decode` on (b, t, q) codes right-padded with -1."""
     a, b = tiny.codes(100, seed=5, batch=1)[0].T, tiny.codes(37, seed=6, batch=1)[0].T  # t q
@@ -268,6 +271,7 @@ def test_decode_rejects_bad_codes(tiny):
         decode(tiny.dec, np.full((1, 5, 16), 4096), tiny.dcfg)
 
 
+@pytest.mark.slow
 def test_released_upsample_rates_at_small_width(tmp_path_factory):
     """upsample_rates (8, 5, 4, 3): 1920 samples per frame, as released."""
     real = Tiny(tmp_path_factory, seed=7, upsample_rates=REAL_UPSAMPLE_RATES, decoder_dim=32)

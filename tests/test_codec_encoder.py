@@ -248,6 +248,7 @@ def test_batch_of_two_lengths_matches_reference_batch(tokenizer):
     assert (alone[:-1] == ref[0][:-1]).all()  # only the last frame may depend on the batch
 
 
+@pytest.mark.slow
 def test_buffer_length_does_not_change_codes(tokenizer):
     """One compile per bucket: any buffer >= the item gives the same codes; and naive zero padding
     (treating the buffer length as the true length) would change the last frame, which is why the

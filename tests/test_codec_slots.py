@@ -67,6 +67,7 @@ class Stream:
     pushes: int = 0
 
 
+@pytest.mark.slow
 def test_staggered_rows_match_the_reference_decode_per_row(tiny):
     """Four slots: A (no context, 610 frames: crosses 300 and 600), B (7-frame context, starts
     when A is at frame 290; both cross their 300-frame boundaries at different pushes), C (a
@@ -148,6 +149,7 @@ def test_staggered_rows_match_the_reference_decode_per_row(tiny):
     assert codec_slots._gather._cache_size() - gathers_before <= 3
 
 
+@pytest.mark.slow
 def test_rows_not_pushed_keep_their_state(tiny):
     cfg = tiny.dcfg
     slots = CodecSlots(tiny.dec, cfg, Policy(), 3, max_piece=MAX_PIECE)

@@ -97,6 +97,7 @@ def test_state_structure_matches_the_step(setup):
     assert state.kv[0].k.shape == (2, cfg.sliding_window - 1, cfg.num_key_value_heads, cfg.head_dim)
 
 
+@pytest.mark.slow
 def test_state_rows_gather_reset_and_scatter(setup):
     cfg, _ = setup
     state = jax.tree.map(lambda a: jnp.arange(a.size, dtype=a.dtype).reshape(a.shape) + 1, init_state(cfg, 3))
@@ -113,6 +114,7 @@ def test_state_rows_gather_reset_and_scatter(setup):
         assert not np.asarray(a[2]).any() and np.array_equal(a[:2], b[:2])
 
 
+@pytest.mark.slow
 def test_stream_equals_one_shot_within_window_and_beyond(setup):
     """128 frames (> the 72-frame window, ≤ one 300-frame chunk) fed in uneven pieces (128: the
     one-shot shape is a chunk bucket, compiled once per session)."""
@@ -132,6 +134,7 @@ def test_stream_equals_one_shot_within_window_and_beyond(setup):
     assert_close(np.concatenate(pieces, -1), one_shot, STREAM_TOL, "stream (k=1/4) == one-shot, 128 frames")
 
 
+@pytest.mark.slow
 def test_reference_chunking_stream_equals_chunked_decode(setup):
     """Past a 300-frame boundary the stream reproduces the reference's chunked decode."""
     cfg, params = setup

@@ -32,6 +32,7 @@ def quick(tmp_path_factory):
     return proc, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_quick_run_is_green(quick):
     proc, data = quick
     assert proc.returncode == 0, f"failed: {data.get('failed')}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -40,6 +41,7 @@ def test_quick_run_is_green(quick):
     assert data["environment"]["loaded_audio_io"] == [] and data["loaded_audio_io_at_end"] == []
 
 
+@pytest.mark.slow
 def test_quick_parity_passed_in_fp32_and_bf16(quick):
     _, data = quick
     fp32, bf16 = data["parity_fp32"], data["parity_bf16"]
@@ -50,6 +52,7 @@ def test_quick_parity_passed_in_fp32_and_bf16(quick):
     assert 0 < bf16["talker_rel_p99"] <= 0.05  # bf16 really ran: its error is not zero
 
 
+@pytest.mark.slow
 def test_quick_speed_items_all_measured(quick):
     _, data = quick
     speed = data["speed"]

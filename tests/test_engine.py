@@ -78,6 +78,7 @@ def _mixed_requests(model):
     return out
 
 
+@pytest.mark.slow
 def test_staggered_admission_equals_alone(base):
     requests = _mixed_requests(base)
     alone = [base.run([r])[0].codes for r in requests]
@@ -114,6 +115,7 @@ def test_staggered_admission_equals_alone(base):
     )
 
 
+@pytest.mark.slow
 def test_sampling_values_do_not_recompile(custom):
     kw = dict(max_new_tokens=6, seed=1)
     custom.generate_custom_voice("Compile once.", "ryan", temperature=0.9, **kw)
@@ -141,6 +143,7 @@ def test_sampling_values_do_not_recompile(custom):
     assert gen.compile_count(sampler) == before, (before, gen.compile_count(sampler))
 
 
+@pytest.mark.slow
 def test_a_slot_frees_when_its_request_ends_and_on_cancel(custom):
     kw = dict(do_sample=False, subtalker_dosample=False)
     prompts = custom.custom_voice_prompts(
@@ -166,6 +169,7 @@ def test_a_slot_frees_when_its_request_ends_and_on_cancel(custom):
     np.testing.assert_array_equal(hw.result().codes, custom.run([waiting])[0].codes)
 
 
+@pytest.mark.slow
 def test_streamed_chunks_add_up_to_the_offline_result(custom):
     kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=14)
     (req,) = custom.requests(

@@ -177,6 +177,7 @@ def _reference_loss(ref, batch, label_shift: bool):
 
 @pytest.mark.reference
 @pytest.mark.parametrize("name", ["base-0b6-gqa", "custom-1b7-gqa"])
+@pytest.mark.slow
 def test_loss_and_grads_match_reference(tiny_model, torch_threads, name):
     ref, cfg, params = _load(tiny_model, name)
     batch = make_batch(cfg, _examples(cfg), length_bucket=16, frame_bucket=16)
@@ -346,6 +347,7 @@ def synthetic_run(tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_examples_come_from_our_encoder(synthetic_run):
     model, examples = synthetic_run["model"], synthetic_run["examples"]
     # One batched encode, as examples_from_audio does (a batch pads the shorter clips, which

@@ -105,6 +105,7 @@ def _stats(stderr: str) -> tuple[int, int, float]:
     return int(m.group(3)), int(m.group(2)), float(first.group(1))
 
 
+@pytest.mark.slow
 def test_second_cli_run_reaches_first_audio_from_the_persistent_cache(tmp_path):
     """Two fresh processes with the default cache folder ($XDG_CACHE_HOME/qwen3tts-jax/xla): the
     first compiles, the second compiles nothing."""

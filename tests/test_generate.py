@@ -144,6 +144,7 @@ def test_voice_clone_codes_identical(tiny_model, name, icl, non_streaming):
     )
 
 
+@pytest.mark.slow
 def test_batch_equals_single_runs(tiny_model):
     _, model, dec = _setup(tiny_model, "custom-0b6-gqa")
     reqs = [PromptRequest(tuple(TEXT_A), "german", "aiden"), PromptRequest(tuple(TEXT_B), "auto", "dylan")]
@@ -152,6 +153,7 @@ def test_batch_equals_single_runs(tiny_model):
         np.testing.assert_array_equal(both[i], _ours(model, dec, [r])[0])
 
 
+@pytest.mark.slow
 def test_scanned_decoding_matches_unrolled(tiny_model):
     _, model, dec = _setup(tiny_model, "custom-1b7-gqa")
     _, model_s, dec_s = _setup(tiny_model, "custom-1b7-gqa", scan=True)
@@ -161,6 +163,7 @@ def test_scanned_decoding_matches_unrolled(tiny_model):
     np.testing.assert_array_equal(a[0], b[0])
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_per_seed(tiny_model):
     _, model, dec = _setup(tiny_model, "custom-0b6-gqa", do_sample=True)
     reqs = [PromptRequest(tuple(TEXT_A), "auto", "ryan")]
@@ -171,6 +174,7 @@ def test_sampling_is_reproducible_per_seed(tiny_model):
     assert a[0].shape != c[0].shape or not np.array_equal(a[0], c[0])
 
 
+@pytest.mark.slow
 def test_eager_and_jitted_paths_agree(tiny_model):
     """The eager twin: the same engine and steps with jit disabled, op by op."""
     _, model, dec = _setup(tiny_model, "custom-0b6-gqa", do_sample=True)

@@ -33,6 +33,7 @@ def _segments(model, text):
     return split_text(text, "auto", count_tokens=lambda s: len(model.text_tokenizer.encode(s)))
 
 
+@pytest.mark.slow
 def test_long_form_equals_segment_calls_plus_joins(custom):
     kw = dict(max_new_tokens=9, **GREEDY)
     wav, sr = custom.generate_custom_voice(TEXT, "ryan", language="english", long_form=True, **kw)
@@ -55,6 +56,7 @@ def test_long_form_equals_segment_calls_plus_joins(custom):
     )
 
 
+@pytest.mark.slow
 def test_streaming_long_form_equals_offline(custom):
     kw = dict(max_new_tokens=7, **GREEDY)
     offline = custom.generate_custom_voice(TEXT, "serena", long_form=True, **kw)[0][0]
@@ -63,6 +65,7 @@ def test_streaming_long_form_equals_offline(custom):
     np.testing.assert_allclose(np.concatenate(chunks), offline, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_runaway_segments_end_within_their_budgets(custom):
     """EOS blocked for longer than any budget (a model that never stops): every segment ends by
     its own estimated budget or by the loop guard, never by running on."""
@@ -76,6 +79,7 @@ def test_runaway_segments_end_within_their_budgets(custom):
     assert len(wav[0]) <= sum(r.max_new_tokens for r in reports) * 1920 + 24000 * len(reports)
 
 
+@pytest.mark.slow
 def test_voice_clone_prompt_is_built_once(base, monkeypatch):
     calls = []
     original = Qwen3TTSModel.create_voice_clone_prompt
@@ -98,6 +102,7 @@ def test_long_form_option_is_checked(custom):
         custom.generate_custom_voice("Hi.", "ryan", long_form="yes")
 
 
+@pytest.mark.slow
 def test_cli_and_batch_report_each_segment(tmp_path, capsys):
     """`synthesize --text-file` speaks a chapter segment by segment and says how each ended;
     `batch --long-form` records it in the manifest."""

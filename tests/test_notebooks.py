@@ -29,6 +29,7 @@ def test_kernel_is_this_interpreter():
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.slow
 def test_notebook_runs(name):
     import nbformat
     from nbclient import NotebookClient

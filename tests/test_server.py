@@ -71,6 +71,7 @@ def _stream_api(m, method: str, *args, **kw) -> np.ndarray:
 # ---------------------------------------------------------------------- service endpoints
 
 
+@pytest.mark.slow
 def test_health_models_and_preset_voices(custom_server):
     url, service = custom_server
     health = httpx.get(f"{url}/health").json()
@@ -106,6 +107,7 @@ INTRUDERS = [
 ]
 
 
+@pytest.mark.slow
 def test_staggered_concurrent_requests_equal_the_python_api(custom_server):
     url, service = custom_server
     m = model(CUSTOM)
@@ -278,6 +280,7 @@ def _wait(predicate, what: str, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_full_server_503_and_a_disconnect_frees_the_slot(custom_server, caplog):
     caplog.set_level(logging.INFO, logger="qwen3tts_jax.server")
     url, service = custom_server
@@ -362,6 +365,7 @@ REF_TEXT = "These are the words of the reference."
 CLONE_TEXT = "A cloned voice says this."
 
 
+@pytest.mark.slow
 def test_voices_upload_list_speak_delete_and_survive_a_restart(base_server, voices_dir, ref_wav):
     url, service = base_server
     m = model(BASE)
@@ -473,6 +477,7 @@ def test_icl_ref_audio_needs_ref_text(base_server, ref_wav):
 # ---------------------------------------------------------------------- the serve command
 
 
+@pytest.mark.slow
 def test_serve_command_reloads_voices_answers_and_stops_on_sigterm(base_server, voices_dir, ref_wav, tmp_path):
     """`qwen3tts-jax serve` in its own process: 503 with a reason while it starts, the voices of
     the folder reloaded, the same audio as the in-process server, one log line per request, and
@@ -527,6 +532,7 @@ def test_serve_command_reloads_voices_answers_and_stops_on_sigterm(base_server, 
     assert "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_serve_command_that_cannot_load_exits_2():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     proc = subprocess.run(

@@ -56,6 +56,7 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_page_uploads_a_voice_streams_and_reports_done(browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec

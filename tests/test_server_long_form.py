@@ -55,6 +55,7 @@ def _post(url: str, body: dict) -> tuple[np.ndarray, httpx.Headers]:
     return np.frombuffer(r.content, "<i2"), r.headers
 
 
+@pytest.mark.slow
 def test_long_form_whole_and_streamed_equal_the_python_api(server, caplog):
     caplog.set_level(logging.INFO, logger="qwen3tts_jax.server")
     url, service = server
@@ -115,6 +116,7 @@ def test_long_form_whole_and_streamed_equal_the_python_api(server, caplog):
     assert len(lines) == 4, [r.getMessage() for r in caplog.records]  # one log line per HTTP request
 
 
+@pytest.mark.slow
 def test_runaway_segments_end_within_their_budgets(server):
     """Random weights never emit EOS: with no max_new_tokens, each segment runs to its own
     estimated budget (within the server's --max-new-tokens) or is ended by the loop guard."""

@@ -505,6 +505,7 @@ def _wait(procs, timeout: float) -> list[str]:
 
 
 @pytest.mark.parametrize("spec", MESHES)
+@pytest.mark.slow
 def test_mesh_codes_and_waveforms_match_one_device(mesh_run, spec):
     out, _ = mesh_run
     codes0, wavs0, _ = _load(out / "baseline.npz")
@@ -520,6 +521,7 @@ def test_mesh_codes_and_waveforms_match_one_device(mesh_run, spec):
 
 
 @pytest.mark.parametrize("spec", MESHES)
+@pytest.mark.slow
 def test_params_really_are_split(mesh_run, spec):
     """Per-device bytes = total / model size for the split groups; the kv projections of the
     tiny model (2 kv heads) split on model=2 and stay whole on model=4 (the documented fallback)."""
@@ -549,6 +551,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(mesh_run, tiny_folder, tmp_path):
     """`jax.distributed.initialize` with two processes × 4 CPU devices: each process loads only
     its slices and both produce the one-device codes (and waveforms within tolerance)."""

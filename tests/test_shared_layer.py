@@ -29,6 +29,7 @@ def _setup():
     return stack, params, x, mask, cache
 
 
+@pytest.mark.slow
 def test_layers_traced_once_and_equal_to_inline_children():
     stack, params, x, mask, cache = _setup()
     jaxpr = jax.make_jaxpr(lambda p: stack.apply({"params": p}, x, mask, cache))(params)

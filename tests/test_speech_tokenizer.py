@@ -79,6 +79,7 @@ def assert_code_margins(
 
 
 @pytest.mark.reference
+@pytest.mark.slow
 def test_encode_16khz_matches_reference(ours, reference):
     """Numpy input at 16 kHz: resampled to 24 kHz as the reference (librosa soxr_hq), then a
     batch of two different lengths, then one item alone."""
@@ -114,6 +115,7 @@ def test_encode_from_file_matches_reference(ours, reference, tmp_path):
 
 
 @pytest.mark.reference
+@pytest.mark.slow
 def test_decode_matches_reference(ours, reference):
     """The reference's own codes (an encode output with items of different lengths), decoded by
     both public APIs, in every accepted input form."""

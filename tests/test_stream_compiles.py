@@ -4,12 +4,14 @@ utterance lengths and chunk sizes; the streamed audio equals the offline audio."
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import assert_close
 
 from qwen3tts_jax import Qwen3TTSModel
 from qwen3tts_jax.codec import decoder as codec_decoder
 
 
+@pytest.mark.slow
 def test_stream_lengths_share_the_codec_programs():
     model = Qwen3TTSModel.from_pretrained("random:tiny")
     kw = dict(speaker="serena", seed=3, do_sample=False, subtalker_dosample=False)
