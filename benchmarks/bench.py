@@ -732,14 +732,24 @@ def _run_worker(kind: str, args, extra: list[str], log) -> dict:
 
 
 def _codec(args, log) -> dict:
+    """benchmarks/codec_decode.py in its own process: offline decode at batch 1 against the
+    official `chunked_decode` (same seeded weights), and the 1-frame streaming step; its rows
+    renamed to this table's keys (`T50`, `T300`, `stream_k1`)."""
     frames = ["50"] if args.quick else ["50", "300"]
     log("# running benchmarks/codec_decode.py ...")
     proc = subprocess.run(
         [
             sys.executable,
             str(ROOT / "benchmarks" / "codec_decode.py"),
+            "--offline",
+            "--reference",
+            "--batches",
+            "1",
             "--frames",
             *frames,
+            "--pieces",
+            "--shapes",
+            "1x1",
             "--reps",
             str(args.reps),
             "--seed",
@@ -752,7 +762,17 @@ def _codec(args, log) -> dict:
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         return {"error": f"codec_decode.py exit {proc.returncode}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for row in out.get("offline", []):
+        out[f"T{row['frames']}"] = {
+            "reference_s": row["official_s"],
+            "ours_s": row["new_s"],
+            "max_abs_err": row["max_abs_new_vs_official"],
+        }
+    for row in out.get("pieces", []):
+        if (row["batch"], row["frames"]) == (1, 1):
+            out["stream_k1"] = {"step_ms": row["step_ms"]}
+    return out
 
 
 def _arrivals(args, log) -> dict:
