@@ -125,6 +125,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", type=Path, default=None, help="JAX persistent compilation cache (optional)")
+    ap.add_argument("--no-live-rows", action="store_true", help="every advance steps all slots (live_rows=False)")
+    ap.add_argument(
+        "--advance-frames", type=int, default=None, help="at most this many frames per advance (Engine advance_frames)"
+    )
     args = ap.parse_args()
     for name in ("frames", "requests", "reps"):
         if getattr(args, name) < 1:
@@ -152,6 +156,8 @@ def main() -> None:
         "gap_s": args.gap,
         "requests": args.requests,
         "reps": args.reps,
+        "live_rows": not args.no_live_rows,
+        "advance_frames": args.advance_frames,
         "loadavg_start": os.getloadavg(),
         "jax": jax.__version__,
     }
@@ -167,7 +173,15 @@ def main() -> None:
     def engine(slots: int) -> Engine:
         # Both engines fit all the requests (same KV slots and text track): they differ in slots only.
         shape = EngineShape.fit(reqs, model.config, model.placement, slots=slots)
-        return Engine(model, shape, program=program, chunk_frames=4, first_chunk_frames=1)
+        return Engine(
+            model,
+            shape,
+            program=program,
+            chunk_frames=4,
+            first_chunk_frames=1,
+            live_rows=not args.no_live_rows,
+            advance_frames=args.advance_frames,
+        )
 
     one, batch = engine(1), engine(args.requests)
     out["slots"], out["cache_slots"] = batch.shape.slots, batch.shape.cache_slots
@@ -204,6 +218,8 @@ def main() -> None:
         "runs": runs,
     }
     out["engine_steps"] = {"one": loop_one.steps, "batch": loop_batch.steps}
+    # advances per row bucket (warm-ups included)
+    out["rows_stepped"] = {"one": dict(one.rows_stepped), "batch": dict(batch.rows_stepped)}
     out["loadavg_end"] = os.getloadavg()
     import resource
 

@@ -14,8 +14,9 @@ waiting requests into free slots (grouped by prompt bucket: one jitted admission
 which the running rows wait for), advance every running slot by up to the next emission point
 (a traced frame count: the first chunk of a new stream after `first_chunk_frames`, later ones
 every `chunk_frames`; the loop also stops the moment any row ends, so its slot is free for the
-next step), then decode the new frames of the rows that are due through each slot's own
-streaming codec state and hand out `Chunk`s, and a `Result` when a request ends.
+next step; only a bucket of rows spanning the occupied ones is stepped, 1, 2, 4, ... of them),
+then decode the new frames of the rows that are due through each slot's own streaming codec
+state (first chunks first) and hand out `Chunk`s, and a `Result` when a request ends.
 
 Each request is independent of its companions: its KV rows start at position 0 whatever the
 other slots hold, its PRNG key is its own (advanced only by its own steps), its sampling values
@@ -182,7 +183,10 @@ class Engine:
     `placement`. `shape` fixes the slots and lengths (`EngineShape.fit` sizes one for a set of
     requests; a server picks one for its limits). `program` is the sampling code compiled in
     (None: from the first requests; a server passes `SamplingProgram` with sampling on, so
-    greedy and sampled requests share one program)."""
+    greedy and sampled requests share one program). `live_rows`: an advance steps only a bucket
+    of rows spanning the occupied ones (`_live_rows`); off, every advance steps all slots.
+    `advance_frames`: at most this many frames per advance (None: up to the next emission), so a
+    request arriving while the slots run waits at most that many frame steps to be admitted."""
 
     def __init__(
         self,
@@ -193,6 +197,8 @@ class Engine:
         chunk_frames: int = CHUNK_CAPACITY,
         first_chunk_frames: int | None = None,
         threaded: bool = False,
+        live_rows: bool = True,
+        advance_frames: int | None = None,
     ):
         self.model, self.cfg, self.shape = model, model.config, shape
         self.policy: Policy = model.policy
@@ -200,7 +206,13 @@ class Engine:
         self.params = model.params["talker"]
         self.program = program
         self.chunk_frames, self.first_chunk_frames = int(chunk_frames), first_chunk_frames
-        self.threaded = threaded
+        self.threaded, self.live_rows = threaded, live_rows
+        if advance_frames is not None and (
+            isinstance(advance_frames, bool) or not isinstance(advance_frames, (int, np.integer)) or advance_frames < 1
+        ):
+            raise ValueError(f"advance_frames must be None or an integer >= 1, got {advance_frames!r}")
+        self.advance_frames = shape.chunk if advance_frames is None else min(int(advance_frames), shape.chunk)
+        self.rows_stepped: collections.Counter[int] = collections.Counter()  # advances per row bucket
         self._lock = threading.Lock()
         self._waiting: collections.deque[tuple[RequestHandle, PromptTracks]] = collections.deque()
         self._cancelled: set[str] = set()
@@ -224,6 +236,19 @@ class Engine:
     @property
     def idle(self) -> bool:
         return not self.active and not self._waiting
+
+    @property
+    def row_buckets(self) -> list[int]:
+        """The row counts an advance may step, one compiled advance each: the data-axis size
+        times 1, 2, 4, ... up to the slots (only the slots when `live_rows` is off). A server
+        warms each (`server.service`), so none compiles mid-stream."""
+        if not self.live_rows:
+            return [self.shape.slots]
+        out, n = [], self.placement.data
+        while n < self.shape.slots:
+            out.append(n)
+            n *= 2
+        return out + [self.shape.slots]
 
     def submit(self, request: Request) -> RequestHandle:
         """Queue a request (thread-safe); it is checked against the engine's shape now, so a
@@ -276,7 +301,9 @@ class Engine:
         admitted = self._admit()
         if not any(s is not None for s in self._slots):
             return admitted
-        state = self._compiled.advance(self.params, self._state, self._steps_to_next_emission())
+        rows = self._live_rows()
+        self.rows_stepped[rows] += 1
+        state = self._compiled.advance(self.params, self._state, self._steps_to_next_emission(), rows)
         self._state = state
         codes, steps, num_tokens, reason = self.placement.fetch(
             (state.codes, state.steps, state.num_tokens, state.reason)
@@ -385,9 +412,15 @@ class Engine:
             )
         return self._codec
 
+    def _live_rows(self) -> int:
+        """The rows an advance steps: the smallest bucket spanning the occupied rows (requests
+        sit in the lowest free rows)."""
+        top = max(i for i, s in enumerate(self._slots) if s is not None) + 1
+        return next(n for n in self.row_buckets if n >= top)
+
     def _steps_to_next_emission(self) -> int:
         due = [s.next_emit - s.total for s in self._slots if s is not None]
-        return int(max(1, min(min(due), self.shape.chunk)))
+        return int(max(1, min(min(due), self.advance_frames)))
 
     def _collect(self, codes: np.ndarray, num_tokens: np.ndarray, reason: np.ndarray) -> None:
         """Hand out what the advance produced (`codes`: b, steps, 16); end the requests that stopped."""
@@ -418,10 +451,19 @@ class Engine:
             self._end(row, finish)
 
     def _emit(self, rows: list[int], final: set[int]) -> None:
-        """Decode the pending frames of `rows` (one codec call for all of them) and hand them out."""
+        """Decode the pending frames of `rows` and hand them out: first chunks (a request that
+        just joined) before the others, so a newcomer's time to first audio does not wait for
+        its companions' codec work; a row's audio does not depend on which rows share its push."""
+        first = [row for row in rows if self._slots[row].handle.first_audio is None]
+        for group in (first, [row for row in rows if row not in first]):
+            if group:
+                self._emit_rows(group, final)
+
+    def _emit_rows(self, rows: list[int], final: set[int]) -> None:
+        """One codec push for the pending frames of `rows`, then their chunks."""
         frames = {row: np.concatenate(self._slots[row].pending) for row in rows if self._slots[row].pending}
         wanted = {r: f for r, f in frames.items() if self._slots[r].handle.request.audio}
-        audio = self.codec.push(wanted, final=final) if wanted else {}
+        audio = self.codec.push(wanted, final=final & wanted.keys()) if wanted else {}
         now = time.perf_counter()
         for row, piece in frames.items():
             slot = self._slots[row]
@@ -506,6 +548,19 @@ class EngineLoop:
     def start(self) -> EngineLoop:
         self._thread.start()
         return self
+
+    @property
+    def row_buckets(self) -> list[int]:
+        """The row counts an advance may step, one compiled advance each: the data-axis size
+        times 1, 2, 4, ... up to the slots (only the slots when `live_rows` is off). A server
+        warms each (`server.service`), so none compiles mid-stream."""
+        if not self.live_rows:
+            return [self.shape.slots]
+        out, n = [], self.placement.data
+        while n < self.shape.slots:
+            out.append(n)
+            n *= 2
+        return out + [self.shape.slots]
 
     def submit(self, request: Request) -> RequestHandle:
         handle = self.engine.submit(request)

@@ -17,9 +17,10 @@ Frame bookkeeping as the reference: the prefill samples codebook 0 of frame 0; t
 token (EOS or the `max_new_tokens`-th) is never expanded, so M tokens give M−1 frames.
 
 What is compiled: `FrameSampler` (configs, `Policy`, the static `SamplingProgram`, the
-`Placement`) and the shapes — slots, KV slots, text-track length, frames per advance, and per
-admission the prompt bucket and the number of newcomers. Sampling values, lengths, budgets and
-the number of steps per advance are traced, so none of them recompiles.
+`Placement`) and the shapes — slots, KV slots, text-track length, frames per advance, the rows
+an advance steps (a bucket of the occupied ones), and per admission the prompt bucket and the
+number of newcomers. Sampling values, lengths, budgets and the number of steps per advance
+are traced, so none of them recompiles.
 """
 
 from __future__ import annotations
@@ -285,9 +286,30 @@ class FrameSampler:
         )
         return self.placement.constrain(new, "state")
 
-    def advance(self, params, state: SlotState, max_steps) -> SlotState:
+    def advance(self, params, state: SlotState, max_steps, rows: int | None = None) -> SlotState:
         """Frame steps until `max_steps` (traced, at most the chunk capacity) frames are written,
-        a row ends (so its slot can be freed and refilled at once), or no row runs."""
+        a row ends (so its slot can be freed and refilled at once), or no row runs.
+
+        `rows` (static; None: all): step only the first `rows` slots — the engine keeps its
+        requests in the lowest rows and passes a bucket of them, so a lightly loaded engine pays
+        a small batch's step, not the whole batch's. Those rows are copied out, advanced and
+        written back; the others are untouched (their `codes` are stale and not read)."""
+        if rows is None or rows >= state.slots:
+            return self._advance(params, state, max_steps)
+        axes = jax.tree_util.tree_map_with_path(lambda path, _: _row_axis(path, self.policy.scan_layers), state)
+        head = jax.tree.map(lambda x, a: x if a < 0 else jax.lax.slice_in_dim(x, 0, rows, axis=a), state, axes)
+        head = self._advance(params, head, max_steps)
+        return self.placement.constrain(
+            jax.tree.map(
+                lambda x, h, a: h if a < 0 else jax.lax.dynamic_update_slice_in_dim(x, h, 0, axis=a),
+                state,
+                head,
+                axes,
+            ),
+            "state",
+        )
+
+    def _advance(self, params, state: SlotState, max_steps) -> SlotState:
         state = dataclasses.replace(state, steps=jnp.zeros((), jnp.int32))
         limit = jnp.minimum(jnp.asarray(max_steps, jnp.int32), state.codes.shape[1])
         entry = state.running
@@ -296,6 +318,15 @@ class FrameSampler:
             return (s.steps < limit) & ~jnp.any(entry & ~s.running) & jnp.any(s.running)
 
         return jax.lax.while_loop(cond, functools.partial(self.frame_step, params), state)
+
+
+def _row_axis(path, stacked: bool) -> int:
+    """The slot axis of a `SlotState` leaf: 0, 1 for the KV cache under a layer axis, -1 for
+    `steps` (a scalar)."""
+    names = [getattr(k, "name", None) for k in path]
+    if names[0] == "steps":
+        return -1
+    return 1 if stacked and names[:2] == ["cache", "layers"] else 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,7 +346,7 @@ def compiled(sampler: FrameSampler) -> Compiled:
     return Compiled(
         init=jax.jit(sampler.init_state, static_argnums=(0, 1, 2, 3)),
         admit=jax.jit(sampler.admit, donate_argnums=(1,)),
-        advance=jax.jit(sampler.advance, donate_argnums=(1,)),
+        advance=jax.jit(sampler.advance, donate_argnums=(1,), static_argnums=(3,)),
         release=jax.jit(sampler.release, donate_argnums=(0,)),
     )
 

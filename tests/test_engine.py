@@ -244,3 +244,22 @@ def test_a_failed_admission_ends_its_requests_with_an_error(custom, monkeypatch)
         np.testing.assert_array_equal(ok.codes, custom.run([req])[0].codes)
     finally:
         loop.stop()
+
+
+def test_an_advance_steps_only_the_occupied_rows(custom):
+    """Live rows: with 3 of 4 slots taken the engine steps a 4-row bucket, and once only slot 0
+    holds a request a 1-row one; every request gives the codes it gives with every advance
+    stepping all 4 slots (`live_rows=False`)."""
+    kw = dict(do_sample=False, subtalker_dosample=False)
+    prompts = custom.custom_voice_prompts(["The long one here.", "Short.", "Middle one."], "ryan", None, None, True)
+    reqs = [custom.requests([p], audio=False, max_new_tokens=m, **kw)[0] for p, m in zip(prompts, (14, 3, 5))]
+    shape = EngineShape.fit(reqs, custom.config, custom.placement, slots=4)
+    live, full = Engine(custom, shape), Engine(custom, shape, live_rows=False)
+    got, want = live.run(reqs), full.run(reqs)
+    assert set(live.rows_stepped) == {1, 4} and set(full.rows_stepped) == {4}, (live.rows_stepped, full.rows_stepped)
+    assert [len(r.codes) for r in got] == [13, 2, 4]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.codes, w.codes)
+    (alone,) = live.run(reqs[:1])  # a lone request in the now idle engine: 1-row advances only
+    np.testing.assert_array_equal(alone.codes, got[0].codes)
+    assert live.rows_stepped[1] > 0 and set(live.rows_stepped) == {1, 4}

@@ -78,6 +78,8 @@ def test_health_models_and_preset_voices(custom_server):
     assert (
         health["status"] == "ok" and health["slots"] == SETTINGS["max_batch"] and health["task_type"] == "CustomVoice"
     )
+    # The warm-up stepped every row bucket (1 and 2 of the 2 slots), so none compiles mid-stream.
+    assert service.engine.row_buckets == [1, 2] and set(service.engine.rows_stepped) == {1, 2}
     (entry,) = httpx.get(f"{url}/v1/models").json()["data"]
     assert entry["id"] == CUSTOM and entry["task_type"] == "CustomVoice" and "english" in entry["languages"]
     voices = httpx.get(f"{url}/v1/audio/voices").json()

@@ -96,12 +96,20 @@ def write_tiny_folder(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def _synthesize(model) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _synthesize(model) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+    """The 8 texts in one 8-slot run, then text 0 alone in an idle 8-slot engine: its advances
+    step only a bucket of rows (1 on one device, the data-axis size on a mesh) through the
+    row-slicing path, and must give the codes it gives in the full batch."""
+    from qwen3tts_jax.engine import EngineShape
+
     prompts = model.custom_voice_prompts(list(TEXTS), list(SPEAKERS), None, None, True)
-    results = model.run(
-        model.requests(prompts, do_sample=False, subtalker_dosample=False, max_new_tokens=MAX_NEW_TOKENS)
-    )
-    return [r.codes for r in results], [r.audio for r in results]
+    kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=MAX_NEW_TOKENS)
+    requests = model.requests(prompts, **kw)
+    results = model.run(requests)
+    engine = model.engine(EngineShape.fit(requests, model.config, model.placement))
+    (alone,) = engine.run(model.requests(prompts[:1], audio=False, **kw))
+    extra = {"alone": alone.codes, "rows_stepped": sorted(engine.rows_stepped)}
+    return [r.codes for r in results], [r.audio for r in results], extra
 
 
 def _save(path: Path, codes, wavs, **extra) -> None:
@@ -186,8 +194,8 @@ def mesh_worker(folder: str, out_dir: str, runs: str) -> None:
         if mesh == "jax":
             mesh = jax.make_mesh((4, 2), ("data", "model"))  # JAX's default axis type: Explicit
         m = Qwen3TTSModel.from_pretrained(folder, scan_layers=run not in UNROLLED, mesh=mesh)
-        codes, wavs = _synthesize(m)
-        _save(Path(out_dir) / f"{run}.npz", codes, wavs)
+        codes, wavs, extra = _synthesize(m)
+        _save(Path(out_dir) / f"{run}.npz", codes, wavs, **extra)
         info: dict = {"seconds": time.perf_counter() - t}
         if m.mesh is not None:
             params = {"talker": m.params["talker"], "decoder": m.speech_tokenizer.params["decoder"]}
@@ -232,7 +240,7 @@ def host_worker(folder: str, port: str, process_id: str, out_dir: str) -> None:
     weights.Checkpoint.open = staticmethod(lambda path: opened.append(open_(path)) or opened[-1])
     model = Qwen3TTSModel.from_pretrained(folder, scan_layers=True, mesh=mesh)
     weights.Checkpoint.open = open_
-    codes, wavs = _synthesize(model)
+    codes, wavs, _ = _synthesize(model)
     files = {f for c in opened for f in c.files.values()}
     _save(
         Path(out_dir) / f"host{process_id}.npz",
@@ -509,8 +517,12 @@ def _wait(procs, timeout: float) -> list[str]:
 def test_mesh_codes_and_waveforms_match_one_device(mesh_run, spec):
     out, _ = mesh_run
     codes0, wavs0, _ = _load(out / "baseline.npz")
-    codes, wavs, _ = _load(out / f"{spec}.npz")
+    codes, wavs, extra = _load(out / f"{spec}.npz")
     assert len(codes) == len(codes0) == len(TEXTS) and max(len(c) for c in codes0) > 0
+    # Text 0 alone in the idle 8-slot engine stepped one bucket of data-axis-size rows only.
+    data = 4 if spec == "jax.make_mesh" else dict(kv.split("=") for kv in spec.split(",")).get("data", "1")
+    assert extra["rows_stepped"].tolist() == [int(data)], (spec, extra["rows_stepped"])
+    np.testing.assert_array_equal(extra["alone"], codes0[0], err_msg=f"{spec}: text 0 alone vs in the batch")
     for i, (a, b) in enumerate(zip(codes, codes0)):
         np.testing.assert_array_equal(a, b, err_msg=f"{spec}: greedy codes of row {i} differ from one device")
     for a, b in zip(wavs, wavs0):

@@ -7,8 +7,9 @@ request builders (`custom_voice_prompts` / `voice_design_prompts` / `voice_clone
 `requests`), so a server request and the same Python call give the same engine request.
 
 Life cycle: `start()` loads the model (unless given one), builds the engine from the settings'
-shape with sampling compiled in (greedy and sampled requests share one program), runs one
-warm-up request through it (compiling what the requests will run), and only then reports ready.
+shape with sampling compiled in (greedy and sampled requests share one program), runs warm-up
+requests through it, as many at once as each of its row buckets holds (compiling what the
+requests will run), and only then reports ready.
 Admission: a request takes a `Ticket` before any work; at most `max_batch + max_queue` are held
 (running, waiting, or being prepared), beyond that 503. A ticket is given back when the engine
 has ended its request, so a cancelled request's slot is free before its ticket is. Admitted
@@ -192,10 +193,13 @@ class SpeechService:
         if cfg.warmup:
             self.reason = "compiling (warm-up request)"
             t1 = time.perf_counter()
-            for r in self._warmup_requests():
-                res = self.loop.submit(r).result()
-                if res.finish_reason == "error":
-                    raise RuntimeError(f"warm-up request failed: {res.error}")
+            # As many at once as each row bucket holds, so every advance (and codec batch and
+            # admission size) a load of requests steps is compiled before the first client.
+            for n in engine.row_buckets:
+                handles = [self.loop.submit(r) for r in self._warmup_requests() * n]
+                for res in (h.result() for h in handles):
+                    if res.finish_reason == "error":
+                        raise RuntimeError(f"warm-up request failed: {res.error}")
             log.info(
                 "warm-up: compiled and ran in %.1f s (engine: %d slots, %d KV positions, text track %d)",
                 time.perf_counter() - t1,
