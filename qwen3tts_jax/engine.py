@@ -549,19 +549,6 @@ class EngineLoop:
         self._thread.start()
         return self
 
-    @property
-    def row_buckets(self) -> list[int]:
-        """The row counts an advance may step, one compiled advance each: the data-axis size
-        times 1, 2, 4, ... up to the slots (only the slots when `live_rows` is off). A server
-        warms each (`server.service`), so none compiles mid-stream."""
-        if not self.live_rows:
-            return [self.shape.slots]
-        out, n = [], self.placement.data
-        while n < self.shape.slots:
-            out.append(n)
-            n *= 2
-        return out + [self.shape.slots]
-
     def submit(self, request: Request) -> RequestHandle:
         handle = self.engine.submit(request)
         with self._wake:
