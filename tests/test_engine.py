@@ -263,3 +263,16 @@ def test_an_advance_steps_only_the_occupied_rows(custom):
     (alone,) = live.run(reqs[:1])  # a lone request in the now idle engine: 1-row advances only
     np.testing.assert_array_equal(alone.codes, got[0].codes)
     assert live.rows_stepped[1] > 0 and set(live.rows_stepped) == {1, 4}
+
+
+def test_rows_with_and_without_audio_end_in_one_step(custom):
+    """A codes-only request and an audio request that end at the same step: the codec's final
+    push holds only the audio row (the codes-only row has no codec stream to end)."""
+    kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=5)
+    p = custom.custom_voice_prompts(["Codes only here.", "With audio here."], "ryan", None, None, True)
+    codes_only = custom.requests(p[:1], audio=False, **kw)[0]
+    with_audio = custom.requests(p[1:], **kw)[0]
+    a, b = custom.run([codes_only, with_audio])
+    assert a.finish_reason == b.finish_reason == "length" and len(a.codes) == len(b.codes) == 4
+    assert a.audio is None and len(b.audio) == 4 * custom.speech_tokenizer.get_decode_upsample_rate()
+    np.testing.assert_array_equal(a.codes, custom.run([codes_only])[0].codes)
