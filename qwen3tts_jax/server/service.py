@@ -195,8 +195,9 @@ class SpeechService:
             t1 = time.perf_counter()
             # As many at once as each row bucket holds, so every advance (and codec batch and
             # admission size) a load of requests steps is compiled before the first client.
+            warm = self._warmup_requests()  # built once (on a Base model: the encoders run)
             for n in engine.row_buckets:
-                handles = [self.loop.submit(r) for r in self._warmup_requests() * n]
+                handles = [self.loop.submit(r) for r in warm * n]
                 for res in (h.result() for h in handles):
                     if res.finish_reason == "error":
                         raise RuntimeError(f"warm-up request failed: {res.error}")
