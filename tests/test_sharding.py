@@ -240,12 +240,13 @@ def host_worker(folder: str, port: str, process_id: str, out_dir: str) -> None:
     weights.Checkpoint.open = staticmethod(lambda path: opened.append(open_(path)) or opened[-1])
     model = Qwen3TTSModel.from_pretrained(folder, scan_layers=True, mesh=mesh)
     weights.Checkpoint.open = open_
-    codes, wavs, _ = _synthesize(model)
+    codes, wavs, alone = _synthesize(model)
     files = {f for c in opened for f in c.files.values()}
     _save(
         Path(out_dir) / f"host{process_id}.npz",
         codes,
         wavs,
+        **alone,
         bytes_read=sum(c.bytes_read for c in opened),
         file_bytes=sum(f.stat().st_size for f in files),
     )
@@ -588,6 +589,9 @@ def test_two_processes_match_one(mesh_run, tiny_folder, tmp_path):
         codes, wavs, extra = _load(tmp_path / f"host{i}.npz")
         for j, (a, b) in enumerate(zip(codes, codes0)):
             np.testing.assert_array_equal(a, b, err_msg=f"process {i}, row {j}")
+        # Text 0 alone in the idle 8-slot engine: one 2-row bucket (data=2) across the processes.
+        assert extra["rows_stepped"].tolist() == [2], (i, extra["rows_stepped"])
+        np.testing.assert_array_equal(extra["alone"], codes0[0], err_msg=f"process {i}: text 0 alone vs in the batch")
         err = max(float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(wavs, wavs0))
         frac = float(extra["bytes_read"]) / float(extra["file_bytes"])
         print(
