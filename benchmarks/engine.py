@@ -129,12 +129,20 @@ def main() -> None:
     ap.add_argument(
         "--advance-frames", type=int, default=None, help="at most this many frames per advance (Engine advance_frames)"
     )
+    ap.add_argument(
+        "--codec-push-rows",
+        type=int,
+        default=None,
+        help="rows per codec push of running requests' chunks (Policy.codec_push_rows; 0: all; default: the backend's)",
+    )
     args = ap.parse_args()
     for name in ("frames", "requests", "reps"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.gap < 0:
         raise SystemExit(f"--gap must be >= 0, got {args.gap}")
+    if args.codec_push_rows is not None and args.codec_push_rows < 0:
+        raise SystemExit(f"--codec-push-rows must be >= 0, got {args.codec_push_rows}")
 
     import jax
 
@@ -143,7 +151,10 @@ def main() -> None:
         jax.config.update("jax_compilation_cache_dir", str(args.cache_dir))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    import dataclasses
+
     from qwen3tts_jax import Qwen3TTSModel
+    from qwen3tts_jax.config import Policy
     from qwen3tts_jax.engine import Engine, EngineLoop, EngineShape
     from qwen3tts_jax.sampling import SamplingProgram
 
@@ -161,8 +172,12 @@ def main() -> None:
         "loadavg_start": os.getloadavg(),
         "jax": jax.__version__,
     }
+    policy = Policy.for_backend()
+    if args.codec_push_rows is not None:
+        policy = dataclasses.replace(policy, codec_push_rows=args.codec_push_rows)
+    out["codec_push_rows"] = policy.codec_push_rows
     t = time.perf_counter()
-    model = Qwen3TTSModel.from_pretrained(args.model)
+    model = Qwen3TTSModel.from_pretrained(args.model, policy=policy)
     out["load_s"] = _r(time.perf_counter() - t, 2)
     sr = model.speech_tokenizer.get_output_sample_rate()
     texts = [TEXTS_8[i % len(TEXTS_8)] for i in range(args.requests)]

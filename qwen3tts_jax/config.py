@@ -160,17 +160,27 @@ class Policy:
     # with `lax.switch`, read in place (XLA:CPU copies stacked slices); "scan" runs a `lax.scan`
     # over stacked tables and heads (no data-dependent branches on the device).
     predictor_loop: str = "switch"
+    # Rows per codec push when the engine hands out running requests' chunks (0: all due rows
+    # in one push). Between pushes a request waiting for a free slot is admitted first, so a
+    # newcomer waits for one push, not for every companion's audio. On XLA:CPU 4-frame pushes
+    # cost the same per row-frame from 4 rows up, 10 % more at 2 rows, 25 % more at 1
+    # (benchmarks/RESULTS.md), so 4; a GPU wants every row in one call.
+    codec_push_rows: int = 4
 
     def __post_init__(self):
         if self.matmul not in ("weight_stationary", "xla"):
             raise ValueError(f"Policy.matmul must be 'weight_stationary' or 'xla', got {self.matmul!r}")
         if self.predictor_loop not in ("switch", "scan"):
             raise ValueError(f"Policy.predictor_loop must be 'switch' or 'scan', got {self.predictor_loop!r}")
+        n = self.codec_push_rows
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"Policy.codec_push_rows must be an integer >= 0 (0: all rows), got {n!r}")
 
     @staticmethod
     def for_backend(backend: str | None = None, dtype: Any = None) -> Policy:
         """The default policy of a backend: the fields above on CPU; scanned stacks, XLA's own dot
-        and attention forms, a donated codec state and a scanned predictor on GPU/TPU."""
+        and attention forms, a donated codec state, a scanned predictor and every due row in one codec
+        push on GPU/TPU."""
         import jax
 
         backend = backend or jax.default_backend()
@@ -185,6 +195,7 @@ class Policy:
             few_query_attention=False,
             donate_codec_state=True,
             predictor_loop="scan",
+            codec_push_rows=0,
         )
 
     @staticmethod

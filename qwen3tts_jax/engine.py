@@ -16,7 +16,9 @@ which the running rows wait for), advance every running slot by up to the next e
 every `chunk_frames`; the loop also stops the moment any row ends, so its slot is free for the
 next step; only a bucket of rows spanning the occupied ones is stepped, 1, 2, 4, ... of them),
 then decode the new frames of the rows that are due through each slot's own streaming codec
-state (first chunks first) and hand out `Chunk`s, and a `Result` when a request ends.
+state (first chunks first; the rest `Policy.codec_push_rows` rows a push, and a request waiting
+for a free slot is admitted before the remaining pushes) and hand out `Chunk`s, and a `Result`
+when a request ends.
 
 Each request is independent of its companions: its KV rows start at position 0 whatever the
 other slots hold, its PRNG key is its own (advanced only by its own steps), its sampling values
@@ -453,11 +455,31 @@ class Engine:
     def _emit(self, rows: list[int], final: set[int]) -> None:
         """Decode the pending frames of `rows` and hand them out: first chunks (a request that
         just joined) before the others, so a newcomer's time to first audio does not wait for
-        its companions' codec work; a row's audio does not depend on which rows share its push."""
+        its companions' codec work; a row's audio does not depend on which rows share its push.
+
+        The others go `policy.codec_push_rows` rows per push, ending and codes-only rows first,
+        then the rows with the most frames waiting. When a request is waiting for a free slot, the remaining
+        running rows keep their frames (still due) for the next step's emission, which comes
+        after that request's admission and next frame: it waits for one push, not all."""
         first = [row for row in rows if self._slots[row].handle.first_audio is None]
-        for group in (first, [row for row in rows if row not in first]):
-            if group:
-                self._emit_rows(group, final)
+        if first:
+            self._emit_rows(first, final)
+        cheap = lambda row: row in final or not self._slots[row].handle.request.audio  # never deferred
+        now = [row for row in rows if row not in first and cheap(row)]
+        later = sorted(
+            (row for row in rows if row not in first and not cheap(row)),
+            key=lambda row: (-sum(len(p) for p in self._slots[row].pending), row),
+        )
+        size = self.policy.codec_push_rows
+        for group, may_wait in ((now, False), (later, True)):
+            for at in range(0, len(group), size or len(group) or 1):
+                if may_wait and self._admission_waiting():
+                    return
+                self._emit_rows(group[at : at + (size or len(group))], final)
+
+    def _admission_waiting(self) -> bool:
+        """Whether a queued request would be admitted at the next step (a slot is free)."""
+        return bool(self._waiting) and any(s is None for s in self._slots)
 
     def _emit_rows(self, rows: list[int], final: set[int]) -> None:
         """One codec push for the pending frames of `rows`, then their chunks."""

@@ -276,3 +276,58 @@ def test_rows_with_and_without_audio_end_in_one_step(custom):
     assert a.finish_reason == b.finish_reason == "length" and len(a.codes) == len(b.codes) == 4
     assert a.audio is None and len(b.audio) == 4 * custom.speech_tokenizer.get_decode_upsample_rate()
     np.testing.assert_array_equal(a.codes, custom.run([codes_only])[0].codes)
+
+
+def test_a_waiting_request_is_admitted_between_codec_pushes(custom):
+    """A request that arrives while running rows have chunks due (here: submitted by A's guard,
+    which runs between an advance and its emission) is admitted before those chunks are
+    decoded (`Policy.codec_push_rows`): its first chunk is the next codec push, A's and B's
+    chunks come after it, one frame longer; every request's codes and audio are what it gives
+    alone."""
+    import dataclasses
+    import types
+
+    kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=12)
+    a, b, c = custom.requests(
+        custom.custom_voice_prompts(["First one running.", "Second one running.", "The newcomer."], "ryan"), **kw
+    )
+    shape = EngineShape.fit([a, b, c], custom.config, custom.placement, slots=3)
+    # One row per push (the CPU policy pushes 4): A's and B's chunks are two pushes, C goes first.
+    model = types.SimpleNamespace(  # what `Engine` reads of a model, with that policy
+        config=custom.config,
+        policy=dataclasses.replace(custom.policy, codec_push_rows=1),
+        params=custom.params,
+        speech_tokenizer=custom.speech_tokenizer,
+        placement=custom.placement,
+    )
+    engine = Engine(model, shape, chunk_frames=2, first_chunk_frames=1)
+    submitted = []
+
+    def guard(codes0):
+        if not submitted and sum(len(p) for p in engine._slots[0].codes + engine._slots[0].pending) >= 3:
+            submitted.append(engine.submit(c))
+        return None
+
+    pushes = []
+    push = engine.codec.push
+
+    def spy(frames, final=()):
+        pushes.append((sorted(frames), engine.active))
+        return push(frames, final)
+
+    engine.codec.push = spy
+    ha, hb = engine.submit(dataclasses.replace(a, guard=guard)), engine.submit(b)
+    while not (ha.done and hb.done and submitted and submitted[0].done):
+        engine.step()
+    (hc,) = submitted
+    # The push right after C was admitted (3 slots active) is C's first chunk, alone; A's and B's
+    # chunks due at the step that submitted C follow it.
+    at = next(i for i, (_, active) in enumerate(pushes) if active == 3)
+    assert pushes[at][0] == [2] and {tuple(r) for r, _ in pushes[at + 1 : at + 3]} == {(0,), (1,)}, pushes
+    for h, req in ((ha, a), (hb, b), (hc, c)):
+        got, (alone,) = h.result(), engine.run([req])
+        np.testing.assert_array_equal(got.codes, alone.codes)
+        np.testing.assert_allclose(got.audio, alone.audio, atol=1e-4)
+    events = [ha.events.get_nowait() for _ in range(ha.events.qsize())]
+    chunks = [len(e.codes) for e in events if not hasattr(e, "finish_reason")]
+    assert 3 in chunks, chunks  # the deferred chunk: two frames due, one more made before its push
