@@ -457,29 +457,30 @@ class Engine:
         just joined) before the others, so a newcomer's time to first audio does not wait for
         its companions' codec work; a row's audio does not depend on which rows share its push.
 
-        The others go `policy.codec_push_rows` rows per push, ending and codes-only rows first,
-        then the rows with the most frames waiting. When a request is waiting for a free slot, the remaining
-        running rows keep their frames (still due) for the next step's emission, which comes
-        after that request's admission and next frame: it waits for one push, not all."""
+        The others go `policy.codec_push_rows` rows per push: ending rows (their slots are
+        freed after this) and codes-only rows (no codec work) first, never deferred, then the
+        rows with the most frames waiting. When a request is waiting for a free slot, those remaining running
+        rows keep their frames (still due) for the next step's emission, which comes after that
+        request's admission and next frame: it waits for one push, not all."""
         first = [row for row in rows if self._slots[row].handle.first_audio is None]
         if first:
             self._emit_rows(first, final)
-        cheap = lambda row: row in final or not self._slots[row].handle.request.audio  # never deferred
-        now = [row for row in rows if row not in first and cheap(row)]
+        rest = [row for row in rows if row not in first]
+        now = [row for row in rest if row in final or not self._slots[row].handle.request.audio]
         later = sorted(
-            (row for row in rows if row not in first and not cheap(row)),
+            (row for row in rest if row not in now),
             key=lambda row: (-sum(len(p) for p in self._slots[row].pending), row),
         )
-        size = self.policy.codec_push_rows
         for group, may_wait in ((now, False), (later, True)):
-            for at in range(0, len(group), size or len(group) or 1):
+            size = self.policy.codec_push_rows or max(len(group), 1)
+            for at in range(0, len(group), size):
                 if may_wait and self._admission_waiting():
                     return
-                self._emit_rows(group[at : at + (size or len(group))], final)
+                self._emit_rows(group[at : at + size], final)
 
     def _admission_waiting(self) -> bool:
         """Whether a queued request would be admitted at the next step (a slot is free)."""
-        return bool(self._waiting) and any(s is None for s in self._slots)
+        return bool(self._waiting) and bool(self._free_rows())
 
     def _emit_rows(self, rows: list[int], final: set[int]) -> None:
         """One codec push for the pending frames of `rows`, then their chunks."""

@@ -301,10 +301,11 @@ def test_a_waiting_request_is_admitted_between_codec_pushes(custom):
         placement=custom.placement,
     )
     engine = Engine(model, shape, chunk_frames=2, first_chunk_frames=1)
-    submitted = []
+    submitted, made = [], []
 
-    def guard(codes0):
-        if not submitted and sum(len(p) for p in engine._slots[0].codes + engine._slots[0].pending) >= 3:
+    def guard(codes0):  # sees each piece of A's frames as the advance that made it returns
+        made.extend(codes0.tolist())
+        if not submitted and len(made) >= 3:
             submitted.append(engine.submit(c))
         return None
 
