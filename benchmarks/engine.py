@@ -135,6 +135,12 @@ def main() -> None:
         default=None,
         help="rows per codec push of running requests' chunks (Policy.codec_push_rows; 0: all; default: the backend's)",
     )
+    ap.add_argument(
+        "--admission-frame",
+        choices=("on", "off"),
+        default=None,
+        help="whether an admission makes the newcomers' first frame (Policy.admission_frame; default: the backend's)",
+    )
     args = ap.parse_args()
     for name in ("frames", "requests", "reps"):
         if getattr(args, name) < 1:
@@ -175,7 +181,9 @@ def main() -> None:
     policy = Policy.for_backend()
     if args.codec_push_rows is not None:
         policy = dataclasses.replace(policy, codec_push_rows=args.codec_push_rows)
-    out["codec_push_rows"] = policy.codec_push_rows
+    if args.admission_frame is not None:
+        policy = dataclasses.replace(policy, admission_frame=args.admission_frame == "on")
+    out["codec_push_rows"], out["admission_frame"] = policy.codec_push_rows, policy.admission_frame
     t = time.perf_counter()
     model = Qwen3TTSModel.from_pretrained(args.model, policy=policy)
     out["load_s"] = _r(time.perf_counter() - t, 2)

@@ -18,8 +18,9 @@ token (EOS or the `max_new_tokens`-th) is never expanded, so M tokens give M−1
 
 What is compiled: `FrameSampler` (configs, `Policy`, the static `SamplingProgram`, the
 `Placement`) and the shapes — slots, KV slots, text-track length, frames per advance, the rows
-an advance steps (a bucket of the occupied ones), and per admission the prompt bucket and the
-number of newcomers. Sampling values, lengths, budgets and the number of steps per advance
+an advance steps (a bucket of the occupied ones), per admission the prompt bucket and the
+number of newcomers, and per admission frame (`Policy.admission_frame`) the number of
+newcomers. Sampling values, lengths, budgets and the number of steps per advance
 are traced, so none of them recompiles.
 """
 
@@ -213,35 +214,59 @@ class FrameSampler:
         pad = embed_text_ids(params, jnp.full((1, 1), self.cfg.tts_pad_token_id, jnp.int32), t, self.policy)[0, 0]
         text = embed_text_ids(params, trailing_ids, t, self.policy)  # n w d
         s, u = state.cache.slots, state.trailing.shape[1]
-        valid = jnp.zeros((n, s), bool).at[:, :length].set(cache.valid)
-        track = jnp.broadcast_to(pad, (n, u, pad.shape[0])).at[:, : text.shape[1]].set(text)
-
-        def put(big, small, layer_axis: bool = False):
-            """Rows of `small` into `big` at `rows` (along axis 0, or 1 under a layer axis)."""
-            for i in range(n):
-                at = [0] * big.ndim
-                at[int(layer_axis)] = rows[i]
-                piece = jax.lax.dynamic_index_in_dim(small, i, axis=int(layer_axis), keepdims=True)
-                big = jax.lax.dynamic_update_slice(big, piece.astype(big.dtype), tuple(at))
-            return big
-
-        stacked = self.policy.scan_layers
-        layers = jax.tree.map(lambda big, small: put(big, small, stacked), state.cache.layers, cache.layers)
-        new = dataclasses.replace(
-            state,
-            cache=DecoderCache(layers, put(state.cache.valid, valid), state.cache.end.at[rows].set(length)),
-            trailing=put(state.trailing, track),
-            token=state.token.at[rows].set(token),
-            hidden=put(state.hidden, hidden[:, -1]),
-            seen=put(state.seen, sampling.mark_seen(seen, token)),
-            num_tokens=state.num_tokens.at[rows].set(1),
-            limit=state.limit.at[rows].set(limits),
-            running=state.running.at[rows].set(reason == RUNNING),
-            reason=state.reason.at[rows].set(reason),
-            key=state.key.at[rows].set(split[:, 0]),
-            values=jax.tree.map(lambda a, b: a.at[rows].set(b), state.values, values),
+        newcomers = SlotState(
+            # The prefill's `length` KV slots land in the first `length` of each row's slots;
+            # `valid` covers all of them, so a previous occupant's history is never attended.
+            cache=DecoderCache(
+                cache.layers,
+                jnp.zeros((n, s), bool).at[:, :length].set(cache.valid),
+                jnp.full((n,), length, jnp.int32),
+            ),
+            trailing=jnp.broadcast_to(pad, (n, u, pad.shape[0])).at[:, : text.shape[1]].set(text),
+            token=token,
+            hidden=hidden[:, -1],
+            seen=sampling.mark_seen(seen, token),
+            num_tokens=jnp.ones((n,), jnp.int32),
+            limit=jnp.asarray(limits, jnp.int32),
+            running=reason == RUNNING,
+            reason=reason,
+            key=split[:, 0],
+            values=values,
+            codes=jnp.zeros((n, *state.codes.shape[1:]), jnp.int32),
+            steps=jnp.zeros((), jnp.int32),
         )
-        return self.placement.constrain(new, "state")
+        return self.placement.constrain(self.set_rows(state, newcomers, rows), "state")
+
+    def first_frames(self, params, state: SlotState, rows: Int[Array, " n"]) -> SlotState:
+        """One frame step of the slots `rows` alone (`Policy.admission_frame`: the requests just
+        admitted there), written at `codes[rows, 0]` with `steps` 1 — the same step the next
+        advance would give them, but their first chunk does not wait for every running row's."""
+        part = self.frame_step(params, self.get_rows(state, rows))
+        return self.placement.constrain(self.set_rows(state, part, rows), "state")
+
+    def get_rows(self, state: SlotState, rows: Int[Array, " n"]) -> SlotState:
+        """The slots `rows` as an n-slot state (`steps` reset to 0)."""
+        stacked = self.policy.scan_layers
+        part = jax.tree_util.tree_map_with_path(
+            lambda path, x: x if _row_axis(path, stacked) < 0 else jnp.take(x, rows, axis=_row_axis(path, stacked)),
+            state,
+        )
+        return dataclasses.replace(part, steps=jnp.zeros((), jnp.int32))
+
+    def set_rows(self, state: SlotState, part: SlotState, rows: Int[Array, " n"]) -> SlotState:
+        """`part`'s n slots written into `state` at `rows`; a leaf of `part` may be shorter than
+        `state`'s past the slot axis (a prefill's KV slots) and fills their start. `steps` is
+        `part`'s."""
+        stacked = self.policy.scan_layers
+
+        def one(path, big, small):
+            a = _row_axis(path, stacked)
+            if a < 0:
+                return small
+            at = (slice(None),) * a + (rows,) + tuple(slice(0, d) for d in small.shape[a + 1 :])
+            return big.at[at].set(small.astype(big.dtype), unique_indices=True)
+
+        return jax.tree_util.tree_map_with_path(one, state, part)
 
     def release(self, state: SlotState, rows: Bool[HostArray, " b"]) -> SlotState:
         """Free slots (a request ended or was cancelled): the row stops and its cache length
@@ -335,6 +360,7 @@ class Compiled:
 
     init: object
     admit: object
+    first_frames: object
     advance: object
     release: object
 
@@ -346,6 +372,7 @@ def compiled(sampler: FrameSampler) -> Compiled:
     return Compiled(
         init=jax.jit(sampler.init_state, static_argnums=(0, 1, 2, 3)),
         admit=jax.jit(sampler.admit, donate_argnums=(1,)),
+        first_frames=jax.jit(sampler.first_frames, donate_argnums=(1,)),
         advance=jax.jit(sampler.advance, donate_argnums=(1,), static_argnums=(3,)),
         release=jax.jit(sampler.release, donate_argnums=(0,)),
     )
@@ -362,7 +389,7 @@ def cache_slots(prompt_len: int, frames: int, step: int = 256) -> int:
 def compile_count(sampler: FrameSampler) -> dict[str, int]:
     """How many programs each entry point of `sampler` has compiled (tests, diagnostics)."""
     c = compiled(sampler)
-    return {name: getattr(c, name)._cache_size() for name in ("init", "admit", "advance", "release")}
+    return {name: getattr(c, name)._cache_size() for name in ("init", "admit", "first_frames", "advance", "release")}
 
 
 __all__ = [
