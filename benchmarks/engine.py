@@ -127,19 +127,16 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=None, help="JAX persistent compilation cache (optional)")
     ap.add_argument("--no-live-rows", action="store_true", help="every advance steps all slots (live_rows=False)")
     ap.add_argument(
-        "--advance-frames", type=int, default=None, help="at most this many frames per advance (Engine advance_frames)"
+        "--advance-frames",
+        type=int,
+        default=None,
+        help="at most this many frames per advance (Engine advance_frames; default 1 under an EngineLoop)",
     )
     ap.add_argument(
         "--codec-push-rows",
         type=int,
         default=None,
         help="rows per codec push of running requests' chunks (Policy.codec_push_rows; 0: all; default: the backend's)",
-    )
-    ap.add_argument(
-        "--admission-frame",
-        choices=("on", "off"),
-        default=None,
-        help="whether an admission makes the newcomers' first frame (Policy.admission_frame; default: the backend's)",
     )
     args = ap.parse_args()
     for name in ("frames", "requests", "reps"):
@@ -181,9 +178,7 @@ def main() -> None:
     policy = Policy.for_backend()
     if args.codec_push_rows is not None:
         policy = dataclasses.replace(policy, codec_push_rows=args.codec_push_rows)
-    if args.admission_frame is not None:
-        policy = dataclasses.replace(policy, admission_frame=args.admission_frame == "on")
-    out["codec_push_rows"], out["admission_frame"] = policy.codec_push_rows, policy.admission_frame
+    out["codec_push_rows"] = policy.codec_push_rows
     t = time.perf_counter()
     model = Qwen3TTSModel.from_pretrained(args.model, policy=policy)
     out["load_s"] = _r(time.perf_counter() - t, 2)
@@ -212,6 +207,7 @@ def main() -> None:
     log("warming the admissions ...")
     out["warm_admission_shapes"] = _warm_admissions(one, reqs[:1]) + _warm_admissions(batch, reqs)
     loop_one, loop_batch = EngineLoop(one).start(), EngineLoop(batch).start()
+    out["advance_frames_used"] = batch.advance_frames  # the EngineLoop default when --advance-frames is not given
     try:
         for loop in (loop_one, loop_batch):  # warm-up: the codec's 4-frame push (the admissions made the rest)
             _first_chunks(loop.submit(reqs[0]), 3)

@@ -166,11 +166,6 @@ class Policy:
     # cost the same per row-frame from 4 rows up, 10 % more at 2 rows, 25 % more at 1
     # (benchmarks/RESULTS.md), so 4; a GPU wants every row in one call.
     codec_push_rows: int = 4
-    # An admission also computes each newcomer's first frame at the newcomers' own rows, so
-    # its first chunk does not wait for a frame step of every running row. On XLA:CPU a step
-    # costs more with more rows, so a newcomer gains the difference; on a GPU a step of 8 rows
-    # costs what one of 1 does, so the extra step is pure cost to the running rows.
-    admission_frame: bool = True
 
     def __post_init__(self):
         if self.matmul not in ("weight_stationary", "xla"):
@@ -180,14 +175,12 @@ class Policy:
         n = self.codec_push_rows
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"Policy.codec_push_rows must be an integer >= 0 (0: all rows), got {n!r}")
-        if not isinstance(self.admission_frame, bool):
-            raise ValueError(f"Policy.admission_frame must be True or False, got {self.admission_frame!r}")
 
     @staticmethod
     def for_backend(backend: str | None = None, dtype: Any = None) -> Policy:
         """The default policy of a backend: the fields above on CPU; scanned stacks, XLA's own dot
-        and attention forms, a donated codec state, a scanned predictor every due row in one codec
-        push and a newcomer's first frame in the next step of all rows on GPU/TPU."""
+        and attention forms, a donated codec state, a scanned predictor and every due row in one codec
+        push on GPU/TPU."""
         import jax
 
         backend = backend or jax.default_backend()
@@ -203,7 +196,6 @@ class Policy:
             donate_codec_state=True,
             predictor_loop="scan",
             codec_push_rows=0,
-            admission_frame=False,
         )
 
     @staticmethod

@@ -11,8 +11,7 @@ returns when its longest row ends. Here every flow is this one object (`Engine`)
 
 A step (`Engine.step`): free the slots of requests that ended or were cancelled, prefill waiting
 requests into free slots (grouped by prompt bucket: one jitted admission per group, which the
-running rows wait for; with `Policy.admission_frame` it also makes the newcomers' first frame at
-their own rows, and their first chunks are handed out at once), advance every running slot by up
+running rows wait for), advance every running slot by up
 to the next emission point (a traced frame count: the first chunk of a new stream after
 `first_chunk_frames`, later ones every `chunk_frames`; the loop also stops the moment any row
 ends, so its slot is free for the next step; only a bucket of rows spanning the occupied ones is
@@ -188,8 +187,9 @@ class Engine:
     (None: from the first requests; a server passes `SamplingProgram` with sampling on, so
     greedy and sampled requests share one program). `live_rows`: an advance steps only a bucket
     of rows spanning the occupied ones (`_live_rows`); off, every advance steps all slots.
-    `advance_frames`: at most this many frames per advance (None: up to the next emission), so a
-    request arriving while the slots run waits at most that many frame steps to be admitted."""
+    `advance_frames`: at most this many frames per advance, so a request arriving while the
+    slots run waits at most that many frame steps to be admitted (None: one frame when an
+    `EngineLoop` steps the engine, else up to the next emission; the `advance_frames` property)."""
 
     def __init__(
         self,
@@ -214,7 +214,7 @@ class Engine:
             isinstance(advance_frames, bool) or not isinstance(advance_frames, (int, np.integer)) or advance_frames < 1
         ):
             raise ValueError(f"advance_frames must be None or an integer >= 1, got {advance_frames!r}")
-        self.advance_frames = shape.chunk if advance_frames is None else min(int(advance_frames), shape.chunk)
+        self._advance_frames = None if advance_frames is None else min(int(advance_frames), shape.chunk)
         self.rows_stepped: collections.Counter[int] = collections.Counter()  # advances per row bucket
         self._lock = threading.Lock()
         self._waiting: collections.deque[tuple[RequestHandle, PromptTracks]] = collections.deque()
@@ -365,10 +365,6 @@ class Engine:
             groups[bucket(tracks.length, PROMPT_BUCKET)].append((h, tracks, row))
         for length, group in groups.items():
             self._admit_group(length, group)
-        if self.policy.admission_frame:  # the newcomers' first frame at their own rows, handed out now
-            rows = np.array(sorted(free[: len(take)]), np.int32)
-            self._state = self._compiled.first_frames(self.params, self._state, self.placement.put(rows, "input/rows"))
-            self._collect_state()
         self._admitting = []
         return True
 
@@ -424,6 +420,18 @@ class Engine:
     def _steps_to_next_emission(self) -> int:
         due = [s.next_emit - s.total for s in self._slots if s is not None]
         return int(max(1, min(min(due), self.advance_frames)))
+
+    @property
+    def advance_frames(self) -> int:
+        """The most frames an advance makes: as given, or by default one when an `EngineLoop`
+        steps the engine (requests arrive while the slots run, and a newcomer waits for the
+        running advance: at most one frame step) and the codes buffer's capacity otherwise
+        (offline, everything is submitted up front; an advance still stops at the next emission
+        and when a row ends). One-frame advances cost the running rows nothing measurable on
+        XLA:CPU and cut the joining time to first audio (benchmarks/RESULTS.md)."""
+        if self._advance_frames is not None:
+            return self._advance_frames
+        return 1 if self.threaded else self.shape.chunk
 
     def _collect_state(self) -> None:
         state = self._state

@@ -18,9 +18,8 @@ token (EOS or the `max_new_tokens`-th) is never expanded, so M tokens give M−1
 
 What is compiled: `FrameSampler` (configs, `Policy`, the static `SamplingProgram`, the
 `Placement`) and the shapes — slots, KV slots, text-track length, frames per advance, the rows
-an advance steps (a bucket of the occupied ones), per admission the prompt bucket and the
-number of newcomers, and per admission frame (`Policy.admission_frame`) the number of
-newcomers. Sampling values, lengths, budgets and the number of steps per advance
+an advance steps (a bucket of the occupied ones), and per admission the prompt bucket and the
+number of newcomers. Sampling values, lengths, budgets and the number of steps per advance
 are traced, so none of them recompiles.
 """
 
@@ -237,22 +236,6 @@ class FrameSampler:
         )
         return self.placement.constrain(self.set_rows(state, newcomers, rows), "state")
 
-    def first_frames(self, params, state: SlotState, rows: Int[Array, " n"]) -> SlotState:
-        """One frame step of the slots `rows` alone (`Policy.admission_frame`: the requests just
-        admitted there), written at `codes[rows, 0]` with `steps` 1 — the same step the next
-        advance would give them, but their first chunk does not wait for every running row's."""
-        part = self.frame_step(params, self.get_rows(state, rows))
-        return self.placement.constrain(self.set_rows(state, part, rows), "state")
-
-    def get_rows(self, state: SlotState, rows: Int[Array, " n"]) -> SlotState:
-        """The slots `rows` as an n-slot state (`steps` reset to 0)."""
-        stacked = self.policy.scan_layers
-        part = jax.tree_util.tree_map_with_path(
-            lambda path, x: x if _row_axis(path, stacked) < 0 else jnp.take(x, rows, axis=_row_axis(path, stacked)),
-            state,
-        )
-        return dataclasses.replace(part, steps=jnp.zeros((), jnp.int32))
-
     def set_rows(self, state: SlotState, part: SlotState, rows: Int[Array, " n"]) -> SlotState:
         """`part`'s n slots written into `state` at `rows`; a leaf of `part` may be shorter than
         `state`'s past the slot axis (a prefill's KV slots) and fills their start. `steps` is
@@ -360,7 +343,6 @@ class Compiled:
 
     init: object
     admit: object
-    first_frames: object
     advance: object
     release: object
 
@@ -372,7 +354,6 @@ def compiled(sampler: FrameSampler) -> Compiled:
     return Compiled(
         init=jax.jit(sampler.init_state, static_argnums=(0, 1, 2, 3)),
         admit=jax.jit(sampler.admit, donate_argnums=(1,)),
-        first_frames=jax.jit(sampler.first_frames, donate_argnums=(1,)),
         advance=jax.jit(sampler.advance, donate_argnums=(1,), static_argnums=(3,)),
         release=jax.jit(sampler.release, donate_argnums=(0,)),
     )
@@ -389,7 +370,7 @@ def cache_slots(prompt_len: int, frames: int, step: int = 256) -> int:
 def compile_count(sampler: FrameSampler) -> dict[str, int]:
     """How many programs each entry point of `sampler` has compiled (tests, diagnostics)."""
     c = compiled(sampler)
-    return {name: getattr(c, name)._cache_size() for name in ("init", "admit", "first_frames", "advance", "release")}
+    return {name: getattr(c, name)._cache_size() for name in ("init", "admit", "advance", "release")}
 
 
 __all__ = [

@@ -50,7 +50,6 @@ def test_gpu_policy_fields():
         "switch",
     )
     assert (GPU.codec_push_rows, CPU.codec_push_rows) == (0, 4)
-    assert (GPU.admission_frame, CPU.admission_frame) == (False, True)
     assert Policy.for_backend("tpu") == GPU
     bf16 = Policy.for_backend("gpu", jnp.bfloat16)
     assert (
@@ -62,9 +61,6 @@ def test_gpu_policy_fields():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match=rf"Policy.codec_push_rows must be an integer >= 0 .*got {bad!r}"):
             Policy(codec_push_rows=bad)
-    for bad in (1, "yes", None):
-        with pytest.raises(ValueError, match=rf"Policy.admission_frame must be True or False, got {bad!r}"):
-            Policy(admission_frame=bad)
     with pytest.raises(ValueError, match=r"linear: form must be one of .* got 'fast'"):
         linear(jnp.ones((2, 3)), jnp.ones((4, 3)), form="fast")
     with pytest.raises(TypeError, match=r"Qwen3TTSModel.from_pretrained: policy must be a qwen3tts_jax.config.Policy"):

@@ -278,15 +278,12 @@ def test_rows_with_and_without_audio_end_in_one_step(custom):
     np.testing.assert_array_equal(a.codes, custom.run([codes_only])[0].codes)
 
 
-@pytest.mark.parametrize("admission_frame", [True, False])
-def test_a_waiting_request_is_admitted_between_codec_pushes(custom, admission_frame):
+def test_a_waiting_request_is_admitted_between_codec_pushes(custom):
     """A request that arrives while running rows have chunks due (here: submitted by A's guard,
     which runs between an advance and its emission) is admitted before those chunks are
     decoded (`Policy.codec_push_rows`): its first chunk is the next codec push, A's and B's
-    chunks come after it. With `Policy.admission_frame` C's first frame is made by its
-    admission, so all three pushes come before the next advance; without, C's first frame is
-    the next advance's and A's and B's deferred chunks are one frame longer. Every request's
-    codes and audio are what it gives alone."""
+    chunks come after it, in the same step, one frame longer; every request's codes and audio
+    are what it gives alone."""
     import dataclasses
 
     kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=12)
@@ -295,8 +292,7 @@ def test_a_waiting_request_is_admitted_between_codec_pushes(custom, admission_fr
     )
     shape = EngineShape.fit([a, b, c], custom.config, custom.placement, slots=3)
     # One row per push (the CPU policy pushes 4): A's and B's chunks are two pushes, C goes first.
-    model = _with_policy(custom, codec_push_rows=1, admission_frame=admission_frame)
-    engine = Engine(model, shape, chunk_frames=2, first_chunk_frames=1)
+    engine = Engine(_with_policy(custom, codec_push_rows=1), shape, chunk_frames=2, first_chunk_frames=1)
     advances = lambda: sum(engine.rows_stepped.values())  # noqa: E731
     submitted, made, submitted_after = [], [], []
 
@@ -320,20 +316,19 @@ def test_a_waiting_request_is_admitted_between_codec_pushes(custom, admission_fr
         engine.step()
     (hc,) = submitted
     # The push right after C was admitted (3 slots active) is C's first chunk, alone; A's and B's
-    # chunks due at the step that submitted C follow it.
+    # chunks due at the step that submitted C follow it, after the same (next) advance.
     at = next(i for i, (_, active, _) in enumerate(pushes) if active == 3)
     assert pushes[at][0] == [2] and {tuple(r) for r, _, _ in pushes[at + 1 : at + 3]} == {(0,), (1,)}, pushes
-    after = submitted_after[0] + (0 if admission_frame else 1)  # advances before C's first chunk
-    assert [n for _, _, n in pushes[at : at + 3]] == [after] * 3, (pushes, submitted_after)
+    assert [n for _, _, n in pushes[at : at + 3]] == [submitted_after[0] + 1] * 3, (pushes, submitted_after)
     for h, req in ((ha, a), (hb, b), (hc, c)):
         got, (alone,) = h.result(), engine.run([req])
         np.testing.assert_array_equal(got.codes, alone.codes)
         np.testing.assert_allclose(got.audio, alone.audio, atol=1e-4)
     events = [ha.events.get_nowait() for _ in range(ha.events.qsize())]
     chunks = [len(e.codes) for e in events if not hasattr(e, "finish_reason")]
-    assert sum(chunks) == 11, chunks
-    # The deferred chunk: two frames due, and without the admission frame one more made before its push.
-    assert (3 in chunks) != admission_frame, chunks
+    assert sum(chunks) == 11 and 3 in chunks, (
+        chunks
+    )  # the deferred chunk: two frames due, one more made before its push
 
 
 def _with_policy(model, **fields):
@@ -350,39 +345,32 @@ def _with_policy(model, **fields):
     )
 
 
-@pytest.mark.parametrize("stacked", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_an_admission_makes_the_newcomers_first_frame(custom, stacked):
-    """`Policy.admission_frame`: an admission also steps the newcomers' own rows once, so a
-    2-token request (one frame) ends inside its admission, without any advance; requests
-    joining a running engine, greedy and sampled, give the codes they give with their first
-    frame made by the next advance instead — on unrolled and on scanned (GPU/TPU) stacks."""
-    from qwen3tts_jax import Qwen3TTSModel
-    from qwen3tts_jax.config import Policy
+def test_an_engine_loop_advances_one_frame_at_a_time(custom):
+    """`Engine.advance_frames`: offline an advance runs up to the next emission (here the whole
+    request, one chunk); stepped by an `EngineLoop` (requests arrive while it runs) it makes one
+    frame, so a newcomer waits at most one frame step; an explicit value holds in both. The
+    codes are the same every way."""
+    from qwen3tts_jax.engine import EngineLoop
 
-    model = Qwen3TTSModel.from_pretrained("random:tiny", policy=Policy.for_backend("gpu")) if stacked else custom
-    texts = ["One frame only.", "The first one, running.", "A sampled newcomer here.", "It waits for a slot."]
-    prompts = model.custom_voice_prompts(texts, "ryan", None, None, True)
-    greedy = dict(do_sample=False, subtalker_dosample=False)
-    kws = [dict(max_new_tokens=2, **greedy), dict(max_new_tokens=9, **greedy)]
-    kws += [dict(max_new_tokens=7, seed=3, temperature=0.9, top_k=20), dict(max_new_tokens=5, **greedy)]
-    reqs = [model.requests([p], **kw)[0] for p, kw in zip(prompts, kws)]
-    shape = EngineShape.fit(reqs, model.config, model.placement, slots=2)
-    program = SamplingProgram(model.config.talker.codec_eos_token_id, reqs[0].sampling.talker.suppress)
-    runs = {}
-    for flag in (True, False):
-        engine = Engine(
-            _with_policy(model, admission_frame=flag), shape, program=program.union(reqs[2].sampling.program())
-        )
-        (one,) = engine.run(reqs[:1])
-        assert len(one.codes) == 1 and sum(engine.rows_stepped.values()) == (0 if flag else 1), engine.rows_stepped
-        handles = [engine.submit(reqs[1])]
-        engine.step()
-        engine.step()
-        handles += [engine.submit(r) for r in reqs[2:]]  # the last waits for the first free slot
-        while not all(h.done for h in handles):
-            engine.step()
-        runs[flag] = [one] + [h.result() for h in handles]
-    for i, (a, b) in enumerate(zip(runs[True], runs[False])):
-        assert len(a.codes) == kws[i]["max_new_tokens"] - 1 or a.finish_reason == "stop", (i, a.finish_reason)
-        np.testing.assert_array_equal(a.codes, b.codes, err_msg=f"request {i}")
-        np.testing.assert_allclose(a.audio, b.audio, atol=1e-4, err_msg=f"request {i}")
+    kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=9)
+    (req,) = custom.requests(
+        custom.custom_voice_prompts("One frame at a time.", "ryan", None, None, True), audio=False, **kw
+    )
+    shape = EngineShape.fit([req], custom.config, custom.placement)
+    offline, looped, capped = Engine(custom, shape), Engine(custom, shape), Engine(custom, shape, advance_frames=3)
+    assert (offline.advance_frames, capped.advance_frames) == (shape.chunk, 3)
+    want = offline.run([req])[0]
+    loops = [EngineLoop(looped).start(), EngineLoop(capped).start()]
+    try:
+        got = [loop.submit(req).result(timeout=600) for loop in loops]
+    finally:
+        for loop in loops:
+            loop.stop()
+    assert looped.advance_frames == 1 and capped.advance_frames == 3
+    assert len(want.codes) == 8 and sum(offline.rows_stepped.values()) == 1, offline.rows_stepped
+    assert sum(looped.rows_stepped.values()) == 8 and sum(capped.rows_stepped.values()) == 3
+    for g in got:
+        np.testing.assert_array_equal(g.codes, want.codes)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=rf"advance_frames must be None or an integer >= 1, got {bad!r}"):
+            Engine(custom, shape, advance_frames=bad)
