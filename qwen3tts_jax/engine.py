@@ -9,16 +9,16 @@ returns when its longest row ends. Here every flow is this one object (`Engine`)
 * the server submits from many clients, cancels on disconnect, and one thread steps;
 * `batch`, the benchmarks and the tests use the same public methods.
 
-A step (`Engine.step`): free the slots of requests that ended or were cancelled, prefill waiting
-requests into free slots (grouped by prompt bucket: one jitted admission per group, which the
-running rows wait for), advance every running slot by up
-to the next emission point (a traced frame count: the first chunk of a new stream after
-`first_chunk_frames`, later ones every `chunk_frames`; the loop also stops the moment any row
-ends, so its slot is free for the next step; only a bucket of rows spanning the occupied ones is
-stepped, 1, 2, 4, ... of them), then decode the new frames of the rows that are due through each
-slot's own streaming codec state (first chunks first; the rest `Policy.codec_push_rows` rows a
-push, and a request waiting for a free slot is admitted before the remaining pushes) and hand
-out `Chunk`s, and a `Result` when a request ends.
+A step (`Engine.step`): free the slots of requests that ended or were cancelled, prefill
+waiting requests into free slots (grouped by prompt bucket: one jitted admission per group,
+which the running rows wait for), advance every running slot by up to the next emission point
+(a traced frame count: the first chunk of a new stream after `first_chunk_frames`, later ones
+every `chunk_frames`; the loop also stops the moment any row ends, so its slot is free for the
+next step; only a bucket of rows spanning the occupied ones is stepped, 1, 2, 4, ... of them),
+then decode the new frames of the rows that are due through each slot's own streaming codec
+state (first chunks first; the rest `Policy.codec_push_rows` rows a push, and a request waiting
+for a free slot is admitted before the remaining pushes) and hand out `Chunk`s, and a `Result`
+when a request ends.
 
 Each request is independent of its companions: its KV rows start at position 0 whatever the
 other slots hold, its PRNG key is its own (advanced only by its own steps), its sampling values
@@ -306,8 +306,12 @@ class Engine:
             return admitted
         rows = self._live_rows()
         self.rows_stepped[rows] += 1
-        self._state = self._compiled.advance(self.params, self._state, self._steps_to_next_emission(), rows)
-        self._collect_state()
+        state = self._compiled.advance(self.params, self._state, self._steps_to_next_emission(), rows)
+        self._state = state
+        codes, steps, num_tokens, reason = self.placement.fetch(
+            (state.codes, state.steps, state.num_tokens, state.reason)
+        )
+        self._collect(np.asarray(codes)[:, : int(steps)], np.asarray(num_tokens), np.asarray(reason))
         return True
 
     # ------------------------------------------------------------------ internals
@@ -432,13 +436,6 @@ class Engine:
         if self._advance_frames is not None:
             return self._advance_frames
         return 1 if self.threaded else self.shape.chunk
-
-    def _collect_state(self) -> None:
-        state = self._state
-        codes, steps, num_tokens, reason = self.placement.fetch(
-            (state.codes, state.steps, state.num_tokens, state.reason)
-        )
-        self._collect(np.asarray(codes)[:, : int(steps)], np.asarray(num_tokens), np.asarray(reason))
 
     def _collect(self, codes: np.ndarray, num_tokens: np.ndarray, reason: np.ndarray) -> None:
         """Hand out what the advance produced (`codes`: b, steps, 16); end the requests that stopped."""

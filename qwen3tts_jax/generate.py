@@ -238,14 +238,14 @@ class FrameSampler:
 
     def set_rows(self, state: SlotState, part: SlotState, rows: Int[Array, " n"]) -> SlotState:
         """`part`'s n slots written into `state` at `rows`; a leaf of `part` may be shorter than
-        `state`'s past the slot axis (a prefill's KV slots) and fills their start. `steps` is
-        `part`'s."""
+        `state`'s past the slot axis (a prefill's KV slots) and fills their start. `state`'s
+        `steps` is kept."""
         stacked = self.policy.scan_layers
 
         def one(path, big, small):
             a = _row_axis(path, stacked)
             if a < 0:
-                return small
+                return big
             at = (slice(None),) * a + (rows,) + tuple(slice(0, d) for d in small.shape[a + 1 :])
             return big.at[at].set(small.astype(big.dtype), unique_indices=True)
 

@@ -326,9 +326,8 @@ def test_a_waiting_request_is_admitted_between_codec_pushes(custom):
         np.testing.assert_allclose(got.audio, alone.audio, atol=1e-4)
     events = [ha.events.get_nowait() for _ in range(ha.events.qsize())]
     chunks = [len(e.codes) for e in events if not hasattr(e, "finish_reason")]
-    assert sum(chunks) == 11 and 3 in chunks, (
-        chunks
-    )  # the deferred chunk: two frames due, one more made before its push
+    # The deferred chunk: two frames due, one more made before its push.
+    assert sum(chunks) == 11 and 3 in chunks, chunks
 
 
 def _with_policy(model, **fields):
