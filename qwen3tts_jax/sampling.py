@@ -62,6 +62,9 @@ RowFloat = float | np.floating | Float[HostArray, ""] | Float[HostArray, " b"]
 RowInt = int | np.integer | Int[HostArray, ""] | Int[HostArray, " b"]
 
 _NEG_INF = -math.inf
+# `apply_top_k` finds the k-th largest score among this many (`lax.top_k`) when every row's k is
+# at most this, else by a full sort; 128 costs what 64 does on XLA:CPU (≈0.1 ms at 8 × 3072).
+TOP_K_PARTIAL = 128
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,12 +393,25 @@ def apply_temperature(logits: Float[Array, "b v"], temperature: RowFloat) -> Flo
 def apply_top_k(logits: Float[Array, "b v"], top_k: RowInt, min_tokens_to_keep: int = 1) -> Float[Array, "b v"]:
     """`TopKLogitsWarper`: drop scores strictly below the k-th largest, so ties with the k-th
     value all survive (more than k tokens may remain). k per row (traced); 0 disables, as HF
-    adds none then; k beyond the vocabulary keeps everything."""
+    adds none then; k beyond the vocabulary keeps everything.
+
+    The k-th largest value comes from `lax.top_k` over the `TOP_K_PARTIAL` largest when every
+    row's k is within them (the reference's 50 is), else from a full sort: the same value
+    either way (both keep duplicates), but XLA:CPU's sort is ≈30× slower than its top-k at a
+    batch of 8 rows, and it ran 16 times a frame (benchmarks/RESULTS.md, "sampling")."""
     b, v = logits.shape
     k = jnp.broadcast_to(jnp.asarray(top_k, jnp.int32), (b,))
     kk = jnp.clip(jnp.maximum(k, min_tokens_to_keep), 1, v)
-    ascending = jnp.sort(logits, axis=-1)
-    kth = jnp.take_along_axis(ascending, (v - kk)[:, None], axis=-1)  # b 1: the k-th largest value
+    m = min(TOP_K_PARTIAL, v)
+
+    def partial(x):
+        largest = jax.lax.top_k(x, m)[0]  # b m, descending
+        return jnp.take_along_axis(largest, jnp.minimum(kk, m)[:, None] - 1, axis=-1)
+
+    def full(x):
+        return jnp.take_along_axis(jnp.sort(x, axis=-1), (v - kk)[:, None], axis=-1)
+
+    kth = jax.lax.cond(jnp.all((k <= 0) | (kk <= m)), partial, full, logits)  # b 1: the k-th largest
     return jnp.where((k > 0)[:, None] & (logits < kth), jnp.float32(_NEG_INF), logits)
 
 
@@ -457,19 +473,23 @@ def apply_top_p(logits: Float[Array, "b v"], cut: RowFloat, min_tokens_to_keep: 
     """`TopPLogitsWarper` given its threshold `cut = top_p_cut(top_p)` (per row, traced): sort
     ascending, softmax, cumsum; drop the tokens whose cumulative probability is `<= cut`, but
     always keep the `min_tokens_to_keep` largest. A cut of 0 (top_p = 1.0) changes nothing, as HF
-    adds no warper then."""
+    adds no warper then; when no row cuts, the sort is skipped at run time (`lax.cond`)."""
     b, v = logits.shape
     cut = _per_row(cut, b, jnp.float32)  # b 1
-    iota = jax.lax.broadcasted_iota(jnp.int32, (b, v), 1)
-    # One stable sort carries the ids along (HF: `torch.sort(scores, descending=False)`).
-    sorted_logits, sorted_ids = jax.lax.sort((logits, iota), dimension=1, is_stable=True, num_keys=1)
-    cumulative = _cumsum_like_torch_cpu(jax.nn.softmax(sorted_logits, axis=-1))  # (b, v) ascending
-    drop_sorted = (cumulative <= cut) & (cut > 0)
-    keep_tail = jnp.arange(v) >= v - min_tokens_to_keep  # (v,) the largest entries
-    drop_sorted = drop_sorted & ~keep_tail
-    # Scatter back to vocabulary order (a permutation: every slot written once).
-    drop = jnp.zeros((b, v), jnp.bool_).at[jnp.arange(b)[:, None], sorted_ids].set(drop_sorted)
-    return jnp.where(drop, jnp.float32(_NEG_INF), logits)
+
+    def cut_rows(logits):
+        iota = jax.lax.broadcasted_iota(jnp.int32, (b, v), 1)
+        # One stable sort carries the ids along (HF: `torch.sort(scores, descending=False)`).
+        sorted_logits, sorted_ids = jax.lax.sort((logits, iota), dimension=1, is_stable=True, num_keys=1)
+        cumulative = _cumsum_like_torch_cpu(jax.nn.softmax(sorted_logits, axis=-1))  # (b, v) ascending
+        drop_sorted = (cumulative <= cut) & (cut > 0)
+        keep_tail = jnp.arange(v) >= v - min_tokens_to_keep  # (v,) the largest entries
+        drop_sorted = drop_sorted & ~keep_tail
+        # Scatter back to vocabulary order (a permutation: every slot written once).
+        drop = jnp.zeros((b, v), jnp.bool_).at[jnp.arange(b)[:, None], sorted_ids].set(drop_sorted)
+        return jnp.where(drop, jnp.float32(_NEG_INF), logits)
+
+    return jax.lax.cond(jnp.any(cut > 0), cut_rows, lambda x: x, logits)
 
 
 def warp(logits: Float[Array, "b v"], values: SamplerValues) -> Float[Array, "b v"]:

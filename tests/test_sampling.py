@@ -412,6 +412,41 @@ def test_top_k_keeps_all_ties_at_kth_value():
     np.testing.assert_array_equal(np.asarray(S.apply_top_k(x, 6)), np.asarray(x))
 
 
+def test_top_k_partial_and_full_sort_paths_give_the_same_threshold():
+    """`apply_top_k` takes the k-th largest from `lax.top_k` when every row's k is within
+    `TOP_K_PARTIAL`, else from a full sort: each row keeps what the sorted threshold keeps, on
+    scores with many ties (integer-valued) and -inf entries, whichever path the batch takes."""
+    v = 700
+    rng = np.random.default_rng(11)
+    x = rng.integers(-40, 40, size=(7, v)).astype(np.float32)
+    x[:, ::9] = -np.inf
+    m = S.TOP_K_PARTIAL
+    ks = np.array([1, 50, m, 0, m + 1, 400, v + 5], np.int32)
+
+    def expected(row, k):
+        if k == 0:
+            return row
+        kth = np.sort(row)[v - min(k, v)]
+        return np.where(row < kth, -np.inf, row)
+
+    top_k = jax.jit(S.apply_top_k)
+    for rows in (slice(0, 4), slice(0, 7), slice(4, 7)):  # partial path, mixed (full), full
+        out = np.asarray(top_k(jnp.asarray(x[rows]), jnp.asarray(ks[rows])))
+        for r, (row, k) in enumerate(zip(x[rows], ks[rows])):
+            np.testing.assert_array_equal(out[r], expected(row, k), err_msg=f"rows {rows}, k={k}")
+
+
+def test_top_p_without_a_cut_is_the_identity_and_cuts_only_its_rows():
+    x = jax.random.normal(jax.random.PRNGKey(2), (3, 300))
+    top_p = jax.jit(S.apply_top_p)
+    np.testing.assert_array_equal(np.asarray(top_p(x, jnp.zeros(3, jnp.float32))), np.asarray(x))
+    cut = jnp.array([0.0, S.top_p_cut(0.5), 0.0], jnp.float32)
+    out = np.asarray(top_p(x, cut))
+    np.testing.assert_array_equal(out[[0, 2]], np.asarray(x)[[0, 2]])
+    np.testing.assert_array_equal(out[1], np.asarray(top_p(x[1:2], cut[1:2]))[0])
+    assert 0 < np.isfinite(out[1]).sum() < 300
+
+
 def test_top_p_always_keeps_the_best_token():
     x = jnp.array([[0.0, 10.0, 1.0], [5.0, 5.0, 5.0]])
     out = np.asarray(jax.jit(S.apply_top_p)(x, S.top_p_cut(0.01)))
