@@ -398,7 +398,7 @@ def apply_top_k(logits: Float[Array, "b v"], top_k: RowInt, min_tokens_to_keep: 
     The k-th largest value comes from `lax.top_k` over the `TOP_K_PARTIAL` largest when every
     row's k is within them (the reference's 50 is), else from a full sort: the same value
     either way (both keep duplicates), but XLA:CPU's sort is ≈30× slower than its top-k at a
-    batch of 8 rows, and it ran 16 times a frame (benchmarks/RESULTS.md, "sampling")."""
+    batch of 8 rows, and it ran 16 times a frame (benchmarks/RESULTS.md, "Sampling")."""
     b, v = logits.shape
     k = jnp.broadcast_to(jnp.asarray(top_k, jnp.int32), (b,))
     kk = jnp.clip(jnp.maximum(k, min_tokens_to_keep), 1, v)
