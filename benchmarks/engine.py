@@ -16,7 +16,8 @@ sampling (seeded) and EOS blocked (`min_new_tokens`) so each makes exactly `--fr
 
 Before timing, every admission shape the staggered run can meet is compiled on the bare engine:
 an admission is one program per (prompt bucket, number of newcomers admitted together), and
-newcomers that arrive during one engine step are admitted together. The compile seconds JAX
+newcomers that arrive during one engine step are admitted together; every codec push shape is
+compiled ahead of time (`CodecSlots.compile`, as the server's warm-up does). The compile seconds JAX
 reports during each timed run are recorded (`compile_during_run`; 0 when the warm-up covered it).
 
 Figures: audio seconds per wall second (the sum of the requests' audio over first submit →
@@ -206,6 +207,7 @@ def main() -> None:
     snap = timer.snapshot()
     log("warming the admissions ...")
     out["warm_admission_shapes"] = _warm_admissions(one, reqs[:1]) + _warm_admissions(batch, reqs)
+    out["warm_codec_shapes"] = one.codec.compile() + batch.codec.compile()  # every push shape, ahead of time
     loop_one, loop_batch = EngineLoop(one).start(), EngineLoop(batch).start()
     out["advance_frames_used"] = batch.advance_frames  # the EngineLoop default when --advance-frames is not given
     try:

@@ -185,3 +185,52 @@ def test_bad_input_is_rejected_before_any_work(tiny):
     with pytest.raises(ValueError, match="slots must be an integer >= 1, got 0"):
         CodecSlots(tiny.dec, cfg, Policy(), 0)
     assert slots.calls == calls and slots.frames(0) == 0 and not slots.live(1)
+
+
+def test_compile_covers_every_push_shape(tiny):
+    """`CodecSlots.compile()` compiles ahead of time every program a push can call (its
+    `call_shapes()`), so pushes of any rows and lengths afterwards compile nothing (counted from
+    JAX's compile events, caches cleared first); it runs nothing, and the audio is the same as
+    from an instance that compiled as it went."""
+    cfg = tiny.dcfg
+    rng = np.random.RandomState(4)
+    frames = rng.randint(0, cfg.codebook_size, (3, 12, cfg.num_quantizers)).astype(np.int32)
+    pushes = [  # (frames per row this push, rows ending with it)
+        ({0: 1, 1: 1, 2: 1}, ()),
+        ({0: 4, 2: 3}, ()),
+        ({1: 6}, ()),
+        ({0: 7, 1: 5, 2: 8}, (0, 1, 2)),
+    ]
+
+    def run(slots: CodecSlots) -> dict[int, np.ndarray]:
+        out, at = {r: [] for r in range(3)}, [0, 0, 0]
+        for r in range(3):
+            slots.start(r)
+        for ks, final in pushes:
+            wav = slots.push({r: frames[r, at[r] : at[r] + k] for r, k in ks.items()}, final=final)
+            for r, k in ks.items():
+                out[r].append(wav[r])
+                at[r] += k
+        return {r: np.concatenate(a) for r, a in out.items()}
+
+    expected = run(CodecSlots(tiny.dec, cfg, Policy(), 3, max_piece=4))
+    jax.clear_caches()
+    compiles: list[str] = []
+    listener = lambda name, secs, **kw: compiles.append(name) if name.endswith("backend_compile_duration") else None
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        slots = CodecSlots(tiny.dec, cfg, Policy(), 3, max_piece=4)
+        shapes = slots.call_shapes()
+        # 1-, 2- and 4-frame pieces; 3 rows go as a 2-row and a 1-row call (row_groups)
+        assert shapes == [(1, 1), (1, 2), (2, 1), (2, 2), (4, 1), (4, 2)]
+        calls, state = slots.calls, jax.tree.leaves(slots.state)
+        assert slots.compile() == len(shapes)
+        assert len(compiles) >= len(shapes) and slots.calls == calls
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(slots.state), state))
+        compiles.clear()
+        got = run(slots)
+        assert compiles == [], f"{len(compiles)} programs compiled by pushes after compile()"
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    for r in range(3):
+        np.testing.assert_array_equal(got[r], expected[r], err_msg=f"row {r}")

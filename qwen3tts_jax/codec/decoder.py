@@ -475,6 +475,20 @@ def stream_step(
     return fn(params, state, codes, cfg, policy, prepared)
 
 
+def compile_stream_step(
+    params: dict,
+    state: DecoderState,
+    codes: Int[Array, "b q k"],
+    cfg: DecoderConfig,
+    policy: Policy = Policy(),
+    prepared: bool = False,
+) -> None:
+    """Compile (ahead of time, nothing runs) the `stream_step` these arguments would call, so the
+    call itself finds it compiled: a server compiles its codec shapes before its first client."""
+    fn = _step_donating if policy.donate_codec_state else _step_copying
+    fn.lower(params, state, codes, cfg, policy, prepared).compile()
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "policy", "prepared"))
 def decode_codes(
     params: dict, codes: Int[Array, "b q t"], cfg: DecoderConfig, policy: Policy = Policy(), prepared: bool = False

@@ -24,7 +24,14 @@ import jax
 import numpy as np
 
 from qwen3tts_jax.codec.config import DecoderConfig
-from qwen3tts_jax.codec.decoder import CHUNK_SIZE, LEFT_CONTEXT, init_state, prepare_params, stream_step
+from qwen3tts_jax.codec.decoder import (
+    CHUNK_SIZE,
+    LEFT_CONTEXT,
+    compile_stream_step,
+    init_state,
+    prepare_params,
+    stream_step,
+)
 from qwen3tts_jax.codec.pieces import (
     CALL_OVERHEAD,
     MAX_CALL_FRAMES,
@@ -175,6 +182,34 @@ class CodecSlots:
     def stop(self, row: int) -> None:
         """Free slot `row` (e.g. a cancelled request); `start` reuses it."""
         self._live[self._row(row, "stop")] = False
+
+    def call_shapes(self) -> list[tuple[int, int]]:
+        """Every `(piece frames, batch bucket)` a push can call the step with: each piece size,
+        with the buckets `row_groups` makes of 1 to `slots` rows at that size."""
+        return sorted(
+            {
+                (size, bucket)
+                for size in self.sizes
+                for n in range(1, self.slots + 1)
+                for _, bucket in row_groups(n, size, self.call_overhead, self.max_call_frames)
+            }
+        )
+
+    def compile(self, shapes: Collection[tuple[int, int]] | None = None) -> int:
+        """Compile ahead of time (nothing runs, no state changes) the programs a push of each
+        `(piece frames, batch bucket)` in `shapes` calls (None: `call_shapes()`, all of them): the
+        step, and each bucket's gather and scatter, so no push compiles while requests stream.
+        Returns the number of shapes."""
+        shapes = self.call_shapes() if shapes is None else sorted(set(shapes))
+        q = self.cfg.num_quantizers
+        for bucket in sorted({b for _, b in shapes}):
+            rows, fresh = jax.device_put((np.full(bucket, self.slots, np.int32), np.zeros(bucket, bool)))
+            sub = _gather(self.state, rows, fresh)
+            self._scatter.lower(self.state, rows, sub).compile()
+            for size in sorted(s for s, b in shapes if b == bucket):
+                codes = jax.device_put(np.zeros((bucket, q, size), np.int32))
+                compile_stream_step(self.params, sub, codes, self.cfg, self.policy, True)
+        return len(shapes)
 
     # ------------------------------------------------------------------------------ internals
 

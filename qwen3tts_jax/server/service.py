@@ -7,9 +7,10 @@ request builders (`custom_voice_prompts` / `voice_design_prompts` / `voice_clone
 `requests`), so a server request and the same Python call give the same engine request.
 
 Life cycle: `start()` loads the model (unless given one), builds the engine from the settings'
-shape with sampling compiled in (greedy and sampled requests share one program), runs warm-up
-requests through it, as many at once as each of its row buckets holds (compiling what the
-requests will run), and only then reports ready.
+shape with sampling compiled in (greedy and sampled requests share one program), compiles every
+codec push shape ahead of time (`CodecSlots.compile`), runs warm-up requests through it, as many
+at once as each of its row buckets holds (compiling what the requests will run), and only then
+reports ready.
 Admission: a request takes a `Ticket` before any work; at most `max_batch + max_queue` are held
 (running, waiting, or being prepared), beyond that 503. A ticket is given back when the engine
 has ended its request, so a cancelled request's slot is free before its ticket is. Admitted
@@ -195,6 +196,9 @@ class SpeechService:
             t1 = time.perf_counter()
             # As many at once as each row bucket holds, so every advance (and codec batch and
             # admission size) a load of requests steps is compiled before the first client.
+            # Every codec push shape first (ahead of time, nothing runs): a push's (piece frames,
+            # row bucket) depends on when requests arrive, which warm-up requests cannot cover.
+            codec_shapes = engine.codec.compile()
             warm = self._warmup_requests()  # built once (on a Base model: the encoders run)
             for n in engine.row_buckets:
                 handles = [self.loop.submit(r) for r in warm * n]
@@ -202,11 +206,13 @@ class SpeechService:
                     if res.finish_reason == "error":
                         raise RuntimeError(f"warm-up request failed: {res.error}")
             log.info(
-                "warm-up: compiled and ran in %.1f s (engine: %d slots, %d KV positions, text track %d)",
+                "warm-up: compiled and ran in %.1f s (engine: %d slots, %d KV positions, text track %d; "
+                "%d codec push shapes)",
                 time.perf_counter() - t1,
                 shape.slots,
                 shape.cache_slots,
                 shape.text_track,
+                codec_shapes,
             )
         self.state, self.reason = "ready", "ready"
 
