@@ -166,12 +166,18 @@ class Policy:
     # cost the same per row-frame from 4 rows up, 10 % more at 2 rows, 25 % more at 1
     # (benchmarks/RESULTS.md), so 4; a GPU wants every row in one call.
     codec_push_rows: int = 4
+    # The codec's SnakeBeta `sin(·)²`: "polynomial" (vectorised Cody–Waite reduction and Cephes
+    # polynomials, `nn.activations`; XLA:CPU runs its own `sin` one element at a time, which made
+    # the snakes cost as much as the decoder's convolutions) or "xla" (`jnp.sin`; GPU/TPU).
+    snake_sine: str = "polynomial"
 
     def __post_init__(self):
         if self.matmul not in ("weight_stationary", "xla"):
             raise ValueError(f"Policy.matmul must be 'weight_stationary' or 'xla', got {self.matmul!r}")
         if self.predictor_loop not in ("switch", "scan"):
             raise ValueError(f"Policy.predictor_loop must be 'switch' or 'scan', got {self.predictor_loop!r}")
+        if self.snake_sine not in ("polynomial", "xla"):
+            raise ValueError(f"Policy.snake_sine must be 'polynomial' or 'xla', got {self.snake_sine!r}")
         n = self.codec_push_rows
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"Policy.codec_push_rows must be an integer >= 0 (0: all rows), got {n!r}")
@@ -179,8 +185,8 @@ class Policy:
     @staticmethod
     def for_backend(backend: str | None = None, dtype: Any = None) -> Policy:
         """The default policy of a backend: the fields above on CPU; scanned stacks, XLA's own dot
-        and attention forms, a donated codec state, a scanned predictor and every due row in one codec
-        push on GPU/TPU."""
+        and attention forms, a donated codec state, a scanned predictor, every due row in one codec
+        push and XLA's own `sin` on GPU/TPU."""
         import jax
 
         backend = backend or jax.default_backend()
@@ -196,6 +202,7 @@ class Policy:
             donate_codec_state=True,
             predictor_loop="scan",
             codec_push_rows=0,
+            snake_sine="xla",
         )
 
     @staticmethod

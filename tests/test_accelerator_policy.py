@@ -50,6 +50,9 @@ def test_gpu_policy_fields():
         "switch",
     )
     assert (GPU.codec_push_rows, CPU.codec_push_rows) == (0, 4)
+    assert (GPU.snake_sine, CPU.snake_sine) == ("xla", "polynomial")
+    with pytest.raises(ValueError, match=r"Policy.snake_sine must be 'polynomial' or 'xla', got 'fast'"):
+        Policy(snake_sine="fast")
     assert Policy.for_backend("tpu") == GPU
     bf16 = Policy.for_backend("gpu", jnp.bfloat16)
     assert (
@@ -113,6 +116,23 @@ def test_attend_live_few_query_form_follows_the_flag():
     assert_close(
         run(False)(q, k, v, mask), run(True)(q, k, v, mask), 1e-5, "attend_live: dots == fused multiply-reduce"
     )
+
+
+def test_snake_sine_follows_the_policy():
+    """The codec's SnakeBeta: the CPU program reduces the argument itself (`round`) and takes
+    XLA's `sin` only in the out-of-range branch of a `cond`; the GPU program is XLA's `sin`."""
+    from qwen3tts_jax.nn.activations import SnakeBeta
+
+    x = jnp.linspace(-40.0, 40.0, 2 * 7 * 8).reshape(2, 7, 8)
+    params = {"alpha": jnp.linspace(-0.5, 0.5, 8), "beta": jnp.linspace(0.3, -0.3, 8)}
+    out = {}
+    for name, policy in (("cpu", CPU), ("gpu", GPU)):
+        mod = SnakeBeta(sine=policy.snake_sine)
+        fn = lambda x, mod=mod: mod.apply({"params": params}, x)
+        seen = _prims(fn, x)
+        assert ("round" in seen and "cond" in seen) == (name == "cpu") and "sin" in seen
+        out[name] = fn(x)
+    assert_close(out["cpu"], out["gpu"], 1e-5, "SnakeBeta: polynomial sin² == XLA sin²")
 
 
 def test_talker_and_predictor_programs_differ_by_policy():

@@ -18,7 +18,7 @@ from qwen3tts_jax.codec.config import Qwen3TTSTokenizerV2Config
 from qwen3tts_jax.codec.decoder import Qwen3TTSTokenizerV2Decoder, chunked_decode, decode, decode_codes
 from qwen3tts_jax.codec.quantizer import codebook_embedding, dequantize, nearest_code, residual_quantize
 from qwen3tts_jax.codec.weights import load_codec_params
-from qwen3tts_jax.nn.activations import snake_beta
+from qwen3tts_jax.nn.activations import POLYNOMIAL_LIMIT, SINES, sin_squared, snake_beta
 from qwen3tts_jax.nn.conv import causal_padding, conv1d, conv_transpose1d, to_hio, transposed_to_hio
 from tests.conftest import assert_close
 from tests.reference.codec_models import REAL_UPSAMPLE_RATES, codec_config_dict
@@ -138,7 +138,12 @@ def test_conv_transpose1d_matches_reference_causal_trans_convnet(cin, cout, k, s
         assert_close(hio, want, OP_TOL, "  ... HIO polyphase kernel")
 
 
-def test_snake_beta_matches_reference():
+@pytest.mark.parametrize("sine", SINES)
+@pytest.mark.parametrize("scale", [3.0, 300.0, 3e6])
+def test_snake_beta_matches_reference(sine, scale):
+    """Both `sin²` forms, over inputs up to beyond the polynomial's range (3e6 > 2^20: the
+    fallback through XLA's `sin` for the elements there). OP_TOL is absolute: at 3e6 it is
+    relative to x itself, so the large case checks the small elements of the same tensor too."""
     from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import SnakeBeta
 
     torch.manual_seed(3)
@@ -147,9 +152,36 @@ def test_snake_beta_matches_reference():
         ref.alpha.normal_(0, 0.5)
         ref.beta.normal_(0, 0.5)
         x = torch.randn(2, 16, 40) * 3
+        x[0, :, :4] *= scale / 3  # a few elements at the scale, the rest ordinary
         want = _nwc(ref(x))
-    got = snake_beta(jnp.asarray(_nwc(x)), ref.alpha.detach().numpy(), ref.beta.detach().numpy())
-    assert_close(got, want, OP_TOL, "SnakeBeta")
+    got = jax.jit(snake_beta, static_argnums=3)(
+        jnp.asarray(_nwc(x)), ref.alpha.detach().numpy(), ref.beta.detach().numpy(), sine
+    )
+    small = np.abs(_nwc(x)) < 100
+    assert_close(np.asarray(got)[small], want[small], OP_TOL, f"SnakeBeta sine={sine}")
+    # large |x|: sin² is in [0, 1], so agreement is |x|·eps plus the sin² error
+    assert_close(got, want, OP_TOL + 4 * float(np.finfo(np.float32).eps) * float(np.abs(want).max()), "SnakeBeta")
+
+
+@pytest.mark.parametrize("scale", [1.0, 50.0, 1e4, 1e6, 1e8])
+def test_sin_squared_polynomial_is_within_rounding_of_the_exact_value(scale):
+    """The vectorised `sin²` against float64 over ±scale, and next to XLA's own `sin`: within
+    3e-7 (≈2.5 ulp of 1; XLA's is ≈9e-8) at every scale, the 1e8 one through the fallback."""
+    rng = np.random.default_rng(int(scale) % 97)
+    y = ((rng.random(200_000) * 2 - 1) * scale).astype(np.float32)
+    y[:3] = [0.0, np.pi / 2, -np.pi]
+    exact = np.sin(y.astype(np.float64)) ** 2
+    got = np.asarray(jax.jit(sin_squared)(jnp.asarray(y)), np.float64)
+    xla = np.asarray(jax.jit(sin_squared, static_argnums=1)(jnp.asarray(y), "xla"), np.float64)
+    assert np.abs(xla - exact).max() <= 1.5e-7
+    assert np.abs(got - exact).max() <= 3e-7, np.abs(got - exact).max()
+    big = jnp.asarray(np.float32(POLYNOMIAL_LIMIT * 4))  # the fallback itself, element by element
+    assert float(sin_squared(big)) == pytest.approx(np.sin(np.float64(np.float32(big))) ** 2, abs=1.5e-7)
+
+
+def test_sin_squared_rejects_an_unknown_form():
+    with pytest.raises(ValueError, match="sine must be one of .*'taylor'"):
+        sin_squared(jnp.zeros(3), "taylor")
 
 
 def test_dequantize_matches_split_rvq_decode(tiny):

@@ -171,7 +171,7 @@ class ResidualUnit(nn.Module):
     ) -> tuple[Float[Array, "b n c"], History]:
         p, kl = self.policy, self.kernel_layout
         new: dict = {}
-        h = SnakeBeta(p.param_dtype, name="act1")(x)
+        h = SnakeBeta(p.param_dtype, p.snake_sine, name="act1")(x)
         conv1 = CausalConv1d(
             self.dim,
             7,
@@ -182,7 +182,7 @@ class ResidualUnit(nn.Module):
             name="conv1",
         )
         h = _conv_step(conv1, h, history, "conv1", new)
-        h = SnakeBeta(p.param_dtype, name="act2")(h)
+        h = SnakeBeta(p.param_dtype, p.snake_sine, name="act2")(h)
         conv2 = CausalConv1d(self.dim, 1, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=kl, name="conv2")
         h = _conv_step(conv2, h, history, "conv2", new)  # k1: no context, no history
         return h + x, new
@@ -200,7 +200,7 @@ class DecoderBlock(nn.Module):
     def setup(self):
         p, kl = self.policy, self.kernel_layout
         self.block = [
-            SnakeBeta(p.param_dtype),
+            SnakeBeta(p.param_dtype, p.snake_sine),
             CausalConvTranspose1d(self.out_dim, 2 * self.rate, self.rate, p.dtype, p.param_dtype, kl),
             *(ResidualUnit(self.out_dim, d, p, kl) for d in (1, 3, 9)),
         ]
@@ -333,7 +333,7 @@ class Qwen3TTSTokenizerV2Decoder(nn.Module):
         self.decoder = [
             CausalConv1d(cfg.decoder_dim, 7, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=kl),
             *(DecoderBlock(cfg.block_dims(i)[1], r, p, kl) for i, r in enumerate(cfg.upsample_rates)),
-            SnakeBeta(p.param_dtype),
+            SnakeBeta(p.param_dtype, p.snake_sine),
             CausalConv1d(1, 7, dtype=p.dtype, param_dtype=p.param_dtype, kernel_layout=kl),
         ]
         assert len(self.decoder) == n + 3
