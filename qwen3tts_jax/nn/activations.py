@@ -39,7 +39,7 @@ _SIN = (np.float32(-1.6666654611e-1), np.float32(8.3321608736e-3), np.float32(-1
 _COS = (np.float32(4.166664568298827e-2), np.float32(-1.388731625493765e-3), np.float32(2.443315711809948e-5))
 
 
-def _sin_squared_polynomial(y: Float[Array, "..."]) -> Float[Array, "..."]:
+def _sin_squared_polynomial(y: Float[Array, "*s"]) -> Float[Array, "*s"]:
     q = jnp.round(y * _TWO_OVER_PI)
     r = ((y - q * _PIO2[0]) - q * _PIO2[1]) - q * _PIO2[2]  # y - q·π/2, in [-π/4, π/4]
     z = r * r
@@ -49,7 +49,7 @@ def _sin_squared_polynomial(y: Float[Array, "..."]) -> Float[Array, "..."]:
     return v * v
 
 
-def sin_squared(y: Float[Array, "..."], sine: str = "polynomial") -> Float[Array, "..."]:
+def sin_squared(y: Float[Array, "*s"], sine: str = "polynomial") -> Float[Array, "*s"]:
     """`sin(y)²`, elementwise; `sine` picks the form (module docstring). The polynomial runs in
     fp32 whatever `y`'s dtype, and returns `y`'s dtype."""
     if sine == "xla":
