@@ -79,6 +79,12 @@ def main() -> None:
     ap.add_argument("--reference", action="store_true", help="also time the official decoder (builds it: minutes)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--snake-sine",
+        choices=("polynomial", "xla"),
+        default="polynomial",
+        help="the SnakeBeta sin² form (Policy.snake_sine)",
+    )
     args = ap.parse_args()
 
     import jax
@@ -94,7 +100,7 @@ def main() -> None:
 
     data = presets.tokenizer_config()
     codec_cfg = Qwen3TTSTokenizerV2Config.from_dict(data)
-    cfg, policy = codec_cfg.decoder, Policy()
+    cfg, policy = codec_cfg.decoder, Policy(snake_sine=args.snake_sine)
     if args.reference:
         import torch
 
@@ -123,6 +129,7 @@ def main() -> None:
         "reps": args.reps,
         "load_avg_start": round(load, 2),
         "weights": "official classes, seeded" if args.reference else "random_model.random_codec_params",
+        "snake_sine": args.snake_sine,
     }
     rng = np.random.RandomState(args.seed)
     up = cfg.total_upsample

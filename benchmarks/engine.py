@@ -139,6 +139,12 @@ def main() -> None:
         default=None,
         help="rows per codec push of running requests' chunks (Policy.codec_push_rows; 0: all; default: the backend's)",
     )
+    ap.add_argument(
+        "--snake-sine",
+        choices=("polynomial", "xla"),
+        default=None,
+        help="the codec's SnakeBeta sin² form (Policy.snake_sine; default: the backend's)",
+    )
     args = ap.parse_args()
     for name in ("frames", "requests", "reps"):
         if getattr(args, name) < 1:
@@ -180,6 +186,9 @@ def main() -> None:
     if args.codec_push_rows is not None:
         policy = dataclasses.replace(policy, codec_push_rows=args.codec_push_rows)
     out["codec_push_rows"] = policy.codec_push_rows
+    if args.snake_sine is not None:
+        policy = dataclasses.replace(policy, snake_sine=args.snake_sine)
+    out["snake_sine"] = policy.snake_sine
     t = time.perf_counter()
     model = Qwen3TTSModel.from_pretrained(args.model, policy=policy)
     out["load_s"] = _r(time.perf_counter() - t, 2)
