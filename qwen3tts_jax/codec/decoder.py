@@ -57,6 +57,7 @@ __all__ = [
     "decode_codes",
     "init_state",
     "prepare_params",
+    "stream_program",
     "stream_step",
 ]
 
@@ -457,6 +458,13 @@ _step_donating = jax.jit(_step, static_argnames=_STATIC, donate_argnames=("state
 _step_copying = jax.jit(_step, static_argnames=_STATIC)
 
 
+def stream_program(policy: Policy = Policy()):
+    """The jitted program `stream_step` calls under `policy` (donating its state or not): call
+    `.lower(params, state, codes, cfg, policy, prepared).compile()` on it to compile a step
+    ahead of time, nothing run (a server compiles its codec shapes before its first client)."""
+    return _step_donating if policy.donate_codec_state else _step_copying
+
+
 def stream_step(
     params: dict,
     state: DecoderState,
@@ -471,22 +479,7 @@ def stream_step(
     `prepared=True`: with the checkpoint's kernel layout every step re-lays every conv kernel
     out. `policy.donate_codec_state` donates the state (GPU/TPU; on XLA:CPU donating it made a
     full-size 1-frame step 2x slower) — treat the passed state as consumed either way."""
-    fn = _step_donating if policy.donate_codec_state else _step_copying
-    return fn(params, state, codes, cfg, policy, prepared)
-
-
-def compile_stream_step(
-    params: dict,
-    state: DecoderState,
-    codes: Int[Array, "b q k"],
-    cfg: DecoderConfig,
-    policy: Policy = Policy(),
-    prepared: bool = False,
-) -> None:
-    """Compile (ahead of time, nothing runs) the `stream_step` these arguments would call, so the
-    call itself finds it compiled: a server compiles its codec shapes before its first client."""
-    fn = _step_donating if policy.donate_codec_state else _step_copying
-    fn.lower(params, state, codes, cfg, policy, prepared).compile()
+    return stream_program(policy)(params, state, codes, cfg, policy, prepared)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "policy", "prepared"))

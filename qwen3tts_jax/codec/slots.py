@@ -27,9 +27,9 @@ from qwen3tts_jax.codec.config import DecoderConfig
 from qwen3tts_jax.codec.decoder import (
     CHUNK_SIZE,
     LEFT_CONTEXT,
-    compile_stream_step,
     init_state,
     prepare_params,
+    stream_program,
     stream_step,
 )
 from qwen3tts_jax.codec.pieces import (
@@ -208,7 +208,7 @@ class CodecSlots:
             self._scatter.lower(self.state, rows, sub).compile()
             for size in sorted(s for s, b in shapes if b == bucket):
                 codes = jax.device_put(np.zeros((bucket, q, size), np.int32))
-                compile_stream_step(self.params, sub, codes, self.cfg, self.policy, True)
+                stream_program(self.policy).lower(self.params, sub, codes, self.cfg, self.policy, True).compile()
         return len(shapes)
 
     # ------------------------------------------------------------------------------ internals
