@@ -206,3 +206,39 @@ def test_bad_long_form_settings():
         ServerConfig(CUSTOM, max_input_chars=0)
     assert ServerConfig(CUSTOM).segment_tokens == LongFormOptions().max_tokens
     assert ServerConfig(CUSTOM, max_input_tokens=48).segment_tokens == 48
+
+
+def test_a_continuation_segment_yields_to_a_new_request_at_the_pacer():
+    """The pacer hands the engine one request per step, in arrival order, except that a long-form
+    request's later segment (submitted ahead) goes after a new client's first request that came
+    after it: without that the first clients' prefetched segments fill every slot and newcomers
+    wait whole segments for their first audio (benchmarks/RESULTS.md, "Server"). One slot, the
+    engine stepped here (the loop's thread is not started): admission order first, newcomer, later."""
+    from qwen3tts_jax.engine import Engine, EngineLoop, EngineShape
+    from qwen3tts_jax.server.pacer import AdmissionPacer
+
+    m = model(CUSTOM)
+    prompts = m.custom_voice_prompts(["One.", "Two, the later segment.", "Three."], "ryan", None, None, True)
+    first, later, newcomer = (
+        m.requests([p], audio=False, max_new_tokens=3, do_sample=False, subtalker_dosample=False)[0] for p in prompts
+    )
+    engine = Engine(m, EngineShape.fit([first, later, newcomer], m.config, m.placement, slots=1))
+    pacer = AdmissionPacer(EngineLoop(engine))
+    try:
+        futures = {
+            "first": pacer.submit(first),
+            "later": pacer.submit(later, continuation=True),
+            "newcomer": pacer.submit(newcomer),
+        }
+        handed: list[str] = []  # the order the pacer handed them to the engine
+        for name, f in futures.items():
+            f.add_done_callback(lambda _, name=name: handed.append(name))
+        deadline = time.monotonic() + 300
+        while not all(f.done() and f.result().done for f in futures.values()):
+            assert time.monotonic() < deadline, handed
+            engine.step()
+            time.sleep(0.01)  # the pacer looks every POLL_S
+        assert handed == ["first", "newcomer", "later"]
+        assert [futures[n].result().result().finish_reason for n in handed] == ["length"] * 3
+    finally:
+        pacer.stop()

@@ -90,7 +90,7 @@ class _Flight:
         with self._lock:
             while not self._closed and self._submitted < min(len(self.legs), reading + self.window):
                 leg = self.legs[self._submitted]
-                leg.pending = self.service.submit(leg.request)
+                leg.pending = self.service.submit(leg.request, continuation=self._submitted > 0)
                 self._submitted += 1
 
     async def _admitted(self, leg: _Leg, request: Request | None) -> RequestHandle | None:

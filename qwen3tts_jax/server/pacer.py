@@ -6,8 +6,12 @@ jitted program per (group size, prompt bucket, text piece width); a server under
 would meet every group size 1..slots and compile each on first use while every stream stalls
 (measured: a group of 7 on the 0.6B model cost ~40 s on the 2-core CPU; see benchmarks/RESULTS.md).
 Pacing keeps one admission program per prompt bucket; a burst of k requests is admitted over
-k steps instead of one. Requests keep their arrival order; one still here when its client goes
-away is withdrawn without reaching the engine.
+k steps instead of one. Requests keep their arrival order, except that a continuation (a later
+segment of a long-form request, submitted ahead so it can run beside the segment before it) goes
+only when no first request is waiting here: otherwise the first clients' prefetched segments take
+every slot and a new client waits for whole segments before its first audio (measured:
+benchmarks/RESULTS.md, "Server"). One still here when its client goes away is withdrawn without
+reaching the engine.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ POLL_S = 0.002  # how often the pacer looks at the engine's queue while it holds
 class AdmissionPacer:
     def __init__(self, loop: EngineLoop):
         self.loop = loop
-        self._queue: collections.deque[tuple[Request, Future]] = collections.deque()
+        self._queue: collections.deque[tuple[Request, Future, bool]] = collections.deque()
         self._wake = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="qwen3tts-pacer", daemon=True)
@@ -33,18 +37,19 @@ class AdmissionPacer:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def submit(self, request: Request) -> Future:
-        """A future of the request's `RequestHandle` (or of the engine's ValueError)."""
+    def submit(self, request: Request, continuation: bool = False) -> Future:
+        """A future of the request's `RequestHandle` (or of the engine's ValueError).
+        `continuation`: a later segment of a request already submitted (module docstring)."""
         future: Future = Future()
         with self._wake:
-            self._queue.append((request, future))
+            self._queue.append((request, future, continuation))
             self._wake.notify()
         return future
 
     def withdraw(self, future: Future) -> bool:
         """Take a request back before it reached the engine; False if it already has."""
         with self._wake:
-            for i, (_, f) in enumerate(self._queue):
+            for i, (_, f, _) in enumerate(self._queue):
                 if f is future:
                     del self._queue[i]
                     future.cancel()
@@ -54,7 +59,7 @@ class AdmissionPacer:
     def stop(self) -> None:
         with self._wake:
             self._stop = True
-            for _, f in self._queue:
+            for _, f, _ in self._queue:
                 f.cancel()
             self._queue.clear()
             self._wake.notify()
@@ -73,7 +78,9 @@ class AdmissionPacer:
                 if engine.waiting:
                     self._wake.wait(POLL_S)
                     continue
-                request, future = self._queue.popleft()
+                first = next((i for i, (_, _, cont) in enumerate(self._queue) if not cont), 0)
+                request, future, _ = self._queue[first]
+                del self._queue[first]
             if not future.set_running_or_notify_cancel():
                 continue
             try:

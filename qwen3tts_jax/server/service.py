@@ -504,9 +504,10 @@ class SpeechService:
         except ValueError as err:
             raise ApiError(400, str(err), name) from None
 
-    def submit(self, request: Request) -> Future:
-        """Queue an engine request (through the pacer): a future of its handle."""
-        return self.pacer.submit(request)
+    def submit(self, request: Request, continuation: bool = False) -> Future:
+        """Queue an engine request (through the pacer): a future of its handle. `continuation`:
+        a long-form request's later segment, which yields to new requests (`server/pacer.py`)."""
+        return self.pacer.submit(request, continuation)
 
     def withdrawn(self, job: Job) -> None:
         """A request whose client went away before any of it reached the engine."""
