@@ -19,9 +19,10 @@ requests reach the engine through the `AdmissionPacer` (one per engine step: see
 Long form (`long_form`, see `prepare`): the input is cut by the library's own plan into
 segments, each its own engine request with the same voice prompt and key; the request still
 holds one ticket (one client's place), and its segments enter the engine at most
-`long_form_parallel` at a time (the HTTP layer submits the next when one ends), so one long text
-shares the slots with other clients instead of filling the queue; `--max-input-chars` bounds
-how many segments one request can have.
+`long_form_parallel` at a time (the HTTP layer submits the next when one ends), and those after
+its first yield to new requests at the pacer, so one long text shares the slots with other
+clients instead of filling the queue; `--max-input-chars` bounds how many segments one request
+can have.
 """
 
 from __future__ import annotations
