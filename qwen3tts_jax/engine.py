@@ -237,6 +237,13 @@ class Engine:
         return len(self._waiting)
 
     @property
+    def free_slots(self) -> int:
+        """Slots that no request holds, is being admitted to or waits for (thread-safe; may be
+        negative while requests wait): what a submit now would find free at the next step."""
+        with self._lock:
+            return len(self._free_rows()) - len(self._admitting) - len(self._waiting)
+
+    @property
     def idle(self) -> bool:
         return not self.active and not self._waiting
 
@@ -356,9 +363,11 @@ class Engine:
         with self._lock:
             free = self._free_rows()
             take = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting)))]
+            # Out of the queue, not yet in a slot: `_fail_all` ends them if admission fails, and
+            # `free_slots` counts their rows as taken.
+            self._admitting = take
         if not take:
             return False
-        self._admitting = take  # out of the queue, not yet in a slot: `_fail_all` ends them if admission fails
         if self._sampler is None:
             program = take[0][0].request.sampling.program()
             for h, _ in take[1:]:

@@ -208,12 +208,13 @@ def test_bad_long_form_settings():
     assert ServerConfig(CUSTOM, max_input_tokens=48).segment_tokens == 48
 
 
-def test_a_continuation_segment_yields_to_a_new_request_at_the_pacer():
+def test_a_prefetched_segment_yields_to_a_new_request_at_the_pacer():
     """The pacer hands the engine one request per step, in arrival order, except that a long-form
-    request's later segment (submitted ahead) goes after a new client's first request that came
-    after it: without that the first clients' prefetched segments fill every slot and newcomers
-    wait whole segments for their first audio (benchmarks/RESULTS.md, "Server"). One slot, the
-    engine stepped here (the loop's thread is not started): admission order first, newcomer, later."""
+    request's later segment submitted ahead (a prefetch) goes after a new client's first request
+    that came after it: without that the first clients' prefetched segments fill every slot and
+    newcomers wait whole segments for their first audio (benchmarks/RESULTS.md, "Server"). One
+    slot, the engine stepped here (the loop's thread is not started): admission order first,
+    newcomer, later."""
     from qwen3tts_jax.engine import Engine, EngineLoop, EngineShape
     from qwen3tts_jax.server.pacer import AdmissionPacer
 
@@ -227,7 +228,7 @@ def test_a_continuation_segment_yields_to_a_new_request_at_the_pacer():
     try:
         futures = {
             "first": pacer.submit(first),
-            "later": pacer.submit(later, continuation=True),
+            "later": pacer.submit(later, prefetch=True),
             "newcomer": pacer.submit(newcomer),
         }
         handed: list[str] = []  # the order the pacer handed them to the engine
@@ -242,3 +243,117 @@ def test_a_continuation_segment_yields_to_a_new_request_at_the_pacer():
         assert [futures[n].result().result().finish_reason for n in handed] == ["length"] * 3
     finally:
         pacer.stop()
+
+
+def _until(condition, what: str, step=None, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        if step is not None:
+            step()
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("promoted", [False, True], ids=["stopped", "promoted"])
+def test_a_running_prefetch_is_stopped_for_a_needed_request_unless_promoted(promoted):
+    """A prefetch only uses a slot nobody needs: running in the only slot, it is stopped (its
+    callback cancels it and submits it again) when a needed request waits at the engine, and the
+    restarted segment gives exactly the codes it gives uninterrupted (sampled, seeded: its key is
+    its own). Promoted (its client reads it now) it keeps the slot and the newcomer waits. One
+    slot, one frame per advance, the engine stepped here."""
+    from qwen3tts_jax.engine import Engine, EngineLoop, EngineShape
+    from qwen3tts_jax.server.pacer import AdmissionPacer
+
+    m = model(CUSTOM)
+    prompts = m.custom_voice_prompts(["Two, the later segment.", "Three."], "ryan", None, None, True)
+    kw = dict(audio=False, max_new_tokens=8, min_new_tokens=8, seed=5)
+    later, newcomer = (m.requests([p], **kw)[0] for p in prompts)
+    shape = EngineShape.fit([later, newcomer], m.config, m.placement, slots=1)
+    alone = Engine(m, shape).run([later])[0]
+    assert alone.finish_reason == "length" and alone.frames >= 6  # several advances of one frame
+
+    engine = Engine(m, shape, advance_frames=1)
+    pacer = AdmissionPacer(EngineLoop(engine))
+    stopped, again = [], []
+
+    def on_preempt(handle):
+        stopped.append(handle)
+        handle.cancel()
+        again.append(pacer.submit(later, prefetch=True, on_preempt=on_preempt))
+        return True
+
+    try:
+        ahead = pacer.submit(later, prefetch=True, on_preempt=on_preempt)
+        _until(lambda: ahead.done() and engine.active == 1, "the prefetch reaches the free slot", engine.step)
+        assert engine.step() and not ahead.result().done  # a frame in, still running
+        if promoted:
+            pacer.promote(ahead)
+        needed = pacer.submit(newcomer)
+        _until(lambda: needed.done() and engine.waiting == 1, "the newcomer is handed to the engine")
+        if not promoted:
+            _until(lambda: stopped, "the pacer stops the prefetch", timeout=30)
+        else:
+            time.sleep(0.2)  # ample time for the pacer to (wrongly) stop it
+        _until(
+            lambda: needed.result().done and all(f.done() and f.result().done for f in [ahead, *again]),
+            "every request ends",
+            engine.step,
+        )
+        newcomer_result = needed.result().result()
+        assert newcomer_result.finish_reason == "length" and newcomer_result.frames == alone.frames
+        if promoted:
+            assert stopped == [] and again == [] and pacer.preempted == 0
+            final = ahead.result().result()
+        else:
+            assert stopped == [ahead.result()] and len(again) == 1 and pacer.preempted == 1
+            assert ahead.result().result().finish_reason == "cancelled"
+            final = again[0].result().result()
+            # one slot: the restarted segment waited for the newcomer to end
+            newcomer_end = needed.result().submitted + newcomer_result.total_time
+            assert again[0].result().submitted >= newcomer_end
+        assert final.finish_reason == "length"
+        np.testing.assert_array_equal(final.codes, alone.codes)
+    finally:
+        pacer.stop()
+
+
+@pytest.mark.slow
+def test_a_prefetched_segment_stopped_for_a_new_client_still_streams_the_same_audio(server):
+    """Over HTTP: a streamed long-form request runs its first segment and, prefetched, its second
+    in the server's two slots; a second client's request then stops the prefetch (the pacer's
+    `qwen3tts_preempted_segments` counts it), which is queued again and restarted when its client
+    reaches it. Both clients still get what the Python API gives them (within one 16-bit step,
+    as the module docstring says why)."""
+    url, service = server
+    m = model(CUSTOM)
+    kw = dict(language="english", max_new_tokens=48, **GREEDY)  # 47 frames a segment: the loop guard's span
+    long_body = {"input": TEXT, "voice": "ryan", "response_format": "pcm", "stream": True, "stream_format": "audio"}
+    long_body.update(kw)
+    short_body = {"input": "Hello there.", "voice": "ryan", "response_format": "pcm", **kw}
+    before = metric(url, "qwen3tts_preempted_segments_total")
+    got: dict[str, object] = {}
+
+    def client(name: str, body: dict) -> None:
+        try:
+            got[name] = speak(url, body)[0]
+        except BaseException as err:  # reported below
+            got[name] = err
+
+    first = threading.Thread(target=client, args=("long", long_body))
+    first.start()
+    _until(lambda: service.engine.active == 2, "the first segment and the prefetched second run", timeout=120)
+    second = threading.Thread(target=client, args=("short", short_body))
+    second.start()
+    for t in (first, second):
+        t.join(600)
+    assert not isinstance(got["long"], BaseException), repr(got["long"])
+    assert not isinstance(got["short"], BaseException), repr(got["short"])
+    assert metric(url, "qwen3tts_preempted_segments_total") - before == 1
+
+    options = LongFormOptions(max_tokens=SEGMENT_TOKENS)
+    want_long = s16(np.concatenate([c for c, _ in m.stream_custom_voice(TEXT, "ryan", long_form=options, **kw)]))
+    want_short = s16(m.generate_custom_voice("Hello there.", "ryan", **kw)[0][0])
+    for name, want in (("long", want_long), ("short", want_short)):
+        have = got[name]
+        assert len(have) == len(want), f"{name}: {len(have)} vs {len(want)} samples"
+        assert np.abs(have.astype(int) - want).max() <= 1, f"{name}: max diff {np.abs(have.astype(int) - want).max()}"

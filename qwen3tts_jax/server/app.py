@@ -63,6 +63,7 @@ class _Leg:
         self.handle: RequestHandle | None = None  # set when the engine has it
         self.result: Result | None = None
         self.frames_read = 0
+        self.needed = False  # its client reads it now: no longer a prefetch the pacer may stop
 
 
 class _Flight:
@@ -86,12 +87,32 @@ class _Flight:
         return [leg.result for leg in self.legs if leg.result is not None]
 
     def _fill(self, reading: int) -> None:
-        """Hand the pacer the segments up to `reading + window - 1`."""
+        """Hand the pacer the segments up to `reading + window - 1`: segment `reading` as needed
+        now (promoted if it went ahead as a prefetch), the later ones as prefetches."""
         with self._lock:
             while not self._closed and self._submitted < min(len(self.legs), reading + self.window):
-                leg = self.legs[self._submitted]
-                leg.pending = self.service.submit(leg.request, continuation=self._submitted > 0)
+                self._submit(self.legs[self._submitted], prefetch=self._submitted > reading)
                 self._submitted += 1
+            leg = self.legs[reading] if reading < self._submitted else None
+            if leg is not None and not leg.needed:
+                leg.needed = True
+                self.service.pacer.promote(leg.pending)
+
+    def _submit(self, leg: _Leg, prefetch: bool) -> None:
+        """Queue the leg's engine request at the pacer (called with the lock)."""
+        leg.needed = not prefetch
+        leg.pending = self.service.submit(leg.request, prefetch, lambda handle: self._preempted(leg, handle))
+
+    def _preempted(self, leg: _Leg, handle: RequestHandle) -> bool:
+        """The pacer stops a prefetched segment for a waiting request (server/pacer.py): cancel
+        it and queue it again, unless the client reads it by now (False: it keeps its slot)."""
+        with self._lock:
+            if self._closed or leg.needed:
+                return False
+            handle.cancel()
+            self._submit(leg, prefetch=True)
+        self.service.metrics.preempted.inc()
+        return True
 
     async def _admitted(self, leg: _Leg, request: Request | None) -> RequestHandle | None:
         """Wait until the pacer has handed the segment to the engine; None if the client went

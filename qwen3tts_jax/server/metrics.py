@@ -30,6 +30,11 @@ class ServerMetrics:
         self.rejected = Counter(
             "qwen3tts_rejected_requests", "Requests refused before generation, by cause", ["cause"], registry=r
         )
+        self.preempted = Counter(
+            "qwen3tts_preempted_segments",
+            "Long-form segments started ahead of their turn, stopped to free a slot for a waiting request",
+            registry=r,
+        )
         self.frames = Counter("qwen3tts_frames", "Codec frames handed to requests (12.5 per audio second)", registry=r)
         self.audio_seconds = Counter("qwen3tts_audio_seconds", "Seconds of audio sent", registry=r)
         self.ttfa = Histogram(

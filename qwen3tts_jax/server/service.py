@@ -19,9 +19,10 @@ requests reach the engine through the `AdmissionPacer` (one per engine step: see
 Long form (`long_form`, see `prepare`): the input is cut by the library's own plan into
 segments, each its own engine request with the same voice prompt and key; the request still
 holds one ticket (one client's place), and its segments enter the engine at most
-`long_form_parallel` at a time (the HTTP layer submits the next when one ends), and those after
-its first yield to new requests at the pacer, so one long text shares the slots with other
-clients instead of filling the queue; `--max-input-chars` bounds how many segments one request
+`long_form_parallel` at a time (the HTTP layer submits the next when one ends); those submitted
+ahead of their turn only use slots nobody needs and are stopped and queued again when a request
+that is needed waits for a slot (pacer.py), so one long text shares the slots with other clients
+instead of filling them; `--max-input-chars` bounds how many segments one request
 can have.
 """
 
@@ -35,11 +36,12 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from qwen3tts_jax.engine import Engine, EngineLoop, Request, Result
+from qwen3tts_jax.engine import Engine, EngineLoop, Request, RequestHandle, Result
 from qwen3tts_jax.join import JoinRule
 from qwen3tts_jax.long_form import LongFormOptions
 from qwen3tts_jax.sampling import SamplingConfig, SamplingProgram
@@ -505,10 +507,13 @@ class SpeechService:
         except ValueError as err:
             raise ApiError(400, str(err), name) from None
 
-    def submit(self, request: Request, continuation: bool = False) -> Future:
-        """Queue an engine request (through the pacer): a future of its handle. `continuation`:
-        a long-form request's later segment, which yields to new requests (`server/pacer.py`)."""
-        return self.pacer.submit(request, continuation)
+    def submit(
+        self, request: Request, prefetch: bool = False, on_preempt: Callable[[RequestHandle], bool] | None = None
+    ) -> Future:
+        """Queue an engine request (through the pacer): a future of its handle. `prefetch`: a
+        long-form request's later segment submitted ahead, which only uses slots nobody needs and
+        is stopped through `on_preempt` for a request that does (`server/pacer.py`)."""
+        return self.pacer.submit(request, prefetch, on_preempt)
 
     def withdrawn(self, job: Job) -> None:
         """A request whose client went away before any of it reached the engine."""
