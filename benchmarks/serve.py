@@ -141,6 +141,7 @@ def _metrics(url: str) -> dict:
                 "qwen3tts_audio_seconds_total",
                 "qwen3tts_requests_total",
                 "qwen3tts_time_to_first_audio_seconds_sum",
+                "qwen3tts_preempted_segments_total",
                 "qwen3tts_time_to_first_audio_seconds_count",
             ):
                 key = s.name + ("{" + ",".join(f"{k}={v}" for k, v in s.labels.items()) + "}" if s.labels else "")
