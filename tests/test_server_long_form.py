@@ -245,6 +245,19 @@ def test_a_prefetched_segment_yields_to_a_new_request_at_the_pacer():
         pacer.stop()
 
 
+def test_a_request_submitted_to_a_stopped_pacer_is_cancelled():
+    """A prefetch stopped during shutdown is submitted again to a stopped pacer: its future is
+    cancelled at once (its reader answers 503), instead of waiting for a hand-over that never comes."""
+    from qwen3tts_jax.engine import Engine, EngineLoop, EngineShape
+    from qwen3tts_jax.server.pacer import AdmissionPacer
+
+    m = model(CUSTOM)
+    (request,) = m.requests(m.custom_voice_prompts(["One."], "ryan", None, None, True), audio=False, max_new_tokens=3)
+    pacer = AdmissionPacer(EngineLoop(Engine(m, EngineShape.fit([request], m.config, m.placement, slots=1))))
+    pacer.stop()
+    assert pacer.submit(request).cancelled() and pacer.submit(request, prefetch=True).cancelled()
+
+
 def _until(condition, what: str, step=None, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

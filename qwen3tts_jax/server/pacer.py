@@ -70,6 +70,9 @@ class AdmissionPacer:
         A prefetch without `on_preempt` is never stopped."""
         future: Future = Future()
         with self._wake:
+            if self._stop:  # stopped (the server shuts down): nothing will hand it over
+                future.cancel()
+                return future
             self._queue.append(_Entry(request, future, prefetch, on_preempt))
             self._wake.notify()
         return future
