@@ -49,7 +49,7 @@ class AdmissionPacer:
         self.loop = loop
         self._queue: collections.deque[_Entry] = collections.deque()
         self._running: list[_Entry] = []  # prefetches handed to the engine, newest last
-        self._handed: _Entry | None = None  # the request last handed over
+        self._handed: _Entry | None = None  # the request last taken from the queue to hand over
         self._preempted_for: _Entry | None = None  # the needed request a prefetch was stopped for
         self.preempted = 0  # prefetches stopped so far
         self._wake = threading.Condition()
@@ -81,7 +81,7 @@ class AdmissionPacer:
         """The prefetch behind `future` is needed now: it keeps its place in the queue among the
         needed requests, or, already running, is no longer stopped for one."""
         with self._wake:
-            for entry in [*self._queue, *self._running]:
+            for entry in [*self._queue, *self._running, *filter(None, [self._handed])]:
                 if entry.future is future:
                     entry.prefetch = False
             self._running = [e for e in self._running if e.prefetch]
@@ -113,6 +113,7 @@ class AdmissionPacer:
             pick = self._queue[0]
         if pick is not None:
             self._queue.remove(pick)
+            self._handed = pick  # from here `promote` finds it while it is handed over
         return pick
 
     def _victim(self) -> _Entry | None:
@@ -162,7 +163,6 @@ class AdmissionPacer:
                 continue
             with self._wake:
                 entry.handle = handle
-                self._handed = entry
                 if entry.prefetch and entry.on_preempt is not None:
                     self._running.append(entry)
             entry.future.set_result(handle)
