@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -534,6 +535,39 @@ def test_serve_command_reloads_voices_answers_and_stops_on_sigterm(base_server, 
         lines
     )
     assert "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_serve_command_restarts_from_the_persistent_compilation_cache(tmp_path):
+    """`serve --compile-cache DIR` twice on a fresh folder: the first start compiles its warm-up
+    programs and writes them there, the second reads every one of them back and compiles none
+    (the warm-up log line counts them)."""
+    cache = tmp_path / "cache"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+
+    def start() -> tuple[int, int, int]:
+        port = free_port()
+        cmd = [sys.executable, "-m", "qwen3tts_jax.cli", "serve", "--model", CUSTOM, "--port", str(port)]
+        cmd += ["--compile-cache", str(cache), *flags]
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}")
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, err
+        assert f"compilation cache: {cache}" in err, err[-3000:]
+        m = re.search(r"warm-up: .*?(\d+) programs: (\d+) from the persistent cache, (\d+) compiled", err)
+        assert m, err[-3000:]
+        return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+    programs, hits, compiled = start()
+    assert programs > 0 and hits == 0 and compiled == programs and any(cache.iterdir())
+    assert start() == (programs, programs, 0)
 
 
 @pytest.mark.slow

@@ -195,8 +195,10 @@ class SpeechService:
                 cfg.voices_dir, m.config.talker.transformer.hidden_size, m.config.talker.num_code_groups
             )
         if cfg.warmup:
+            from qwen3tts_jax.compile_cache import CompileCounter
+
             self.reason = "compiling (warm-up request)"
-            t1 = time.perf_counter()
+            t1, counter = time.perf_counter(), CompileCounter()
             # As many at once as each row bucket holds, so every advance (and codec batch and
             # admission size) a load of requests steps is compiled before the first client.
             # Every codec push shape first (ahead of time, nothing runs): a push's (piece frames,
@@ -210,12 +212,13 @@ class SpeechService:
                         raise RuntimeError(f"warm-up request failed: {res.error}")
             log.info(
                 "warm-up: compiled and ran in %.1f s (engine: %d slots, %d KV positions, text track %d; "
-                "%d codec push shapes)",
+                "%d codec push shapes; %s)",
                 time.perf_counter() - t1,
                 shape.slots,
                 shape.cache_slots,
                 shape.text_track,
                 codec_shapes,
+                counter.stats().summary(),
             )
         self.state, self.reason = "ready", "ready"
 
