@@ -482,6 +482,29 @@ def test_icl_ref_audio_needs_ref_text(base_server, ref_wav):
 # ---------------------------------------------------------------------- the serve command
 
 
+def _serve(model: str, args: list[str], while_up=None) -> str:
+    """`qwen3tts-jax serve --model MODEL ARGS` in its own process: waits until /health is 200, calls
+    `while_up(url, the 503 bodies seen while it started)`, stops it with SIGTERM and returns its
+    log (stderr) after checking it exited 0."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    cmd = [sys.executable, "-m", "qwen3tts_jax.cli", "serve", "--model", model, "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        seen = wait_healthy(url)
+        if while_up is not None:
+            while_up(url, seen)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    return err
+
+
 @pytest.mark.slow
 def test_serve_command_reloads_voices_answers_and_stops_on_sigterm(base_server, voices_dir, ref_wav, tmp_path):
     """`qwen3tts-jax serve` in its own process: 503 with a reason while it starts, the voices of
@@ -494,41 +517,15 @@ def test_serve_command_reloads_voices_answers_and_stops_on_sigterm(base_server, 
     (folder / "carol.safetensors").write_bytes((voices_dir / "carol.safetensors").read_bytes())
     body = {"input": CLONE_TEXT, "voice": "carol", "response_format": "pcm", "max_new_tokens": MAX_NEW, **GREEDY}
     want, _ = speak(url, body)
-    port = free_port()
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qwen3tts_jax.cli",
-            "serve",
-            "--model",
-            BASE,
-            "--port",
-            str(port),
-            "--voices-dir",
-            str(folder),
-            *flags,
-        ],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        seen = wait_healthy(f"http://127.0.0.1:{port}")
+
+    def check(sub: str, seen: list[dict]) -> None:
         assert seen and all(s["status"] == "loading" and s["reason"] for s in seen), seen
-        sub = f"http://127.0.0.1:{port}"
         assert [v["name"] for v in httpx.get(f"{sub}/v1/audio/voices").json()["uploaded_voices"]] == ["carol"]
         got, _ = speak(sub, body)
         np.testing.assert_array_equal(got, want)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
+
+    err = _serve(BASE, ["--voices-dir", str(folder), *flags], check)
     lines = [line for line in err.splitlines() if " request speech-" in line]
     assert len(lines) == 1 and "voice=carol" in lines[0] and f"frames={len(want) // 1920}" in lines[0], err
     assert "ttfa=" in lines[0] and "rt=" in lines[0] and ("finish=length" in lines[0] or "finish=stop" in lines[0]), (
@@ -544,22 +541,9 @@ def test_serve_command_restarts_from_the_persistent_compilation_cache(tmp_path):
     (the warm-up log line counts them)."""
     cache = tmp_path / "cache"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
 
     def start() -> tuple[int, int, int]:
-        port = free_port()
-        cmd = [sys.executable, "-m", "qwen3tts_jax.cli", "serve", "--model", CUSTOM, "--port", str(port)]
-        cmd += ["--compile-cache", str(cache), *flags]
-        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-        try:
-            wait_healthy(f"http://127.0.0.1:{port}")
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        assert proc.returncode == 0, err
+        err = _serve(CUSTOM, ["--compile-cache", str(cache), *flags])
         assert f"compilation cache: {cache}" in err, err[-3000:]
         m = re.search(r"warm-up: .*?(\d+) programs: (\d+) from the persistent cache, (\d+) compiled", err)
         assert m, err[-3000:]
