@@ -370,3 +370,42 @@ def test_a_prefetched_segment_stopped_for_a_new_client_still_streams_the_same_au
         have = got[name]
         assert len(have) == len(want), f"{name}: {len(have)} vs {len(want)} samples"
         assert np.abs(have.astype(int) - want).max() <= 1, f"{name}: max diff {np.abs(have.astype(int) - want).max()}"
+
+
+@pytest.mark.slow
+def test_concurrent_long_form_streams_with_disconnects_leave_nothing_behind(server):
+    """Eight streamed long-form requests at once on two slots (prefetches taking free slots, being
+    stopped for needed segments and restarted), three of the clients going away mid-stream: every
+    request is answered, and afterwards no ticket, slot, engine queue entry or pacer entry is left."""
+    url, service = server
+    body = {"input": TEXT, "voice": "ryan", "response_format": "pcm", "stream": True, "stream_format": "audio"}
+    body.update(language="english", max_new_tokens=20, **GREEDY)
+    status: dict[int, object] = {}
+
+    def client(i: int) -> None:
+        cut = {1: 1, 4: 20_000, 6: 60_000}.get(i)  # bytes read before going away (None: read it all)
+        try:
+            with httpx.Client(timeout=600) as c, c.stream("POST", f"{url}/v1/audio/speech", json=body) as r:
+                status[i] = r.status_code
+                n = 0
+                for chunk in r.iter_bytes():
+                    n += len(chunk)
+                    if cut is not None and n >= cut:
+                        break
+                status[i] = (r.status_code, n)
+        except BaseException as err:  # reported below
+            status[i] = err
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(600)
+    assert all(isinstance(s, tuple) and s[0] == 200 and s[1] > 0 for s in status.values()), status
+    engine = service.engine
+    _until(
+        lambda: service.in_flight == 0 and engine.idle and len(service.pacer) == 0,
+        "every ticket given back, the engine and the pacer empty",
+        timeout=60,
+    )
