@@ -199,15 +199,19 @@ class SpeechService:
 
             self.reason = "compiling (warm-up request)"
             t1, counter = time.perf_counter(), CompileCounter()
-            # As many at once as each row bucket holds, so every advance (and codec batch and
-            # admission size) a load of requests steps is compiled before the first client.
-            # Every codec push shape first (ahead of time, nothing runs): a push's (piece frames,
-            # row bucket) depends on when requests arrive, which warm-up requests cannot cover.
+            # As many at once as each row bucket holds, so every advance a load of requests steps
+            # is compiled before the first client. Through the pacer, as every request goes: one
+            # admission per step (group size 1, as served; submitted straight to the engine, a
+            # burst was admitted in groups whose sizes depended on timing, so which programs a
+            # warm-up compiled differed from start to start), each request long enough to still
+            # run when the last of its burst is admitted. Every codec push shape first (ahead of
+            # time, nothing runs): a push's (piece frames, row bucket) depends on when requests
+            # arrive, which warm-up requests cannot cover.
             codec_shapes = engine.codec.compile()
-            warm = self._warmup_requests()  # built once (on a Base model: the encoders run)
+            warm = self._warmup_requests(engine.shape.slots + 2)  # built once (Base: the encoders run)
             for n in engine.row_buckets:
-                handles = [self.loop.submit(r) for r in warm * n]
-                for res in (h.result() for h in handles):
+                futures = [self.pacer.submit(r) for r in warm * n]
+                for res in (f.result().result() for f in futures):
                     if res.finish_reason == "error":
                         raise RuntimeError(f"warm-up request failed: {res.error}")
             log.info(
@@ -222,10 +226,11 @@ class SpeechService:
             )
         self.state, self.reason = "ready", "ready"
 
-    def _warmup_requests(self) -> list[Request]:
+    def _warmup_requests(self, min_frames: int) -> list[Request]:
         """Requests that run every program a server request runs: admission, the frame loop with
         sampling, the codec's 1- and chunk-frame pushes and a final padded one; on a Base model
-        the reference encoder and speaker encoder too (a one-off ICL voice)."""
+        the reference encoder and speaker encoder too (a one-off ICL voice). At least
+        `min_frames` frames each, within the server's frame budget."""
         m = self.model
         kind = m.tts_model_type
         if kind == "custom_voice":
@@ -237,7 +242,8 @@ class SpeechService:
             tone = (0.3 * np.sin(2 * np.pi * 220.0 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
             items = m.create_voice_clone_prompt((tone, 24000), "A warm-up reference.")
             prompts = m.voice_clone_prompts(WARMUP_TEXT, voice_clone_prompt=items)
-        frames = self.config.first_chunk_frames + self.config.chunk_frames + 2
+        frames = max(self.config.first_chunk_frames + self.config.chunk_frames + 2, min_frames)
+        frames = min(frames, self.config.max_new_tokens - 1)
         return m.requests(prompts, seed=0, max_new_tokens=frames + 1, min_new_tokens=frames)
 
     def stop(self) -> None:
