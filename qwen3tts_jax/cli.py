@@ -16,7 +16,7 @@ import sys
 import textwrap
 import warnings
 
-from qwen3tts_jax import checks, presets
+from qwen3tts_jax import checks, compile_cache, presets
 
 _INPUT_ERRORS = (
     ValueError,
@@ -112,8 +112,6 @@ def _check_voice(args, cfg, single: bool) -> None:
 
 def _setup_compilation(args):
     """The persistent compilation cache (before anything compiles) and a compile counter."""
-    from qwen3tts_jax import compile_cache
-
     folder = compile_cache.enable(args.compile_cache, enabled=not args.no_compile_cache)
     return folder, compile_cache.CompileCounter()
 
@@ -369,14 +367,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="compute dtype (default float32, whatever the checkpoint stores; bfloat16 for GPU/TPU)",
     )
     g = p.add_argument_group("compilation")
-    g.add_argument(
-        "--compile-cache",
-        metavar="DIR",
-        default=None,
-        help="persistent compilation cache folder (default: $QWEN3TTS_COMPILE_CACHE, else "
-        "$JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/qwen3tts-jax/xla or ~/.cache/qwen3tts-jax/xla)",
-    )
-    g.add_argument("--no-compile-cache", action="store_true", help="compile everything afresh, write no cache")
+    compile_cache.add_arguments(g)
     g.add_argument(
         "--verbose", action="store_true", help="print a compilation line: programs compiled / read from the cache"
     )

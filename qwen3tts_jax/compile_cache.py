@@ -53,6 +53,20 @@ def resolve_dir(path: str | os.PathLike | None = None, enabled: bool = True) -> 
     return default_dir()
 
 
+def add_arguments(group) -> None:
+    """`--compile-cache DIR` and `--no-compile-cache` on an argparse parser or group (the commands
+    that compile: synthesize, batch, serve); `enable(args.compile_cache, enabled=not
+    args.no_compile_cache)` applies them."""
+    group.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        default=None,
+        help="persistent compilation cache folder (default: $QWEN3TTS_COMPILE_CACHE, else "
+        "$JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/qwen3tts-jax/xla or ~/.cache/qwen3tts-jax/xla)",
+    )
+    group.add_argument("--no-compile-cache", action="store_true", help="compile everything afresh, write no cache")
+
+
 def enable(path: str | os.PathLike | None = None, enabled: bool = True) -> Path | None:
     """Point JAX's persistent compilation cache at `resolve_dir(path, enabled)`; returns it.
 

@@ -55,6 +55,11 @@ def _post(url: str, body: dict) -> tuple[np.ndarray, httpx.Headers]:
     return np.frombuffer(r.content, "<i2"), r.headers
 
 
+def within_one_step(a: np.ndarray, b: np.ndarray, what: str) -> None:  # see the module docstring for why
+    assert len(a) == len(b), f"{what}: {len(a)} vs {len(b)} samples"
+    assert np.abs(a.astype(int) - b).max() <= 1, f"{what}: max diff {np.abs(a.astype(int) - b).max()}"
+
+
 @pytest.mark.slow
 def test_long_form_whole_and_streamed_equal_the_python_api(server, caplog):
     caplog.set_level(logging.INFO, logger="qwen3tts_jax.server")
@@ -86,10 +91,6 @@ def test_long_form_whole_and_streamed_equal_the_python_api(server, caplog):
     assert len(reports) >= 3 and [r.text for r in reports] == [s.text for s in _segments(TEXT)]
 
     whole, headers = got[0]
-
-    def within_one_step(a: np.ndarray, b: np.ndarray, what: str) -> None:  # see the module docstring for why
-        assert len(a) == len(b), f"{what}: {len(a)} vs {len(b)} samples"
-        assert np.abs(a.astype(int) - b).max() <= 1, f"{what}: max diff {np.abs(a.astype(int) - b).max()}"
 
     within_one_step(whole, want, "whole pcm vs stream_custom_voice(long_form=...)")
     within_one_step(whole, offline, "whole pcm vs generate_custom_voice(long_form=...)")
@@ -208,6 +209,16 @@ def test_bad_long_form_settings():
     assert ServerConfig(CUSTOM, max_input_tokens=48).segment_tokens == 48
 
 
+def _until(condition, what: str, step=None, timeout: float = 300) -> None:
+    """Wait (stepping with `step` if given) until `condition()`; fails naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        if step is not None:
+            step()
+        time.sleep(0.01)
+
+
 def test_a_prefetched_segment_yields_to_a_new_request_at_the_pacer():
     """The pacer hands the engine one request per step, in arrival order, except that a long-form
     request's later segment submitted ahead (a prefetch) goes after a new client's first request
@@ -234,11 +245,7 @@ def test_a_prefetched_segment_yields_to_a_new_request_at_the_pacer():
         handed: list[str] = []  # the order the pacer handed them to the engine
         for name, f in futures.items():
             f.add_done_callback(lambda _, name=name: handed.append(name))
-        deadline = time.monotonic() + 300
-        while not all(f.done() and f.result().done for f in futures.values()):
-            assert time.monotonic() < deadline, handed
-            engine.step()
-            time.sleep(0.01)  # the pacer looks every POLL_S
+        _until(lambda: all(f.done() and f.result().done for f in futures.values()), "all three end", engine.step)
         assert handed == ["first", "newcomer", "later"]
         assert [futures[n].result().result().finish_reason for n in handed] == ["length"] * 3
     finally:
@@ -256,15 +263,6 @@ def test_a_request_submitted_to_a_stopped_pacer_is_cancelled():
     pacer = AdmissionPacer(EngineLoop(Engine(m, EngineShape.fit([request], m.config, m.placement, slots=1))))
     pacer.stop()
     assert pacer.submit(request).cancelled() and pacer.submit(request, prefetch=True).cancelled()
-
-
-def _until(condition, what: str, step=None, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        if step is not None:
-            step()
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("promoted", [False, True], ids=["stopped", "promoted"])
@@ -366,10 +364,8 @@ def test_a_prefetched_segment_stopped_for_a_new_client_still_streams_the_same_au
     options = LongFormOptions(max_tokens=SEGMENT_TOKENS)
     want_long = s16(np.concatenate([c for c, _ in m.stream_custom_voice(TEXT, "ryan", long_form=options, **kw)]))
     want_short = s16(m.generate_custom_voice("Hello there.", "ryan", **kw)[0][0])
-    for name, want in (("long", want_long), ("short", want_short)):
-        have = got[name]
-        assert len(have) == len(want), f"{name}: {len(have)} vs {len(want)} samples"
-        assert np.abs(have.astype(int) - want).max() <= 1, f"{name}: max diff {np.abs(have.astype(int) - want).max()}"
+    within_one_step(got["long"], want_long, "long")
+    within_one_step(got["short"], want_short, "short")
 
 
 @pytest.mark.slow

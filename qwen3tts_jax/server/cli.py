@@ -15,6 +15,8 @@ import logging
 import signal
 import sys
 
+from qwen3tts_jax import compile_cache
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="OpenAI-compatible speech server (/v1/audio/speech) with continuous batching")
@@ -61,15 +63,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--graceful-seconds", type=float, default=5.0, help="on shutdown, how long open responses may finish"
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument(
-        "--compile-cache",
-        metavar="DIR",
-        default=None,
-        help="persistent compilation cache folder, so a restart reads the warm-up's programs instead of "
-        "compiling them (default: $QWEN3TTS_COMPILE_CACHE, else $JAX_COMPILATION_CACHE_DIR, else "
-        "$XDG_CACHE_HOME/qwen3tts-jax/xla or ~/.cache/qwen3tts-jax/xla)",
-    )
-    p.add_argument("--no-compile-cache", action="store_true", help="compile everything afresh, write no cache")
+    compile_cache.add_arguments(p)  # a restart reads the warm-up's programs instead of compiling them
     p.set_defaults(run=run)
     return p
 
@@ -111,8 +105,6 @@ def run(args) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    from qwen3tts_jax import compile_cache
-
     cache = compile_cache.enable(args.compile_cache, enabled=not args.no_compile_cache)  # before anything compiles
     logging.getLogger("qwen3tts_jax.server").info("compilation cache: %s", cache or "off")
     failed: list[str] = []
