@@ -10,8 +10,8 @@ returns when its longest row ends. Here every flow is this one object (`Engine`)
 * `batch`, the benchmarks and the tests use the same public methods.
 
 A step (`Engine.step`): free the slots of requests that ended or were cancelled, prefill
-waiting requests into free slots (grouped by prompt bucket: one jitted admission per group,
-which the running rows wait for), advance every running slot by up to the next emission point
+waiting requests into free slots (their prompts packed end to end, `prompt.pack_tracks`: one
+jitted admission, which the running rows wait for), advance every running slot by up to the next emission point
 (a traced frame count: the first chunk of a new stream after `first_chunk_frames`, later ones
 every `chunk_frames`; the loop also stops the moment any row ends, so its slot is free for the
 next step; only a bucket of rows spanning the occupied ones is stepped, 1, 2, 4, ... of them),
@@ -42,11 +42,14 @@ import numpy as np
 from qwen3tts_jax import generate as gen
 from qwen3tts_jax.codec.slots import CodecSlots
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
-from qwen3tts_jax.prompt import PromptRequest, PromptTracks, bucket, collate_tracks, prompt_tracks
+from qwen3tts_jax.prompt import PromptRequest, PromptTracks, bucket, pack_tracks, prompt_tracks
 from qwen3tts_jax.sampling import SamplingConfig, SamplingProgram, SamplingValues
 from qwen3tts_jax.sharding import Placement
 
 PROMPT_BUCKET = 16  # prompt positions are padded to a multiple of this (one admission program each)
+# An admission packs its prompts end to end into rows of about this many positions (at least the
+# data axis's size of rows): attention within a pack is quadratic in its length, matmuls are not.
+PACK_POSITIONS = 1024
 TRAILING_BUCKET = 32  # a text track is embedded in pieces of this many ids
 TEXT_TRACK_BUCKET = 128  # the slots' text-track length: only the frame loop sees it
 CHUNK_CAPACITY = 32  # frames one advance writes at most (the codes buffer; the host reads it after)
@@ -373,18 +376,16 @@ class Engine:
             for h, _ in take[1:]:
                 program = program.union(h.request.sampling.program())
             self._ensure_state(program)
-        groups: dict[int, list] = collections.defaultdict(list)
-        for (h, tracks), row in zip(take, free):
-            groups[bucket(tracks.length, PROMPT_BUCKET)].append((h, tracks, row))
-        for length, group in groups.items():
-            self._admit_group(length, group)
+        self._admit_group([(h, tracks, row) for (h, tracks), row in zip(take, free)])
         self._admitting = []
         return True
 
-    def _admit_group(self, length: int, group: list) -> None:
+    def _admit_group(self, group: list) -> None:
         cfg, put = self.cfg, self.placement.put
         tracks = [t for _, t, _ in group]
-        batch = collate_tracks(tracks, cfg.talker.transformer.hidden_size, length, left=True)
+        prompts = pack_tracks(
+            tracks, cfg.talker.transformer.hidden_size, self.placement.data, PACK_POSITIONS, PROMPT_BUCKET
+        )
         w = bucket(max(len(t.trailing) for t in tracks), TRAILING_BUCKET)
         trailing = np.full((len(group), w), cfg.tts_pad_token_id, np.int32)
         for i, t in enumerate(tracks):
@@ -396,7 +397,7 @@ class Engine:
         self._state = self._compiled.admit(
             self.params,
             self._state,
-            put(batch, "prompt"),
+            put(prompts, "prompt"),
             put(trailing, "input/trailing_ids"),
             put(rows, "input/rows"),
             put(keys, "input/keys"),

@@ -18,9 +18,9 @@ token (EOS or the `max_new_tokens`-th) is never expanded, so M tokens give M−1
 
 What is compiled: `FrameSampler` (configs, `Policy`, the static `SamplingProgram`, the
 `Placement`) and the shapes — slots, KV slots, text-track length, frames per advance, the rows
-an advance steps (a bucket of the occupied ones), and per admission the prompt bucket and the
-number of newcomers. Sampling values, lengths, budgets and the number of steps per advance
-are traced, so none of them recompiles.
+an advance steps (a bucket of the occupied ones), and per admission the number of newcomers
+and the packed prompt shapes (`prompt.PackedPrompts`, in buckets). Sampling values, lengths,
+budgets and the number of steps per advance are traced, so none of them recompiles.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from qwen3tts_jax.code_predictor import CodePredictor, embed_codes, head_logits,
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
 from qwen3tts_jax.nn.linear import linear
 from qwen3tts_jax.nn.transformer import DecoderCache, init_cache
-from qwen3tts_jax.prompt import TrackBatch, codebook_tables, embed_text_ids, embed_tracks, sum_codebook_embeddings
+from qwen3tts_jax.prompt import PackedPrompts, codebook_tables, embed_packed, embed_text_ids, sum_codebook_embeddings
 from qwen3tts_jax.sampling import SamplingProgram, SamplingValues
 from qwen3tts_jax.sharding import Placement
 from qwen3tts_jax.talker import Talker
@@ -189,41 +189,47 @@ class FrameSampler:
         self,
         params,
         state: SlotState,
-        batch: TrackBatch,
+        prompts: PackedPrompts,
         trailing_ids: Int[HostArray, "n w"],
         rows: Int[HostArray, " n"],
         keys: Array,
         values: SamplingValues,
         limits: Int[HostArray, " n"],
     ) -> SlotState:
-        """Prefill n new requests (their prompts left-padded to one bucket) and put them in the
-        slots `rows`: each gets its own KV rows (positions from 0), text track, key, values and
-        budget. The other slots are untouched."""
+        """Prefill n new requests (their prompts packed end to end, `prompt.PackedPrompts`) and
+        put them in the slots `rows`: each gets its own KV rows (positions from 0), text track,
+        key, values and budget. The other slots are untouched."""
         t = self.cfg.talker
-        n, length = batch.mask.shape
-        batch = self.placement.constrain(batch, "prompt")
-        embeds = embed_tracks(params, batch, t, self.policy)
-        cache = init_cache(t.transformer, self.policy, n, length)
-        hidden, cache = self.talker.apply({"params": params}, embeds, batch.mask, cache)
+        n, length = prompts.index.shape
+        prompts = self.placement.constrain(prompts, "prompt")
+        embeds = embed_packed(params, prompts, t, self.policy)  # g p d
+        on = prompts.segment >= 0
+        cache = init_cache(t.transformer, self.policy, *on.shape)
+        hidden, cache = self.talker.apply({"params": params}, embeds, on, cache, prompts.segment)
+        # Back from the packs: each request's positions, in its own row from slot 0.
+        unpack = lambda a, axis: jnp.take(a.reshape(*a.shape[:axis], -1, *a.shape[axis + 2 :]), prompts.index, axis)
+        layers = jax.tree.map(lambda a: unpack(a, 1 if self.policy.scan_layers else 0), cache.layers)
+        last = jnp.take_along_axis(prompts.index, prompts.lengths[:, None] - 1, axis=1)[:, 0]
+        hidden = jnp.take(hidden.reshape(-1, hidden.shape[-1]), last, axis=0)  # n d
         split = jax.vmap(jax.random.split)(keys)  # n 2 2
         seen = sampling.init_seen(n, t.vocab_size)
-        token = self.sample_first(params, hidden[:, -1], seen, 0, split[:, 1], values)
+        token = self.sample_first(params, hidden, seen, 0, split[:, 1], values)
         reason = jnp.where(token == t.codec_eos_token_id, STOP, jnp.where(limits <= 1, LENGTH, RUNNING))
 
         pad = embed_text_ids(params, jnp.full((1, 1), self.cfg.tts_pad_token_id, jnp.int32), t, self.policy)[0, 0]
         text = embed_text_ids(params, trailing_ids, t, self.policy)  # n w d
         s, u = state.cache.slots, state.trailing.shape[1]
         newcomers = SlotState(
-            # The prefill's `length` KV slots land in the first `length` of each row's slots;
-            # `valid` covers all of them, so a previous occupant's history is never attended.
+            # A request's KV lands in the first `length` of its row's slots, its prompt first;
+            # `valid` covers every slot, so a previous occupant's history is never attended.
             cache=DecoderCache(
-                cache.layers,
-                jnp.zeros((n, s), bool).at[:, :length].set(cache.valid),
-                jnp.full((n,), length, jnp.int32),
+                layers,
+                jnp.zeros((n, s), bool).at[:, :length].set(jnp.arange(length) < prompts.lengths[:, None]),
+                jnp.asarray(prompts.lengths, jnp.int32),
             ),
             trailing=jnp.broadcast_to(pad, (n, u, pad.shape[0])).at[:, : text.shape[1]].set(text),
             token=token,
-            hidden=hidden[:, -1],
+            hidden=hidden,
             seen=sampling.mark_seen(seen, token),
             num_tokens=jnp.ones((n,), jnp.int32),
             limit=jnp.asarray(limits, jnp.int32),

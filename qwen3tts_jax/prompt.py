@@ -256,6 +256,69 @@ def collate_tracks(items: Sequence[PromptTracks], hidden_size: int, length: int,
     return TrackBatch(**out, speaker=speaker, mask=mask)
 
 
+@pytree_dataclass
+class PackedPrompts:
+    """n prompts for one prefill, packed end to end into g rows of p positions.
+
+    `tracks` holds them right-padded to l positions (embedded there, `embed_tracks`); `source`
+    says which of those positions each packed position is (flat, row·l + position) and `segment`
+    which prompt (-1: padding), so attention stays within a prompt (`nn.transformer`'s packed
+    geometry); `index` sends each prompt's positions back from the packs (flat, pack·p +
+    position), e.g. its KV rows and last hidden state. Packing spends the prefill's matmuls on
+    real positions only, where a padded (n, l) batch pays for every prompt at the longest's
+    length."""
+
+    tracks: TrackBatch
+    segment: Int[HostArray, "g p"]
+    source: Int[HostArray, "g p"]
+    index: Int[HostArray, "n l"]
+    lengths: Int[HostArray, " n"]
+
+
+def pack_tracks(
+    items: Sequence[PromptTracks], hidden_size: int, packs: int, pack_positions: int, step: int
+) -> PackedPrompts:
+    """Pack prompts longest first into the emptiest of `packs` rows (at least; more when they
+    would hold over `pack_positions` each — attention in a pack is quadratic in its length),
+    every length padded to a multiple of `step` (the compiled shapes)."""
+    lengths = np.array([x.length for x in items], np.int32)
+    n = len(items)
+    width = bucket(int(lengths.max()), step)
+    need = -(-int(lengths.sum()) // max(pack_positions, width))
+    g = min(n, -(-need // packs) * packs)  # a multiple of `packs` (the mesh's data axis) where n allows
+    members: list[list[int]] = [[] for _ in range(g)]
+    totals = np.zeros(g, np.int64)
+    for i in sorted(range(n), key=lambda i: (-lengths[i], i)):
+        k = int(np.argmin(totals))
+        members[k].append(i)
+        totals[k] += lengths[i]
+    p = bucket(int(totals.max()), step)
+    segment = np.full((g, p), -1, np.int32)
+    source = np.zeros((g, p), np.int32)
+    index = np.zeros((n, width), np.int32)
+    for k, rows in enumerate(members):
+        at = 0
+        for i in rows:
+            m = int(lengths[i])
+            segment[k, at : at + m] = i
+            source[k, at : at + m] = i * width + np.arange(m)
+            index[i, :m] = k * p + at + np.arange(m)
+            index[i, m:] = k * p + at + m - 1  # past the prompt: its last position (never valid)
+            at += m
+    tracks = collate_tracks(items, hidden_size, width, left=False)
+    return PackedPrompts(tracks, segment, source, index, lengths)
+
+
+def embed_packed(
+    talker_params: dict, packed: PackedPrompts, cfg: TalkerConfig, policy: Policy
+) -> Float[Array, "g p d"]:
+    """The talker input of every packed position (zero on padding); trace it inside a jitted
+    function."""
+    x = embed_tracks(talker_params, packed.tracks, cfg, policy)
+    x = jnp.take(x.reshape(-1, x.shape[-1]), packed.source, axis=0)  # g p d
+    return jnp.where((packed.segment >= 0)[..., None], x, 0)
+
+
 def embed_tracks(talker_params: dict, batch: TrackBatch, cfg: TalkerConfig, policy: Policy) -> Float[Array, "b t d"]:
     """The talker input of every position of a padded track batch (trace it inside a jitted
     function: prefill, a training step). Padding positions come out zero."""

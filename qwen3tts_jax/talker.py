@@ -66,10 +66,15 @@ class Talker(nn.Module):
         self.codec_head = Linear(cfg.vocab_size, False, p.dtype, p.param_dtype, p.matmul, out_dtype=jnp.float32)
 
     def __call__(
-        self, embeds: Float[Array, "b t d"], mask: Bool[Array, "b t"], cache: DecoderCache
+        self,
+        embeds: Float[Array, "b t d"],
+        mask: Bool[Array, "b t"],
+        cache: DecoderCache,
+        segment: Int[Array, "b t"] | None = None,
     ) -> tuple[Float[Array, "b t d"], DecoderCache]:
-        """Prefill (t > 1, left padding marked False in `mask`) or one decode step (t = 1)."""
-        return self.model(embeds, mask, cache)
+        """Prefill (t > 1, padding marked False in `mask`; `segment`: prompts packed end to end,
+        `prompt.PackedPrompts`) or one decode step (t = 1)."""
+        return self.model(embeds, mask, cache, segment)
 
     def embed_text(self, ids: Int[Array, "*n"]) -> Float[Array, "*n d"]:
         """`text_projection(text_embedding(ids))`: every text-side vector of a prompt."""

@@ -11,7 +11,7 @@ import pytest
 from qwen3tts_jax import Qwen3TTSModel
 from qwen3tts_jax import generate as gen
 from qwen3tts_jax.engine import Engine, EngineShape
-from qwen3tts_jax.prompt import VoiceClonePromptItem
+from qwen3tts_jax.prompt import PromptTracks, VoiceClonePromptItem, bucket, pack_tracks, prompt_tracks
 from qwen3tts_jax.sampling import SamplingProgram
 
 
@@ -183,6 +183,56 @@ def test_streamed_chunks_add_up_to_the_offline_result(custom):
     assert [len(c.codes) for c in chunks][:1] == [1] and all(len(c.codes) <= 4 for c in chunks)
     np.testing.assert_array_equal(np.concatenate([c.codes for c in chunks]), offline.codes)
     np.testing.assert_allclose(np.concatenate([c.audio for c in chunks]), offline.audio, atol=1e-4)
+
+
+def _tracks(length: int, tag: int) -> PromptTracks:
+    """A prompt of `length` positions whose text ids say (tag, position)."""
+    off = np.zeros(length, bool)
+    return PromptTracks(
+        np.arange(length, dtype=np.int32) + 1000 * tag, ~off, np.zeros(length, np.int32), off, off,
+        np.zeros((length, 15), np.int32), off, None, np.zeros(1, np.int32),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "packs, positions, groups, width",
+    [(1, 1024, 1, 80), (2, 1024, 2, 48), (1, 32, 3, 32), (2, 32, 4, 32), (8, 1024, 5, 32)],
+)
+def test_pack_tracks_puts_every_prompt_once_and_finds_it_again(packs, positions, groups, width):
+    """`prompt.pack_tracks`: as many packs as asked (a multiple of the data axis, more when they
+    would exceed `pack_positions`, never more than prompts), each prompt's positions in order in
+    one pack under its own segment, found again through `index`, and the packs balanced."""
+    lengths = [30, 7, 19, 3, 12]
+    p = pack_tracks([_tracks(n, i) for i, n in enumerate(lengths)], 8, packs, positions, 16)
+    assert p.segment.shape == (groups, width) and p.index.shape == (5, 32) and p.lengths.tolist() == lengths
+    text = np.asarray(p.tracks.text_ids).reshape(-1)[p.source]  # the packs' text ids
+    for i, n in enumerate(lengths):
+        at = p.index[i, :n]
+        np.testing.assert_array_equal(p.segment.reshape(-1)[at], i)
+        np.testing.assert_array_equal(text.reshape(-1)[at], np.arange(n) + 1000 * i)
+        assert np.all(p.index[i, n:] == at[-1])  # past the prompt: its last position
+        assert len(set(at // width)) == 1  # one pack
+    assert (p.segment >= 0).sum() == sum(lengths)
+    totals = (p.segment >= 0).sum(1)
+    assert totals.max() - totals.min() <= max(lengths), totals
+
+
+@pytest.mark.slow
+def test_an_admission_is_one_program_for_prompts_of_any_lengths(custom):
+    """Prompts in three 16-position buckets are admitted together, packed: one admission program
+    (grouped by bucket it was three), and each request's codes are its codes alone."""
+    texts = ["Hi.", "Hello there.", "And this one is by far the longest."]  # 13, 22, 45 positions
+    kw = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=5)
+    requests = custom.requests(custom.custom_voice_prompts(texts, "ryan", None, None, True), audio=False, **kw)
+    lengths = {bucket(prompt_tracks(custom.config, r.prompt).length, 16) for r in requests}
+    assert len(lengths) == 3, lengths
+    alone = [custom.run([r])[0].codes for r in requests]
+    sampler = gen.FrameSampler(custom.config, custom.policy, requests[0].sampling.program(), custom.placement)
+    before = gen.compile_count(sampler)["admit"]
+    together = custom.run(requests)
+    assert gen.compile_count(sampler)["admit"] == before + 1
+    for got, want in zip(together, alone):
+        np.testing.assert_array_equal(got.codes, want)
 
 
 def test_requests_that_cannot_fit_fail_at_submit(custom):

@@ -15,6 +15,7 @@ from reference.talker_steps import reference_talker_hidden
 from qwen3tts_jax.code_predictor import CodePredictor, predictor_cache
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
 from qwen3tts_jax.finetune import subtalker_logits
+from qwen3tts_jax.nn.transformer import DecoderCache
 from qwen3tts_jax.talker import Talker, talker_cache
 from qwen3tts_jax.weights import load_model_params
 
@@ -67,6 +68,43 @@ def test_talker_prefill_matches_reference(tiny_model, name, scan):
     ref_hidden = out.hidden_states[0][-1].numpy()  # the model's last hidden state, after norm
     assert_close(np.asarray(hidden)[mask], ref_hidden[mask], 1e-4, f"talker hidden [{name}, scan={scan}]")
     assert_close(np.asarray(logits)[mask], out.logits.numpy()[mask], 1e-4, f"talker logits [{name}, scan={scan}]")
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("scan", [False, True])
+def test_packed_prefill_matches_each_prompt_alone(tiny_model, name, scan):
+    """Three prompts packed end to end in one row, padding after them (`segment`, as an engine
+    admission packs them), each against the reference run on that prompt alone: hidden states
+    at its positions, then two decode steps from its KV slots cut out of the packed cache."""
+    ref, cfg, policy, params = _load(tiny_model, name, scan)
+    d, lengths = cfg.talker.transformer.hidden_size, (5, 9, 3)
+    rng = np.random.RandomState(3)
+    prompts = [rng.randn(1, n, d).astype(np.float32) for n in lengths]
+    steps = rng.randn(2, 1, 1, d).astype(np.float32)
+    starts = np.cumsum((0,) + lengths)
+    x = np.zeros((1, 20, d), np.float32)
+    segment = np.full((1, 20), -1, np.int32)
+    for i, (e, a) in enumerate(zip(prompts, starts)):
+        x[0, a : a + lengths[i]], segment[0, a : a + lengths[i]] = e[0], i
+    talker = Talker(cfg.talker, policy)
+    run = jax.jit(lambda e, m, c, s=None: talker.apply({"params": params["talker"]}, e, m, c, s))
+    hidden, cache = run(jnp.asarray(x), jnp.asarray(segment >= 0), talker_cache(cfg.talker, policy, 1, 20), segment)
+    for i, (e, a, n) in enumerate(zip(prompts, starts, lengths)):
+        want = reference_talker_hidden(ref, e, np.ones((1, n), bool), steps)
+        assert_close(hidden[0, a : a + n], want[0].numpy()[0], 1e-4, f"packed prompt {i} [{name}, scan={scan}]")
+
+        # Its KV slots alone, from slot 0, in a fresh 16-slot cache (the layer axis first if scanned).
+        def cut(kv, a=a, n=n):
+            return (
+                jnp.zeros_like(kv, shape=(*kv.shape[:-3], 16, *kv.shape[-2:]))
+                .at[..., :n, :, :]
+                .set(kv[..., a : a + n, :, :])
+            )
+
+        own = DecoderCache(jax.tree.map(cut, cache.layers), jnp.arange(16)[None] < n, jnp.asarray(n, jnp.int32))
+        for j, e_step in enumerate(steps):
+            h, own = run(jnp.asarray(e_step), jnp.ones((1, 1), bool), own)
+            assert_close(h, want[j + 1].numpy(), 1e-4, f"packed prompt {i}, step {j} [{name}, scan={scan}]")
 
 
 @pytest.mark.parametrize("name", VARIANTS)

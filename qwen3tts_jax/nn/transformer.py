@@ -74,6 +74,20 @@ def step_geometry(
     return positions, valid[:, None, :] & causal, valid
 
 
+def packed_geometry(
+    cache: DecoderCache, new_mask: Bool[Array, "b t"], segment: Int[Array, "b t"]
+) -> tuple[Int[Array, "b t"], Bool[Array, "b t s"], Bool[Array, "b s"]]:
+    """`step_geometry` of a packed prefill into an empty cache (`end` 0): each row holds several
+    prompts end to end (`segment` names each token's prompt), a token attends to the earlier
+    tokens of its own prompt only, and positions count from 0 within it."""
+    t, s = new_mask.shape[1], cache.slots
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    own = (segment[:, :, None] == segment[:, None, :]) & new_mask[:, None, :] & causal  # b t t
+    positions = jnp.maximum(jnp.sum(own, axis=-1, dtype=jnp.int32) - 1, 0)
+    mask = jnp.pad(own, ((0, 0), (0, 0), (0, s - t)))
+    return positions, mask, jnp.pad(new_mask, ((0, 0), (0, s - t)))
+
+
 class DecoderLayer(nn.Module):
     cfg: TransformerConfig
     policy: Policy
@@ -135,11 +149,19 @@ class DecoderStack(nn.Module):
         self.norm = RMSNorm(cfg.rms_norm_eps, p.param_dtype)
 
     def __call__(
-        self, x: Float[Array, "b t d"], new_mask: Bool[Array, "b t"], cache: DecoderCache
+        self,
+        x: Float[Array, "b t d"],
+        new_mask: Bool[Array, "b t"],
+        cache: DecoderCache,
+        segment: Int[Array, "b t"] | None = None,
     ) -> tuple[Float[Array, "b t d"], DecoderCache]:
         """Run t new tokens (prefill or one step) through every layer; returns the normed hidden
-        states of the new tokens and the updated cache."""
-        positions, mask, valid = step_geometry(cache, new_mask)
+        states of the new tokens and the updated cache. `segment`: a packed prefill into an
+        empty cache (`packed_geometry`)."""
+        if segment is None:
+            positions, mask, valid = step_geometry(cache, new_mask)
+        else:
+            positions, mask, valid = packed_geometry(cache, new_mask, segment)
         cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta, self.policy.dtype)
         h = x.astype(self.policy.dtype)
         if self.policy.scan_layers:
