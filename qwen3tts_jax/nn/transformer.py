@@ -8,7 +8,9 @@ State is explicit: a `DecoderCache` (per-layer K/V in fixed-size slots, which sl
 tokens, how many slots are written) goes in and the updated one comes out. One call handles a
 prefill of t tokens or a single decode step alike. Positions count only real tokens of each row,
 so a left-padded row starts at 0 at its first real token — the reference's
-`cumsum(attention_mask) - 1` / `rope_deltas` bookkeeping.
+`cumsum(attention_mask) - 1` / `rope_deltas` bookkeeping. A prefill may also pack several
+prompts end to end in one row (`segment`, `packed_geometry`): each attends only to itself and
+counts its positions from 0, as if prefilled alone.
 
 The stack runs scanned over stacked layer params (`Policy.scan_layers`: one compile, GPU/TPU) or
 unrolled over per-layer params `layers_0..` (CPU, where a scan copies each weight slice).

@@ -2,7 +2,7 @@
 request waiting, so every engine step admits at most one and every admission has group size 1.
 
 No reference class. Why: the engine prefills the requests it admits in one step together, one
-jitted program per (group size, prompt bucket, text piece width); a server under bursty load
+jitted program per (group size, packed prompt shape, text piece width); a server under bursty load
 would meet every group size 1..slots and compile each on first use while every stream stalls
 (measured: a group of 7 on the 0.6B model cost ~40 s on the 2-core CPU; see benchmarks/RESULTS.md).
 Pacing keeps one admission program per prompt bucket; a burst of k requests is admitted over
