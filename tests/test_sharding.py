@@ -412,7 +412,7 @@ def test_slot_state_and_inputs_are_covered():
     from qwen3tts_jax import presets
     from qwen3tts_jax.config import Policy, Qwen3TTSConfig
     from qwen3tts_jax.generate import FrameSampler
-    from qwen3tts_jax.prompt import PromptRequest, collate_tracks, prompt_tracks
+    from qwen3tts_jax.prompt import PromptRequest, pack_tracks, prompt_tracks
     from qwen3tts_jax.sampling import SamplingProgram
     from qwen3tts_jax.sharding import logical_axes, path_str
 
@@ -420,11 +420,13 @@ def test_slot_state_and_inputs_are_covered():
     for scan in (False, True):
         sampler = FrameSampler(cfg, Policy(scan_layers=scan), SamplingProgram())
         state = jax.eval_shape(lambda sampler=sampler: sampler.init_state(4, 256, 128, 8))
-        tracks = collate_tracks(
-            [prompt_tracks(cfg, PromptRequest((1, 2, 3, 9, 9, 1, 2, 3, 4, 5), speaker="ryan"))],
+        ids = [(1, 2, 3, 9, 9, 1, 2, 3, 4, 5), (1, 2, 3, 7, 7, 7, 1, 2, 3, 4, 5)]
+        tracks = pack_tracks(  # an admission's packed prompts, two packs (a data axis of 2)
+            [prompt_tracks(cfg, PromptRequest(i, speaker="ryan")) for i in ids],
             cfg.talker.transformer.hidden_size,
-            32,
-            left=True,
+            2,
+            1024,
+            16,
         )
         values = sampler.neutral_values(4)
         for prefix, tree in (("state", state), ("prompt", tracks), ("input/values", values)):
