@@ -477,7 +477,7 @@ def time_prefill(model, tokens: int, frames: int, reps: int = 5) -> dict:
     import numpy as np
 
     from qwen3tts_jax import generate as gen
-    from qwen3tts_jax.engine import PACK_POSITIONS, PROMPT_BUCKET, TEXT_TRACK_BUCKET, TRAILING_BUCKET
+    from qwen3tts_jax.engine import PACK_ATTENTION_SPAN, PROMPT_BUCKET, TEXT_TRACK_BUCKET, TRAILING_BUCKET
     from qwen3tts_jax.prompt import PromptTracks, pack_tracks
     from qwen3tts_jax.sampling import SamplingConfig
 
@@ -499,7 +499,7 @@ def time_prefill(model, tokens: int, frames: int, reps: int = 5) -> dict:
         trailing=np.full(1, cfg.tts_pad_token_id, np.int32),
     )
     put = model.placement.put
-    batch = put(pack_tracks([tracks], t.transformer.hidden_size, 1, PACK_POSITIONS, PROMPT_BUCKET), "prompt")
+    batch = put(pack_tracks([tracks], t.transformer.hidden_size, 1, PACK_ATTENTION_SPAN, PROMPT_BUCKET), "prompt")
     trailing = put(np.full((1, TRAILING_BUCKET), cfg.tts_pad_token_id, np.int32), "input/trailing_ids")
     rows, limits = put(np.zeros(1, np.int32), "input/rows"), put(np.full(1, frames + 1, np.int32), "input/limits")
     keys = put(np.asarray(jax.random.PRNGKey(0), np.uint32)[None], "input/keys")

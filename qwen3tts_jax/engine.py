@@ -47,9 +47,10 @@ from qwen3tts_jax.sampling import SamplingConfig, SamplingProgram, SamplingValue
 from qwen3tts_jax.sharding import Placement
 
 PROMPT_BUCKET = 16  # prompt positions are padded to a multiple of this (one admission program each)
-# An admission packs its prompts end to end into rows of about this many positions (at least the
-# data axis's size of rows): attention within a pack is quadratic in its length, matmuls are not.
-PACK_POSITIONS = 1024
+# An admission packs its prompts end to end into rows (`prompt.pack_tracks`); a packed position
+# costs (1 + p / this) matmul rows in a pack of p: the attention's share, fit on the 2-core CPU
+# (benchmarks/RESULTS.md, "Packed admission").
+PACK_ATTENTION_SPAN = 2048
 TRAILING_BUCKET = 32  # a text track is embedded in pieces of this many ids
 TEXT_TRACK_BUCKET = 128  # the slots' text-track length: only the frame loop sees it
 CHUNK_CAPACITY = 32  # frames one advance writes at most (the codes buffer; the host reads it after)
@@ -384,7 +385,7 @@ class Engine:
         cfg, put = self.cfg, self.placement.put
         tracks = [t for _, t, _ in group]
         prompts = pack_tracks(
-            tracks, cfg.talker.transformer.hidden_size, self.placement.data, PACK_POSITIONS, PROMPT_BUCKET
+            tracks, cfg.talker.transformer.hidden_size, self.placement.data, PACK_ATTENTION_SPAN, PROMPT_BUCKET
         )
         w = bucket(max(len(t.trailing) for t in tracks), TRAILING_BUCKET)
         trailing = np.full((len(group), w), cfg.tts_pad_token_id, np.int32)

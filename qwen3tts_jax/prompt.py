@@ -275,24 +275,38 @@ class PackedPrompts:
     lengths: Int[HostArray, " n"]
 
 
-def pack_tracks(
-    items: Sequence[PromptTracks], hidden_size: int, packs: int, pack_positions: int, step: int
-) -> PackedPrompts:
-    """Pack prompts longest first into the emptiest of `packs` rows (at least; more when they
-    would hold over `pack_positions` each — attention in a pack is quadratic in its length),
-    every length padded to a multiple of `step` (the compiled shapes)."""
-    lengths = np.array([x.length for x in items], np.int32)
-    n = len(items)
-    width = bucket(int(lengths.max()), step)
-    need = -(-int(lengths.sum()) // max(pack_positions, width))
-    g = min(n, -(-need // packs) * packs)  # a multiple of `packs` (the mesh's data axis) where n allows
+def _fill(lengths: np.ndarray, g: int) -> tuple[list[list[int]], int]:
+    """Longest first into the emptiest of g packs → members, the fullest pack's length."""
     members: list[list[int]] = [[] for _ in range(g)]
     totals = np.zeros(g, np.int64)
-    for i in sorted(range(n), key=lambda i: (-lengths[i], i)):
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
         k = int(np.argmin(totals))
         members[k].append(i)
         totals[k] += lengths[i]
-    p = bucket(int(totals.max()), step)
+    return members, int(totals.max())
+
+
+def pack_tracks(
+    items: Sequence[PromptTracks], hidden_size: int, packs: int, attention_span: int, step: int
+) -> PackedPrompts:
+    """Pack prompts into g rows (a multiple of `packs`, the mesh's data axis, where there are
+    that many prompts), longest first into the emptiest, every length padded to a multiple of
+    `step` (the compiled shapes). g is the cheapest by an estimate in matmul rows: a pack of p
+    positions costs p·(1 + p / `attention_span`) — its matmuls, and its attention, quadratic in
+    p (within a pack every query meets every key; the segment mask only zeroes them). More
+    packs mean shorter ones but more padding."""
+    lengths = np.array([x.length for x in items], np.int32)
+    n = len(items)
+    width = bucket(int(lengths.max()), step)
+    counts = range(packs, n + 1, packs) if n >= packs else range(1, n + 1)
+    best = None
+    for g in counts:
+        members, fullest = _fill(lengths, g)
+        p = bucket(fullest, step)
+        cost = g * p * (1 + p / attention_span)
+        if best is None or cost < best[0]:
+            best = (cost, g, p, members)
+    _, g, p, members = best
     segment = np.full((g, p), -1, np.int32)
     source = np.zeros((g, p), np.int32)
     index = np.zeros((n, width), np.int32)

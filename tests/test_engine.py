@@ -195,15 +195,19 @@ def _tracks(length: int, tag: int) -> PromptTracks:
 
 
 @pytest.mark.parametrize(
-    "packs, positions, groups, width",
-    [(1, 1024, 1, 80), (2, 1024, 2, 48), (1, 32, 3, 32), (2, 32, 4, 32), (8, 1024, 5, 32)],
+    "packs, span, groups, width",
+    # Costs g·p·(1 + p/span) of g packs of p (the fullest, in 16s) for lengths 30, 7, 19, 3, 12:
+    # g = 1..5 → p = 80, 48, 32, 32, 32. Free attention: one pack (80 < 96); dear attention
+    # (span 16): three (288 < 384); a data axis of 2: g in {2, 4}, ties to fewer; more data rows
+    # than prompts: any g up to 5.
+    [(1, 10**9, 1, 80), (1, 16, 3, 32), (2, 10**9, 2, 48), (2, 16, 2, 48), (8, 16, 3, 32)],
 )
-def test_pack_tracks_puts_every_prompt_once_and_finds_it_again(packs, positions, groups, width):
-    """`prompt.pack_tracks`: as many packs as asked (a multiple of the data axis, more when they
-    would exceed `pack_positions`, never more than prompts), each prompt's positions in order in
-    one pack under its own segment, found again through `index`, and the packs balanced."""
+def test_pack_tracks_puts_every_prompt_once_and_finds_it_again(packs, span, groups, width):
+    """`prompt.pack_tracks`: the cheapest number of packs (a multiple of the data axis where
+    there are enough prompts), each prompt's positions in order in one pack under its own
+    segment, found again through `index`, and the packs balanced."""
     lengths = [30, 7, 19, 3, 12]
-    p = pack_tracks([_tracks(n, i) for i, n in enumerate(lengths)], 8, packs, positions, 16)
+    p = pack_tracks([_tracks(n, i) for i, n in enumerate(lengths)], 8, packs, span, 16)
     assert p.segment.shape == (groups, width) and p.index.shape == (5, 32) and p.lengths.tolist() == lengths
     text = np.asarray(p.tracks.text_ids).reshape(-1)[p.source]  # the packs' text ids
     for i, n in enumerate(lengths):

@@ -205,7 +205,10 @@ class Attention(nn.Module):
             k = RMSNorm(self.norm_eps, self.param_dtype, name="k_norm")(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         cache = write_kv(cache, k, v, write_index)
-        if 0 < self.block_size < cache.k.shape[1]:
+        # Blocks only pay when most slots are unwritten (decode steps over a budget-sized cache).
+        # A call that fills its whole cache (an admission's prefill, a training forward) attends
+        # over all of it: faster, and differentiable (the block loop's traced trip count is not).
+        if 0 < self.block_size < cache.k.shape[1] and t < cache.k.shape[1]:
             live = jnp.max(write_index) + t  # the longest row's written prefix; `mask` handles the rest
             out = attend_live(q, cache.k, cache.v, mask, self.head_dim**-0.5, live, self.block_size, self.few_query)
         else:
