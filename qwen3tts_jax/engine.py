@@ -11,10 +11,11 @@ returns when its longest row ends. Here every flow is this one object (`Engine`)
 
 A step (`Engine.step`): free the slots of requests that ended or were cancelled, prefill
 waiting requests into free slots (their prompts packed end to end, `prompt.pack_tracks`: one
-jitted admission, which the running rows wait for), advance every running slot by up to the next emission point
-(a traced frame count: the first chunk of a new stream after `first_chunk_frames`, later ones
-every `chunk_frames`; the loop also stops the moment any row ends, so its slot is free for the
-next step; only a bucket of rows spanning the occupied ones is stepped, 1, 2, 4, ... of them),
+jitted admission, which the running rows wait for), advance every running slot by up to the
+next emission point (a traced frame count: the first chunk of a new stream after
+`first_chunk_frames`, later ones every `chunk_frames`; the loop also stops the moment any row
+ends, so its slot is free for the next step; only a bucket of rows spanning the occupied ones
+is stepped, 1, 2, 4, ... of them),
 then decode the new frames of the rows that are due through each slot's own streaming codec
 state (first chunks first; the rest `Policy.codec_push_rows` rows a push, and a request waiting
 for a free slot is admitted before the remaining pushes) and hand out `Chunk`s, and a `Result`
@@ -46,7 +47,7 @@ from qwen3tts_jax.prompt import PromptRequest, PromptTracks, bucket, pack_tracks
 from qwen3tts_jax.sampling import SamplingConfig, SamplingProgram, SamplingValues
 from qwen3tts_jax.sharding import Placement
 
-PROMPT_BUCKET = 16  # prompt positions are padded to a multiple of this (one admission program each)
+PROMPT_BUCKET = 16  # packed prompt lengths are padded to multiples of this (the admission's shapes)
 # An admission packs its prompts end to end into rows (`prompt.pack_tracks`); a packed position
 # costs (1 + p / this) matmul rows in a pack of p: the attention's share, fit on the 2-core CPU
 # (benchmarks/RESULTS.md, "Packed admission").

@@ -265,8 +265,8 @@ class PackedPrompts:
     which prompt (-1: padding), so attention stays within a prompt (`nn.transformer`'s packed
     geometry); `index` sends each prompt's positions back from the packs (flat, pack·p +
     position), e.g. its KV rows and last hidden state. Packing spends the prefill's matmuls on
-    real positions only, where a padded (n, l) batch pays for every prompt at the longest's
-    length."""
+    real positions (up to one bucket's padding per pack), where a padded (n, l) batch pays for
+    every prompt at the longest's length."""
 
     tracks: TrackBatch
     segment: Int[HostArray, "g p"]
