@@ -99,7 +99,9 @@ def write_tiny_folder(folder: Path, seed: int = 0) -> Path:
 def _synthesize(model) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
     """The 8 texts in one 8-slot run, then text 0 alone in an idle 8-slot engine: its advances
     step only a bucket of rows (1 on one device, the data-axis size on a mesh) through the
-    row-slicing path, and must give the codes it gives in the full batch."""
+    row-slicing path, and must give the codes it gives in the full batch. Then texts 1-3 in
+    another idle engine: three newcomers packed into packs that do not split evenly over the
+    data axis (`prompt.pack_tracks`), again their codes in the full batch."""
     from qwen3tts_jax.engine import EngineShape
 
     prompts = model.custom_voice_prompts(list(TEXTS), list(SPEAKERS), None, None, True)
@@ -109,6 +111,9 @@ def _synthesize(model) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
     engine = model.engine(EngineShape.fit(requests, model.config, model.placement))
     (alone,) = engine.run(model.requests(prompts[:1], audio=False, **kw))
     extra = {"alone": alone.codes, "rows_stepped": sorted(engine.rows_stepped)}
+    trio = model.engine(EngineShape.fit(requests, model.config, model.placement))
+    for i, r in enumerate(trio.run(model.requests(prompts[1:4], audio=False, **kw))):
+        extra[f"trio_{i}"] = r.codes
     return [r.codes for r in results], [r.audio for r in results], extra
 
 
@@ -526,6 +531,8 @@ def test_mesh_codes_and_waveforms_match_one_device(mesh_run, spec):
     data = 4 if spec == "jax.make_mesh" else dict(kv.split("=") for kv in spec.split(",")).get("data", "1")
     assert extra["rows_stepped"].tolist() == [int(data)], (spec, extra["rows_stepped"])
     np.testing.assert_array_equal(extra["alone"], codes0[0], err_msg=f"{spec}: text 0 alone vs in the batch")
+    for i in range(3):
+        np.testing.assert_array_equal(extra[f"trio_{i}"], codes0[1 + i], err_msg=f"{spec}: text {1 + i} of three")
     for i, (a, b) in enumerate(zip(codes, codes0)):
         np.testing.assert_array_equal(a, b, err_msg=f"{spec}: greedy codes of row {i} differ from one device")
     for a, b in zip(wavs, wavs0):
@@ -594,6 +601,8 @@ def test_two_processes_match_one(mesh_run, tiny_folder, tmp_path):
         # Text 0 alone in the idle 8-slot engine: one 2-row bucket (data=2) across the processes.
         assert extra["rows_stepped"].tolist() == [2], (i, extra["rows_stepped"])
         np.testing.assert_array_equal(extra["alone"], codes0[0], err_msg=f"process {i}: text 0 alone vs in the batch")
+        for j in range(3):
+            np.testing.assert_array_equal(extra[f"trio_{j}"], codes0[1 + j], err_msg=f"process {i}: text {1 + j} of 3")
         err = max(float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(wavs, wavs0))
         frac = float(extra["bytes_read"]) / float(extra["file_bytes"])
         print(
