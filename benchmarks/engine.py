@@ -16,7 +16,8 @@ sampling (seeded) and EOS blocked (`min_new_tokens`) so each makes exactly `--fr
 
 Before timing, the admission shapes the staggered run is likely to meet are compiled on the bare
 engine: newcomers that arrive during one engine step are admitted together, their prompts packed
-(one program per group shape), so every window of up to 3 consecutive arrivals; every codec push shape is
+(one program per group shape), so every window of up to 3 consecutive arrivals, and the first k
+requests for every row bucket k (each bucket's advance); every codec push shape is
 compiled ahead of time (`CodecSlots.compile`, as the server's warm-up does). The compile seconds JAX
 reports during each timed run are recorded (`compile_during_run`; 0 when the warm-up covered it).
 
@@ -98,12 +99,14 @@ def _first_chunks(handle, n: int) -> None:
 
 
 def _warm_admissions(engine, requests, largest: int = 3) -> int:
-    """Compile every admission the staggered run is likely to meet: requests arrive in order and
-    those that arrive during one engine step are admitted together, packed into one program per
-    group shape, so every window of up to `largest` consecutive requests is admitted once (then
-    cancelled). A larger group in the timed run compiles there (`compile_during_run`). Returns
-    the number of windows."""
+    """Compile every admission and advance the staggered run is likely to meet: requests arrive
+    in order and those that arrive during one engine step are admitted together, packed into one
+    program per group shape, so every window of up to `largest` consecutive requests is admitted
+    once (then cancelled); and the first k requests together for every row bucket k, so each
+    bucket's advance is compiled too. A larger group in the timed run compiles there
+    (`compile_during_run`). Returns the number of windows."""
     windows = [requests[i : i + k] for k in range(1, largest + 1) for i in range(len(requests) - k + 1)]
+    windows += [requests[:k] for k in engine.row_buckets if largest < k <= len(requests)]
     for window in windows:
         handles = [engine.submit(r) for r in window]
         engine.step()
