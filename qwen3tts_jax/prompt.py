@@ -229,9 +229,10 @@ _TRACK_FIELDS = ("text_ids", "text_on", "codec_ids", "codec_on", "spk_on", "res_
 
 
 def collate_tracks(items: Sequence[PromptTracks], hidden_size: int, length: int, left: bool) -> TrackBatch:
-    """Pad prompts to `length` positions: on the left for generation (the last prompt position
-    predicts frame 0; positions count real tokens only, so left padding is exact), on the right
-    for training (as the official `collate_fn`)."""
+    """Pad prompts to `length` positions: on the right for training (as the official
+    `collate_fn`) and for an admission (`pack_tracks` embeds them so, then packs them end to end),
+    on the left for `embed_prompts` (the reference's batch layout: positions count real tokens
+    only, so left padding is exact)."""
     b = len(items)
     groups = items[0].res_codes.shape[1] + 1
     out = {
@@ -361,7 +362,8 @@ def embed_prompts(
     talker_params: dict, cfg: Qwen3TTSConfig, policy: Policy, requests: Sequence[PromptRequest], step: int = 16
 ) -> tuple[np.ndarray, np.ndarray]:
     """Talker inputs `(b, t, d)` and mask `(b, t)` of requests, left-padded to a bucket of `step`
-    (the prompts generation prefills; for parity notebooks and research use)."""
+    (the inputs generation prefills, position by position — the engine packs them end to end
+    instead, `pack_tracks`; for parity notebooks and research use)."""
     tracks = [prompt_tracks(cfg, r) for r in requests]
     batch = collate_tracks(
         tracks, cfg.talker.transformer.hidden_size, bucket(max(t.length for t in tracks), step), left=True
