@@ -11,7 +11,10 @@ returns when its longest row ends. Here every flow is this one object (`Engine`)
 
 A step (`Engine.step`): free the slots of requests that ended or were cancelled, prefill
 waiting requests into free slots (their prompts packed end to end, `prompt.pack_tracks`: one
-jitted admission, which the running rows wait for), advance every running slot by up to the
+jitted admission, which the running rows wait for; an admission shape met for the first time
+while other requests run compiles on a compiler thread instead, under an `EngineLoop`, and its
+requests come in at the first step after: `Engine.background_compile`), advance every running
+slot by up to the
 next emission point (a traced frame count: the first chunk of a new stream after
 `first_chunk_frames`, later ones every `chunk_frames`; the loop also stops the moment any row
 ends, so its slot is free for the next step; only a bucket of rows spanning the occupied ones
@@ -30,6 +33,7 @@ sampled request draws the same codes alone and in company.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import itertools
 import queue
@@ -194,7 +198,10 @@ class Engine:
     of rows spanning the occupied ones (`_live_rows`); off, every advance steps all slots.
     `advance_frames`: at most this many frames per advance, so a request arriving while the
     slots run waits at most that many frame steps to be admitted (None: one frame when an
-    `EngineLoop` steps the engine, else up to the next emission; the `advance_frames` property)."""
+    `EngineLoop` steps the engine, else up to the next emission; the `advance_frames` property).
+    `background_compile`: an admission whose program is not compiled yet compiles off the
+    stepping thread while other requests run (None: when an `EngineLoop` steps the engine; the
+    `background_compile` property)."""
 
     def __init__(
         self,
@@ -207,6 +214,7 @@ class Engine:
         threaded: bool = False,
         live_rows: bool = True,
         advance_frames: int | None = None,
+        background_compile: bool | None = None,
     ):
         self.model, self.cfg, self.shape = model, model.config, shape
         self.policy: Policy = model.policy
@@ -220,14 +228,20 @@ class Engine:
         ):
             raise ValueError(f"advance_frames must be None or an integer >= 1, got {advance_frames!r}")
         self._advance_frames = None if advance_frames is None else min(int(advance_frames), shape.chunk)
+        if background_compile is not None and not isinstance(background_compile, bool):
+            raise ValueError(f"background_compile must be None, True or False, got {background_compile!r}")
+        self._background_compile = background_compile
         self.rows_stepped: collections.Counter[int] = collections.Counter()  # advances per row bucket
         self._lock = threading.Lock()
         self._waiting: collections.deque[tuple[RequestHandle, PromptTracks]] = collections.deque()
         self._cancelled: set[str] = set()
         self._slots: list[_Slot | None] = [None] * shape.slots
         self._admitting: list[tuple[RequestHandle, PromptTracks]] = []
+        self._held: tuple | None = None  # (group, args, compiling): an admission whose program compiles
+        self._compile_thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._ids = itertools.count()
         self._state = None
+        self._state_signature: tuple = ()
         self._sampler: gen.FrameSampler | None = None
         self._codec = None
 
@@ -250,7 +264,29 @@ class Engine:
 
     @property
     def idle(self) -> bool:
-        return not self.active and not self._waiting
+        return not self.active and not self._waiting and not self._admitting
+
+    @property
+    def background_compile(self) -> bool:
+        """Whether an admission of a shape not compiled yet is compiled on a compiler thread
+        while the running requests go on (they would stop for the whole compile, seconds, if it
+        ran on the stepping thread), its requests admitted at the first step after; with no
+        request running it compiles inline either way. None at construction: on when an
+        `EngineLoop` steps the engine (a server), off offline (admissions as soon as a slot is
+        free, the simplest order to reason about)."""
+        return self.threaded if self._background_compile is None else self._background_compile
+
+    @property
+    def compiling(self) -> int:
+        """Requests held while their admission's programs compile off the stepping thread."""
+        held = self._held
+        return 0 if held is None else len(held[0])
+
+    def wait_compiling(self, timeout: float | None = None) -> bool:
+        """Block until the programs compiling off the stepping thread are ready (the held requests
+        come in at the next step); False if `timeout` seconds passed first."""
+        held = self._held
+        return held is None or not concurrent.futures.wait([held[2]], timeout).not_done
 
     @property
     def row_buckets(self) -> list[int]:
@@ -319,6 +355,7 @@ class Engine:
         rows = self._live_rows()
         self.rows_stepped[rows] += 1
         state = self._compiled.advance(self.params, self._state, self._steps_to_next_emission(), rows)
+        self._compiled.advances.add((self._state_signature, rows))
         self._state = state
         codes, steps, num_tokens, reason = self.placement.fetch(
             (state.codes, state.steps, state.num_tokens, state.reason)
@@ -360,11 +397,14 @@ class Engine:
             self._sampler = gen.FrameSampler(self.cfg, self.policy, self.program, self.placement)
             s = self.shape
             self._state = self._compiled.init(s.slots, s.cache_slots, s.text_track, s.chunk)
+            self._state_signature = gen.signature(self._state)
 
     def _free_rows(self) -> list[int]:
         return [i for i, s in enumerate(self._slots) if s is None]
 
     def _admit(self) -> bool:
+        if self._held is not None:
+            return self._admit_held()
         with self._lock:
             free = self._free_rows()
             take = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting)))]
@@ -378,11 +418,51 @@ class Engine:
             for h, _ in take[1:]:
                 program = program.union(h.request.sampling.program())
             self._ensure_state(program)
-        self._admit_group([(h, tracks, row) for (h, tracks), row in zip(take, free)])
-        self._admitting = []
+        group = [(h, tracks, row) for (h, tracks), row in zip(take, free)]
+        args = self._admission_args(group)
+        lowerings = self._uncompiled(group, args) if self.background_compile and self.active else []
+        if lowerings:
+            # Programs this admission and the advance after it have not been compiled for: they
+            # compile on the compiler thread while the running requests go on stepping (on this
+            # thread, every stream would stop for the compile, seconds); the group keeps its rows
+            # and comes in at the first step after.
+            state = jax.tree.map(_abstract, self._state)
+            self._held = (group, args, self._compiler().submit(lambda: [lower(state).compile() for lower in lowerings]))
+            return False
+        self._admit_group(group, args)
         return True
 
-    def _admit_group(self, group: list) -> None:
+    def _uncompiled(self, group: list, args: tuple) -> list[Callable]:
+        """Lowerings (given the state's type) of what admitting `group` would compile: its
+        admission, and the advance over the row bucket spanning it and the running rows."""
+        out, compiled = [], self._compiled
+        if (self._state_signature, gen.signature(args)) not in compiled.admissions:
+            out.append(lambda state: compiled.admit.lower(self.params, state, *args))
+        top = max([i + 1 for i, s in enumerate(self._slots) if s is not None] + [row + 1 for *_, row in group])
+        rows = next(n for n in self.row_buckets if n >= top)
+        if (self._state_signature, rows) not in compiled.advances:
+            out.append(lambda state: compiled.advance.lower(self.params, state, 1, rows))
+        return out
+
+    def _admit_held(self) -> bool:
+        """The held group in, once its programs are compiled (waiting for them only when no
+        other request runs). A failed compile is left to the admission call, which raises it."""
+        group, args, compiling = self._held
+        if not compiling.done() and self.active:
+            return False
+        concurrent.futures.wait([compiling])
+        self._held = None
+        self._admit_group(group, args)
+        return True
+
+    def _compiler(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._compile_thread is None:
+            self._compile_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qwen3tts-compile")
+        return self._compile_thread
+
+    def _admission_args(self, group: list) -> tuple:
+        """The admission's inputs on the device: the prompts packed, their text tracks, slots,
+        keys, sampling values and budgets."""
         cfg, put = self.cfg, self.placement.put
         tracks = [t for _, t, _ in group]
         prompts = pack_tracks(
@@ -396,9 +476,7 @@ class Engine:
         keys = np.stack([np.asarray(h.request.key, np.uint32) for h, _, _ in group])
         values = SamplingValues.stack([h.request.sampling.values(1) for h, _, _ in group])
         limits = np.array([h.request.max_new_tokens for h, _, _ in group], np.int32)
-        self._state = self._compiled.admit(
-            self.params,
-            self._state,
+        return (
             put(prompts, "prompt"),
             put(trailing, "input/trailing_ids"),
             put(rows, "input/rows"),
@@ -406,6 +484,10 @@ class Engine:
             put(values, "input/values"),
             put(limits, "input/limits"),
         )
+
+    def _admit_group(self, group: list, args: tuple) -> None:
+        self._state = self._compiled.admit(self.params, self._state, *args)
+        self._compiled.admissions.add((self._state_signature, gen.signature(args)))
         for h, t, row in group:
             first = (
                 h.request.first_chunk_frames or self.first_chunk_frames or h.request.chunk_frames or self.chunk_frames
@@ -415,6 +497,7 @@ class Engine:
                 # The voice-clone reference codes (ICL) are the stream's context: decoded, not heard.
                 ref = h.request.prompt.ref_code
                 self.codec.start(row, None if ref is None else np.asarray(ref))
+        self._admitting = []
 
     @property
     def codec(self):
@@ -563,7 +646,7 @@ class Engine:
                 )
             )
         self._slots = [None] * len(self._slots)
-        self._admitting = []
+        self._admitting, self._held = [], None
 
     def _end_cancelled(self) -> None:
         with self._lock:
@@ -611,7 +694,8 @@ class EngineLoop:
     def stop(self, timeout: float | None = 30.0) -> None:
         """Cancel everything still queued or running, and end the thread."""
         with self.engine._lock:
-            ids = [h.id for h, _ in self.engine._waiting] + [s.handle.id for s in self.engine._slots if s is not None]
+            ids = [h.id for h, _ in [*self.engine._waiting, *self.engine._admitting]]
+            ids += [s.handle.id for s in self.engine._slots if s is not None]
         for i in ids:
             self.engine.cancel(i)
         with self._wake:
@@ -632,6 +716,13 @@ class EngineLoop:
             except Exception as err:  # reported to every request it touched
                 self.last_error = f"{type(err).__name__}: {err}"
                 self.engine._fail_all(self.last_error)
+
+
+def _abstract(a: jax.Array) -> jax.ShapeDtypeStruct:
+    """An array's type, for lowering on the compiler thread (the slot state itself is donated by
+    the next step). Its sharding only if committed: an uncommitted array (one device) lowers
+    without one, and the program must be the one the call itself would compile."""
+    return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding if a.committed else None, weak_type=a.weak_type)
 
 
 def request_keys(key: jax.Array, n: int) -> list[np.ndarray]:

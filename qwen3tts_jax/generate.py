@@ -351,6 +351,17 @@ class Compiled:
     admit: object
     advance: object
     release: object
+    # What has been compiled so far, by `signature` of the arguments: admissions (state, inputs)
+    # and advances (state, rows). An engine compiles a program it has not met yet off its
+    # stepping thread while other requests run (`engine.Engine.background_compile`).
+    admissions: set = dataclasses.field(default_factory=set, compare=False, repr=False)
+    advances: set = dataclasses.field(default_factory=set, compare=False, repr=False)
+
+
+def signature(tree) -> tuple:
+    """The shapes and dtypes of a pytree's leaves: what a program of one sampler (and so one
+    placement) is compiled for, besides its static arguments."""
+    return tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(tree))
 
 
 @functools.lru_cache(maxsize=16)
@@ -390,4 +401,5 @@ __all__ = [
     "cache_slots",
     "compile_count",
     "compiled",
+    "signature",
 ]

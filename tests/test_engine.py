@@ -427,3 +427,43 @@ def test_an_engine_loop_advances_one_frame_at_a_time(custom):
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match=rf"advance_frames must be None or an integer >= 1, got {bad!r}"):
             Engine(custom, shape, advance_frames=bad)
+
+
+def test_a_new_admission_shape_compiles_while_the_running_requests_step(custom):
+    """`Engine.background_compile` (on under an `EngineLoop`, off offline): a request whose
+    admission has a shape not compiled yet, arriving while another request runs, is held while
+    its admission and the advance over the wider row bucket compile on the compiler thread; the
+    running request keeps stepping meanwhile, the held one keeps its row and comes in at the
+    first step after, compiling nothing then. Codes are what each gives alone."""
+    from qwen3tts_jax.compile_cache import CompileCounter
+    from qwen3tts_jax.engine import EngineLoop
+
+    kw = dict(do_sample=False, subtalker_dosample=False)
+    texts = ["Running.", "A newcomer whose text is long enough for another prompt bucket than the first one's."]
+    pa, pb = custom.custom_voice_prompts(texts, "ryan", None, None, True)
+    (a,) = custom.requests([pa], audio=False, max_new_tokens=40, min_new_tokens=40, **kw)
+    (b,) = custom.requests([pb], audio=False, max_new_tokens=6, **kw)
+    assert bucket(prompt_tracks(custom.config, pb).length, 16) > bucket(prompt_tracks(custom.config, pa).length, 16)
+    shape = EngineShape.fit([a, b], custom.config, custom.placement, slots=2)
+    assert not Engine(custom, shape).background_compile
+    looped = Engine(custom, shape)
+    EngineLoop(looped)  # not started: only marks the engine as stepped by a loop
+    assert looped.background_compile
+
+    engine = Engine(custom, shape, advance_frames=1, background_compile=True)
+    ha = engine.submit(a)
+    engine.step()  # nothing runs yet: A's admission compiles inline
+    hb = engine.submit(b)
+    advances = sum(engine.rows_stepped.values())
+    engine.step()
+    assert (engine.compiling, engine.active, engine.waiting) == (1, 1, 0)
+    assert sum(engine.rows_stepped.values()) == advances + 1  # A stepped while B's programs compile
+    assert engine.free_slots == 0 and not engine.idle  # B's row is kept for it
+    assert engine.wait_compiling(timeout=600)
+    counter = CompileCounter()
+    engine.step()
+    assert (engine.compiling, engine.active) == (0, 2) and counter.stats().programs == 0, counter.stats()
+    while not (ha.done and hb.done):
+        engine.step()
+    for h, req in ((ha, a), (hb, b)):
+        np.testing.assert_array_equal(h.result().codes, custom.run([req])[0].codes)
