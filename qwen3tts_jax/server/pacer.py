@@ -3,8 +3,10 @@ request waiting, so every engine step admits at most one and every admission has
 
 No reference class. Why: the engine prefills the requests it admits in one step together, one
 jitted program per (group size, packed prompt shape, text piece width); a server under bursty load
-would meet every group size 1..slots and compile each on first use while every stream stalls
-(measured: a group of 7 on the 0.6B model cost ~40 s on the 2-core CPU; see benchmarks/RESULTS.md).
+would meet every group size 1..slots and compile each on first use (measured: a group of 7 on the
+0.6B model cost ~40 s on the 2-core CPU, see benchmarks/RESULTS.md; the engine compiles a new one
+on its compiler thread while the running streams go on, `Engine.background_compile`, but each
+still costs its newcomers that wait and the CPU those seconds).
 Pacing keeps one admission program per prompt bucket; a burst of k requests is admitted over
 k steps instead of one.
 
