@@ -347,6 +347,7 @@ def test_metrics_are_prometheus_text(custom_server):
     for name in (
         "qwen3tts_queue_depth",
         "qwen3tts_active_slots",
+        "qwen3tts_compiling_requests",
         "qwen3tts_frames_per_second",
         "qwen3tts_time_to_first_audio_seconds_bucket",
     ):

@@ -1,9 +1,10 @@
 """`GET /metrics`: the server's counters in the Prometheus text format (prometheus_client), one
 registry per server so several servers in one process (tests) keep their own.
 
-No reference class. Requests by finish reason, rejections by cause, queue depth and active slots
-read from the engine when scraped, frames and audio seconds produced, frames per second over the
-last `WINDOW_S` seconds, and a histogram of the time to first audio.
+No reference class. Requests by finish reason, rejections by cause, queue depth, active slots and
+requests held while their admission compiles, read from the engine when scraped, frames and
+audio seconds produced, frames per second over the last `WINDOW_S` seconds, and a histogram of
+the time to first audio.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ TTFA_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
 class ServerMetrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, active: Callable[[], int], waiting: Callable[[], int], in_flight: Callable[[], int]):
+    def __init__(
+        self,
+        active: Callable[[], int],
+        waiting: Callable[[], int],
+        in_flight: Callable[[], int],
+        compiling: Callable[[], int] = lambda: 0,
+    ):
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "qwen3tts_requests", "Finished speech requests by finish reason", ["finish_reason"], registry=r
@@ -42,6 +49,11 @@ class ServerMetrics:
         )
         Gauge("qwen3tts_active_slots", "Engine slots generating now", registry=r).set_function(active)
         Gauge("qwen3tts_queue_depth", "Requests waiting for a slot", registry=r).set_function(waiting)
+        Gauge(
+            "qwen3tts_compiling_requests",
+            "Requests holding a slot while their admission's program compiles (the others go on)",
+            registry=r,
+        ).set_function(compiling)
         Gauge(
             "qwen3tts_in_flight", "Requests admitted and not yet ended (running + waiting + preparing)", registry=r
         ).set_function(in_flight)

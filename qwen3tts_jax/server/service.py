@@ -127,6 +127,7 @@ class SpeechService:
             lambda: self.engine.active if self.loop else 0,
             lambda: self.engine.waiting + len(self.pacer) if self.loop else 0,
             lambda: self._in_flight,
+            lambda: self.engine.compiling if self.loop else 0,
         )
         self._thread: threading.Thread | None = None
 
