@@ -649,8 +649,11 @@ class Engine:
         self._admitting, self._held = [], None
 
     def _end_cancelled(self) -> None:
+        """End the cancelled requests in slots; a cancelled request held for its admission's
+        compile keeps its cancel until it has a slot (the step after it comes in)."""
+        held = {h.id for h, _ in self._admitting}
         with self._lock:
-            cancelled, self._cancelled = self._cancelled, set()
+            cancelled, self._cancelled = self._cancelled, self._cancelled & held
         rows = [row for row, s in enumerate(self._slots) if s is not None and s.handle.id in cancelled]
         if rows:
             self._emit(rows, set(rows))

@@ -434,17 +434,20 @@ def test_a_new_admission_shape_compiles_while_the_running_requests_step(custom):
     admission has a shape not compiled yet, arriving while another request runs, is held while
     its admission and the advance over the wider row bucket compile on the compiler thread; the
     running request keeps stepping meanwhile, the held one keeps its row and comes in at the
-    first step after, compiling nothing then. Codes are what each gives alone."""
+    first step after, compiling nothing then; cancelled while held, it ends at the step after.
+    Codes are what each gives alone."""
     from qwen3tts_jax.compile_cache import CompileCounter
     from qwen3tts_jax.engine import EngineLoop
 
     kw = dict(do_sample=False, subtalker_dosample=False)
-    texts = ["Running.", "A newcomer whose text is long enough for another prompt bucket than the first one's."]
-    pa, pb = custom.custom_voice_prompts(texts, "ryan", None, None, True)
-    (a,) = custom.requests([pa], audio=False, max_new_tokens=40, min_new_tokens=40, **kw)
-    (b,) = custom.requests([pb], audio=False, max_new_tokens=6, **kw)
-    assert bucket(prompt_tracks(custom.config, pb).length, 16) > bucket(prompt_tracks(custom.config, pa).length, 16)
-    shape = EngineShape.fit([a, b], custom.config, custom.placement, slots=2)
+    newcomer = "A newcomer whose text is long enough for another prompt bucket than the first one's."
+    texts = ["Running.", newcomer, f"Held, then cancelled: {newcomer} {newcomer}"]
+    prompts = custom.custom_voice_prompts(texts, "ryan", None, None, True)
+    lengths = [bucket(prompt_tracks(custom.config, p).length, 16) for p in prompts]
+    assert lengths[0] < lengths[1] < lengths[2], lengths  # three prompt buckets
+    (a,) = custom.requests([prompts[0]], audio=False, max_new_tokens=40, min_new_tokens=40, **kw)
+    b, c = custom.requests(prompts[1:], audio=False, max_new_tokens=6, **kw)
+    shape = EngineShape.fit([a, b, c], custom.config, custom.placement, slots=2)
     assert not Engine(custom, shape).background_compile
     looped = Engine(custom, shape)
     EngineLoop(looped)  # not started: only marks the engine as stepped by a loop
@@ -463,7 +466,18 @@ def test_a_new_admission_shape_compiles_while_the_running_requests_step(custom):
     counter = CompileCounter()
     engine.step()
     assert (engine.compiling, engine.active) == (0, 2) and counter.stats().programs == 0, counter.stats()
-    while not (ha.done and hb.done):
+    while not hb.done:
+        engine.step()
+    # A request cancelled while held ends as soon as it has its slot, not at its budget.
+    hc = engine.submit(c)
+    engine.step()
+    assert engine.compiling == 1 and not ha.done
+    hc.cancel()
+    assert engine.wait_compiling(timeout=600)
+    engine.step()  # C comes in ...
+    engine.step()  # ... and its cancel ends it
+    assert hc.done and hc.result().finish_reason == "cancelled" and not ha.done
+    while not ha.done:
         engine.step()
     for h, req in ((ha, a), (hb, b)):
         np.testing.assert_array_equal(h.result().codes, custom.run([req])[0].codes)
