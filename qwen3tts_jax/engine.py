@@ -230,6 +230,11 @@ class Engine:
         self._advance_frames = None if advance_frames is None else min(int(advance_frames), shape.chunk)
         if background_compile is not None and not isinstance(background_compile, bool):
             raise ValueError(f"background_compile must be None, True or False, got {background_compile!r}")
+        if background_compile and jax.process_count() > 1:
+            raise ValueError(
+                "background_compile=True needs a single process: each process would admit a held "
+                "request at its own step, and their programs must run in step (SPMD)"
+            )
         self._background_compile = background_compile
         self.rows_stepped: collections.Counter[int] = collections.Counter()  # advances per row bucket
         self._lock = threading.Lock()
@@ -273,8 +278,10 @@ class Engine:
         ran on the stepping thread), its requests admitted at the first step after; with no
         request running it compiles inline either way. None at construction: on when an
         `EngineLoop` steps the engine (a server), off offline (admissions as soon as a slot is
-        free, the simplest order to reason about)."""
-        return self.threaded if self._background_compile is None else self._background_compile
+        free, the simplest order to reason about), and always off over several processes."""
+        if self._background_compile is None:
+            return self.threaded and jax.process_count() == 1
+        return self._background_compile
 
     @property
     def compiling(self) -> int:

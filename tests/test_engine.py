@@ -452,6 +452,9 @@ def test_a_new_admission_shape_compiles_while_the_running_requests_step(custom):
     looped = Engine(custom, shape)
     EngineLoop(looped)  # not started: only marks the engine as stepped by a loop
     assert looped.background_compile
+    for bad in (1, "yes"):
+        with pytest.raises(ValueError, match=rf"background_compile must be None, True or False, got {bad!r}"):
+            Engine(custom, shape, background_compile=bad)
 
     engine = Engine(custom, shape, advance_frames=1, background_compile=True)
     ha = engine.submit(a)
