@@ -671,7 +671,9 @@ class Engine:
 class EngineLoop:
     """An `Engine` stepped by its own thread while it has work; `submit`/`cancel` from any thread
     (a server's request handlers). Handles are read with `iter(handle)` / `handle.result()`,
-    or from asyncio through `handle.events` (a thread-safe queue).
+    or from asyncio through `handle.events` (a thread-safe queue). Stepped by the loop, the
+    engine advances one frame at a time and compiles a newcomer's new admission shape on its
+    compiler thread (`Engine.advance_frames`, `Engine.background_compile`).
 
     A step that raises (a bug: requests are checked at `submit`) ends the requests in the slots,
     and those its admission had taken from the queue, with finish reason "error" and the message,
