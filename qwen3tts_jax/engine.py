@@ -362,7 +362,8 @@ class Engine:
         rows = self._live_rows()
         self.rows_stepped[rows] += 1
         state = self._compiled.advance(self.params, self._state, self._steps_to_next_emission(), rows)
-        self._compiled.advances.add((self._state_signature, rows))
+        if self.rows_stepped[rows] == 1:  # recorded once per row bucket, not every step
+            self._compiled.advances.add((self._state_signature, rows))
         self._state = state
         codes, steps, num_tokens, reason = self.placement.fetch(
             (state.codes, state.steps, state.num_tokens, state.reason)
@@ -445,8 +446,7 @@ class Engine:
         out, compiled = [], self._compiled
         if (self._state_signature, gen.signature(args)) not in compiled.admissions:
             out.append(lambda state: compiled.admit.lower(self.params, state, *args))
-        top = max([i + 1 for i, s in enumerate(self._slots) if s is not None] + [row + 1 for *_, row in group])
-        rows = next(n for n in self.row_buckets if n >= top)
+        rows = self._live_rows([row for *_, row in group])
         if (self._state_signature, rows) not in compiled.advances:
             out.append(lambda state: compiled.advance.lower(self.params, state, 1, rows))
         return out
@@ -517,10 +517,10 @@ class Engine:
             )
         return self._codec
 
-    def _live_rows(self) -> int:
-        """The rows an advance steps: the smallest bucket spanning the occupied rows (requests
-        sit in the lowest free rows)."""
-        top = max(i for i, s in enumerate(self._slots) if s is not None) + 1
+    def _live_rows(self, extra: Sequence[int] = ()) -> int:
+        """The rows an advance steps: the smallest bucket spanning the occupied rows and `extra`
+        rows about to be (requests sit in the lowest free rows)."""
+        top = max([i for i, s in enumerate(self._slots) if s is not None] + list(extra)) + 1
         return next(n for n in self.row_buckets if n >= top)
 
     def _steps_to_next_emission(self) -> int:
@@ -658,9 +658,9 @@ class Engine:
     def _end_cancelled(self) -> None:
         """End the cancelled requests in slots; a cancelled request held for its admission's
         compile keeps its cancel until it has a slot (the step after it comes in)."""
-        held = {h.id for h, _ in self._admitting}
+        unseated = {h.id for h, _ in self._admitting}
         with self._lock:
-            cancelled, self._cancelled = self._cancelled, self._cancelled & held
+            cancelled, self._cancelled = self._cancelled, self._cancelled & unseated
         rows = [row for row, s in enumerate(self._slots) if s is not None and s.handle.id in cancelled]
         if rows:
             self._emit(rows, set(rows))

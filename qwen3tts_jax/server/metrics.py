@@ -28,7 +28,7 @@ class ServerMetrics:
         active: Callable[[], int],
         waiting: Callable[[], int],
         in_flight: Callable[[], int],
-        compiling: Callable[[], int] = lambda: 0,
+        compiling: Callable[[], int],
     ):
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
