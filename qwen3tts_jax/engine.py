@@ -119,6 +119,10 @@ class RequestHandle:
         self._result: Result | None = None
         self.submitted = time.perf_counter()
         self.first_audio: float | None = None
+        # Frames the engine had made for this request when its cancel reached it (None: never
+        # cancelled while running); its result has those plus the frames made before the cancel
+        # took effect, at most one advance.
+        self.frames_at_cancel: int | None = None
 
     @property
     def done(self) -> bool:
@@ -345,6 +349,11 @@ class Engine:
                     )
                     return
             self._cancelled.add(request_id)
+            made = [(s.handle, s.total) for s in self._slots if s is not None and s.handle.id == request_id]
+            made += [(h, 0) for h, _ in self._admitting if h.id == request_id]
+            for h, frames in made[:1]:
+                if h.frames_at_cancel is None:
+                    h.frames_at_cancel = frames
 
     def run(self, requests: Sequence[Request]) -> list[Result]:
         """Offline: submit all, step until every one has ended; results in request order."""
@@ -594,7 +603,12 @@ class Engine:
                 self._emit_rows(group[at : at + size], final)
 
     def _admission_waiting(self) -> bool:
-        """Whether a queued request would be admitted at the next step (a slot is free)."""
+        """Whether a request would be admitted at the next step: the held group once its compile
+        is done (while it compiles, nobody comes in: the queue waits behind it, and its kept rows
+        look free), else a queued request when a slot is free."""
+        held = self._held
+        if held is not None:
+            return held[2].done()
         return bool(self._waiting) and bool(self._free_rows())
 
     def _emit_rows(self, rows: list[int], final: set[int]) -> None:

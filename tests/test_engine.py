@@ -162,8 +162,11 @@ def test_a_slot_frees_when_its_request_ends_and_on_cancel(custom):
     assert engine.waiting == 0 and (engine.active == 2 or hw.done)
     frames_before = sum(len(c.codes) for c in list(hl.events.queue))
     hl.cancel()
+    assert hl.frames_at_cancel >= max(frames_before, 1)  # made so far, handed out or not
     engine.step()
-    assert hl.done and hl.result().finish_reason == "cancelled" and len(hl.result().codes) >= frames_before
+    assert hl.done and hl.result().finish_reason == "cancelled"
+    # Ended at the start of the next step, before its advance: no frame made after the cancel.
+    assert len(hl.result().codes) == hl.frames_at_cancel
     while not hw.done:
         engine.step()
     np.testing.assert_array_equal(hw.result().codes, custom.run([waiting])[0].codes)
@@ -484,3 +487,42 @@ def test_a_new_admission_shape_compiles_while_the_running_requests_step(custom):
         engine.step()
     for h, req in ((ha, a), (hb, b)):
         np.testing.assert_array_equal(h.result().codes, custom.run([req])[0].codes)
+
+
+def test_a_running_stream_gets_its_audio_while_the_queue_waits_behind_a_held_request(custom):
+    """A step defers its running rows' codec pushes when a request would come in at the next step
+    (so a newcomer waits for one push, not all). While a request is held for its compile nobody
+    behind it comes in, although its kept row looks free: the running stream's chunks still go
+    out at every step of the hold (before, they stopped for the whole compile as soon as a second
+    request queued behind the held one)."""
+    import dataclasses
+
+    kw = dict(do_sample=False, subtalker_dosample=False)
+    held = "A newcomer whose prompt falls in another bucket than the running request's prompt."
+    prompts = custom.custom_voice_prompts(["Running along.", held, "Queued."], "ryan", None, None, True)
+    (a,) = custom.requests(prompts[:1], max_new_tokens=60, min_new_tokens=60, **kw)
+    a = dataclasses.replace(a, chunk_frames=1, first_chunk_frames=1)
+    b, c = custom.requests(prompts[1:], audio=False, max_new_tokens=4, **kw)
+    # Three slots (a shape no other test uses, so B's admission is not compiled yet): a free row
+    # beside B's kept one, and still C waits behind B.
+    shape = EngineShape.fit([a, b, c], custom.config, custom.placement, slots=3)
+    engine = Engine(custom, shape, advance_frames=1, background_compile=True)
+    ha = engine.submit(a)
+    engine.step()
+    engine.step()  # A's first chunk (its codec program compiles here, inline)
+    hb = engine.submit(b)
+    engine.step()
+    engine.submit(c)  # arrives while B is held
+    assert (engine.compiling, engine.active, engine.waiting) == (1, 1, 1)
+    checked = 0
+    while not engine.wait_compiling(timeout=0) and checked < 5:
+        chunks = ha.events.qsize()
+        engine.step()
+        if not engine.wait_compiling(timeout=0):  # still compiling after the step: nobody could come in
+            assert ha.events.qsize() == chunks + 1, "the running stream's chunk was held back"
+            checked += 1
+    assert checked >= 1, "the compile ended before a step could be checked"
+    assert engine.wait_compiling(timeout=600)
+    while not (ha.done and hb.done):
+        engine.step()
+    np.testing.assert_array_equal(ha.result().codes, custom.run([a])[0].codes)

@@ -167,7 +167,8 @@ def test_disconnect_mid_stream_cancels_the_remaining_segments(server, caplog):
     (line,) = [r.getMessage() for r in caplog.records if "finish=cancelled segments=" in r.getMessage()]
     ran = int(line.split("segments=")[1].split("/")[0])
     assert ran <= service.config.long_form_parallel < n, line  # the later segments never reached the engine
-    assert int(line.split("after_cancel=+")[1].split()[0]) <= service.config.chunk_frames, line
+    # Frames the engine made after the cancel reached it: at most one advance (one frame).
+    assert int(line.split("after_cancel=+")[1].split()[0]) <= service.engine.advance_frames == 1, line
 
 
 LONG = "word " * 100  # 500 tokens: over the test server's 48 per request, fine as segments
@@ -366,6 +367,61 @@ def test_a_prefetched_segment_stopped_for_a_new_client_still_streams_the_same_au
     want_short = s16(m.generate_custom_voice("Hello there.", "ryan", **kw)[0][0])
     within_one_step(got["long"], want_long, "long")
     within_one_step(got["short"], want_short, "short")
+
+
+def test_a_prefetch_is_not_stopped_while_the_queue_waits_behind_a_compile():
+    """While a request is held for its compile (`Engine.compiling`), nobody behind it comes in,
+    so a needed request queued behind it would gain nothing from a stopped prefetch: the pacer
+    stops the prefetch only once the held request is in and the needed one still finds every
+    slot taken. Three slots (a shape no other test uses: each new admission and row bucket
+    compiles), the engine stepped here."""
+    from qwen3tts_jax.engine import Engine, EngineLoop, EngineShape
+    from qwen3tts_jax.server.pacer import AdmissionPacer
+
+    m = model(CUSTOM)
+    texts = ["One.", "Two, the later segment.", "Three, held while its programs compile.", "Four."]
+    kw = dict(audio=False, max_new_tokens=30, min_new_tokens=30, do_sample=False, subtalker_dosample=False)
+    running, later, held, needed = (
+        m.requests([p], **kw)[0] for p in m.custom_voice_prompts(texts, "ryan", None, None, True)
+    )
+    engine = Engine(
+        m,
+        EngineShape.fit([running, later, held, needed], m.config, m.placement, slots=3),
+        advance_frames=1,
+        background_compile=True,
+    )
+    pacer = AdmissionPacer(EngineLoop(engine))
+    stopped = []
+
+    def on_preempt(handle):
+        stopped.append(handle)
+        handle.cancel()
+        return True
+
+    def admitted(future):
+        return lambda: future.done() and engine.waiting == 0 and not engine.compiling
+
+    def step():
+        engine.wait_compiling(600)
+        engine.step()
+
+    try:
+        _until(admitted(pacer.submit(running)), "the running request is in", step)
+        ahead = pacer.submit(later, prefetch=True, on_preempt=on_preempt)
+        _until(admitted(ahead), "the prefetch is in", step)
+        assert engine.active == 2
+        h = pacer.submit(held)
+        _until(lambda: h.done() and engine.compiling == 1, "the third request is held", engine.step)
+        f = pacer.submit(needed)
+        _until(lambda: f.done() and engine.waiting == 1, "the needed request waits at the engine")
+        time.sleep(0.3)  # the engine is not stepped: the held request stays held
+        assert engine.compiling == 1 and stopped == [] and pacer.preempted == 0
+        _until(lambda: stopped, "the prefetch is stopped once the held request is in", step)
+        assert engine.compiling == 0 and pacer.preempted == 1 and stopped == [ahead.result()]
+        _until(lambda: f.result().done and h.result().done, "every request ends", engine.step)
+        assert [x.result().result().finish_reason for x in (h, f)] == ["length", "length"]
+    finally:
+        pacer.stop()
 
 
 @pytest.mark.slow

@@ -62,7 +62,6 @@ class _Leg:
         self.pending: Future | None = None  # set when handed to the pacer
         self.handle: RequestHandle | None = None  # set when the engine has it
         self.result: Result | None = None
-        self.frames_read = 0
         self.needed = False  # its client reads it now: no longer a prefetch the pacer may stop
 
 
@@ -160,7 +159,6 @@ class _Flight:
                 if event is None:
                     continue
                 if isinstance(event, Chunk):
-                    leg.frames_read += len(event.codes)
                     self.service.metrics.add_frames(len(event.codes))
                 else:
                     leg.result = event
@@ -192,22 +190,22 @@ class _Flight:
                 self.service.withdrawn(self.job)
             self.ticket.release()
             return
-        at_cancel = {}
+        cancelled = []
         for leg in ran:
-            handle = leg.handle
-            if not handle.done:
-                # Frames produced so far (read by the handler, or still queued for it): the log
-                # reports how many more the engine made before the cancel took effect.
-                queued = sum(len(e.codes) for e in list(handle.events.queue) if isinstance(e, Chunk))
-                at_cancel[leg] = leg.frames_read + queued
-                handle.cancel()
+            if not leg.handle.done:
+                leg.handle.cancel()
+                cancelled.append(leg.handle)
 
         def settle():
             try:
                 results = [leg.handle.result() for leg in ran]
                 late = None
-                if at_cancel:
-                    late = max(max(0, leg.handle.result().frames - n) for leg, n in at_cancel.items())
+                if cancelled:
+                    # How many frames the engine made after the cancel reached it (the log's
+                    # `after_cancel`): a request that ended on its own meanwhile made none.
+                    late = max(
+                        0 if h.frames_at_cancel is None else h.result().frames - h.frames_at_cancel for h in cancelled
+                    )
                 self.service.finished(self.job, results, time.perf_counter() - self.started, late)
             finally:
                 self.ticket.release()

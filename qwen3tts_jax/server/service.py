@@ -533,8 +533,8 @@ class SpeechService:
     def finished(self, job: Job, results: list[Result], elapsed: float, late: int | None = None) -> None:
         """Account for an ended request (the results of its segments that ran, in order) and log
         its one line (for a request cancelled when its client went away, also how many frames
-        the engine made after the cancel, at most per segment: at most the frames of the advance
-        that was running, `chunk_frames`)."""
+        the engine made after the cancel reached it, the most of any segment: at most one
+        advance, one frame under the loop; `RequestHandle.frames_at_cancel`)."""
         m = self.metrics
         reasons = [r.finish_reason for r in results]
         reason = finish_reason(reasons, len(job.requests))
