@@ -12,8 +12,9 @@ returns when its longest row ends. Here every flow is this one object (`Engine`)
 A step (`Engine.step`): free the slots of requests that ended or were cancelled, prefill
 waiting requests into free slots (their prompts packed end to end, `prompt.pack_tracks`: one
 jitted admission, which the running rows wait for; an admission shape met for the first time
-while other requests run compiles on a compiler thread instead, under an `EngineLoop`, and its
-requests come in at the first step after: `Engine.background_compile`), advance every running
+while other requests run compiles on a compiler thread instead, under an `EngineLoop`, its
+requests come in at the first step after, and the requests behind them whose programs exist come
+in meanwhile: `Engine.background_compile`), advance every running
 slot by up to the
 next emission point (a traced frame count: the first chunk of a new stream after
 `first_chunk_frames`, later ones every `chunk_frames`; the loop also stops the moment any row
@@ -247,6 +248,7 @@ class Engine:
         self._slots: list[_Slot | None] = [None] * shape.slots
         self._admitting: list[tuple[RequestHandle, PromptTracks]] = []
         self._held: tuple | None = None  # (group, args, compiling): an admission whose program compiles
+        self._blocked: RequestHandle | None = None  # the queue's head while it waits for a compile of its own
         self._compile_thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._ids = itertools.count()
         self._state = None
@@ -259,6 +261,11 @@ class Engine:
     @property
     def active(self) -> int:
         return sum(s is not None for s in self._slots)
+
+    @property
+    def slot_requests(self) -> list[str | None]:
+        """The id of the request in each slot, row by row (None: free)."""
+        return [None if s is None else s.handle.id for s in self._slots]
 
     @property
     def waiting(self) -> int:
@@ -420,8 +427,11 @@ class Engine:
         return [i for i, s in enumerate(self._slots) if s is None]
 
     def _admit(self) -> bool:
-        if self._held is not None:
-            return self._admit_held()
+        held = self._held
+        if held is not None:
+            if held[2].done() or not self.active:
+                return self._admit_held()
+            return self._admit_behind(held)
         with self._lock:
             free = self._free_rows()
             take = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting)))]
@@ -461,15 +471,38 @@ class Engine:
         return out
 
     def _admit_held(self) -> bool:
-        """The held group in, once its programs are compiled (waiting for them only when no
-        other request runs). A failed compile is left to the admission call, which raises it."""
+        """The held group in, once its programs are compiled (waiting for them when no other
+        request runs). A failed compile is left to the admission call, which raises it."""
         group, args, compiling = self._held
-        if not compiling.done() and self.active:
-            return False
         concurrent.futures.wait([compiling])
-        self._held = None
+        self._held, self._blocked = None, None
         self._admit_group(group, args)
         return True
+
+    def _admit_behind(self, held: tuple) -> bool:
+        """While a group is held for its compile: the requests at the head of the queue whose
+        programs exist come in one by one, on free rows the held group does not keep (a request
+        needing a compile of its own no longer blocks every request behind it for seconds); the
+        first that would compile stays at the head (`_blocked`) and stops them: one compile at a
+        time, it is held next."""
+        admitted = False
+        while True:
+            with self._lock:
+                kept = {row for *_, row in held[0]}
+                free = [row for row in self._free_rows() if row not in kept]
+                if not free or not self._waiting or self._waiting[0][0] is self._blocked:
+                    return admitted
+                h, tracks = self._waiting.popleft()
+                self._admitting.append((h, tracks))
+            group = [(h, tracks, free[0])]
+            args = self._admission_args(group)
+            if self._uncompiled(group, args):
+                with self._lock:
+                    self._waiting.appendleft(self._admitting.pop())
+                self._blocked = h
+                return admitted
+            self._admit_group(group, args)
+            admitted = True
 
     def _compiler(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._compile_thread is None:
@@ -513,7 +546,8 @@ class Engine:
                 # The voice-clone reference codes (ICL) are the stream's context: decoded, not heard.
                 ref = h.request.prompt.ref_code
                 self.codec.start(row, None if ref is None else np.asarray(ref))
-        self._admitting = []
+        seated = {id(h) for h, _, _ in group}
+        self._admitting = [x for x in self._admitting if id(x[0]) not in seated]  # a held group stays
 
     @property
     def codec(self):
@@ -604,12 +638,16 @@ class Engine:
 
     def _admission_waiting(self) -> bool:
         """Whether a request would be admitted at the next step: the held group once its compile
-        is done (while it compiles, nobody comes in: the queue waits behind it, and its kept rows
-        look free), else a queued request when a slot is free."""
+        is done, else a queued request when a slot is free — not counting the held group's kept
+        rows (they look free) nor a queue whose head waits for a compile of its own (`_blocked`)."""
         held = self._held
-        if held is not None:
-            return held[2].done()
-        return bool(self._waiting) and bool(self._free_rows())
+        if held is not None and held[2].done():
+            return True
+        with self._lock:
+            if not self._waiting or self._waiting[0][0] is self._blocked:
+                return False
+            kept = set() if held is None else {row for *_, row in held[0]}
+            return any(row not in kept for row in self._free_rows())
 
     def _emit_rows(self, rows: list[int], final: set[int]) -> None:
         """One codec push for the pending frames of `rows`, then their chunks."""
@@ -667,13 +705,14 @@ class Engine:
                 )
             )
         self._slots = [None] * len(self._slots)
-        self._admitting, self._held = [], None
+        self._admitting, self._held, self._blocked = [], None, None
 
     def _end_cancelled(self) -> None:
-        """End the cancelled requests in slots; a cancelled request held for its admission's
-        compile keeps its cancel until it has a slot (the step after it comes in)."""
-        unseated = {h.id for h, _ in self._admitting}
+        """End the cancelled requests in slots; a cancelled request out of the queue but not in a
+        slot (held for its admission's compile, or put back at the head by `_admit_behind` while
+        its cancel came) keeps its cancel until it has a slot (the step after it comes in)."""
         with self._lock:
+            unseated = {h.id for h, _ in [*self._admitting, *self._waiting]}
             cancelled, self._cancelled = self._cancelled, self._cancelled & unseated
         rows = [row for row, s in enumerate(self._slots) if s is not None and s.handle.id in cancelled]
         if rows:

@@ -489,12 +489,57 @@ def test_a_new_admission_shape_compiles_while_the_running_requests_step(custom):
         np.testing.assert_array_equal(h.result().codes, custom.run([req])[0].codes)
 
 
+def test_requests_whose_programs_exist_come_in_while_another_is_held_for_its_compile(custom):
+    """Under `background_compile`, a request held for its compile does not block the queue: the
+    requests behind it whose admission and advance are compiled come in on the free rows it does
+    not keep; the first that needs a compile of its own stops them at the head (one compile at a
+    time) and is held once the first held request is in. Codes are what each gives alone."""
+    kw = dict(do_sample=False, subtalker_dosample=False)
+    long_ = "A newcomer whose text is long enough for another prompt bucket than the first one's."
+    texts = ["Running.", long_, f"{long_} {long_}"]
+    prompts = custom.custom_voice_prompts(texts, "ryan", None, None, True)
+    lengths = [bucket(prompt_tracks(custom.config, p).length, 16) for p in prompts]
+    assert lengths[0] < lengths[1] < lengths[2], lengths  # three prompt buckets
+    (short,) = custom.requests(prompts[:1], audio=False, max_new_tokens=40, min_new_tokens=40, **kw)
+    held, blocked = custom.requests(prompts[1:], audio=False, max_new_tokens=6, **kw)
+    # Five slots: a shape no other test uses, so only what this test compiles exists.
+    shape = EngineShape.fit([short, held, blocked], custom.config, custom.placement, slots=5)
+    warm = Engine(custom, shape, advance_frames=1, background_compile=False)
+    for _ in range(4):  # the short prompt's admission (one request) and the advances over 1, 2, 4 rows
+        warm.submit(short)
+        warm.step()
+    engine = Engine(custom, shape, advance_frames=1, background_compile=True)
+    ha = engine.submit(short)
+    engine.step()
+    hb = engine.submit(held)
+    engine.step()
+    assert (engine.compiling, engine.active) == (1, 1)  # B keeps row 1
+    hc, hd, he = engine.submit(short), engine.submit(blocked), engine.submit(short)
+    engine.step()  # (milliseconds; B's compile takes seconds)
+    # C came in on row 2; D needs its own compile and waits at the head, E behind it.
+    assert engine.compiling == 1 and (engine.active, engine.waiting) == (2, 2)
+    assert engine.slot_requests[2] == hc.id
+    engine.step()
+    assert engine.compiling == 1 and (engine.active, engine.waiting) == (2, 2)
+    assert engine.wait_compiling(timeout=600)
+    engine.step()  # B in (row 1) ...
+    assert engine.slot_requests[1] == hb.id and (engine.compiling, engine.waiting) == (0, 2)
+    engine.step()  # ... then D, with E, held for their compile
+    assert (engine.compiling, engine.waiting) == (2, 0)
+    for h in (ha, hb, hc, hd, he):
+        while not h.done:
+            engine.step()
+    for h, req in ((ha, short), (hb, held), (hc, short), (hd, blocked), (he, short)):
+        np.testing.assert_array_equal(h.result().codes, custom.run([req])[0].codes)
+
+
 def test_a_running_stream_gets_its_audio_while_the_queue_waits_behind_a_held_request(custom):
     """A step defers its running rows' codec pushes when a request would come in at the next step
-    (so a newcomer waits for one push, not all). While a request is held for its compile nobody
-    behind it comes in, although its kept row looks free: the running stream's chunks still go
-    out at every step of the hold (before, they stopped for the whole compile as soon as a second
-    request queued behind the held one)."""
+    (so a newcomer waits for one push, not all). While a request is held for its compile, with a
+    request behind it that needs a compile of its own (so it waits at the head of the queue), no
+    one comes in, although a row looks free: the running stream's chunks still go out at every
+    step of the hold (before, they stopped for the whole compile as soon as a second request
+    queued behind the held one)."""
     import dataclasses
 
     kw = dict(do_sample=False, subtalker_dosample=False)

@@ -15,10 +15,11 @@ reading) or prefetched (a later segment, submitted ahead so it runs beside the o
 Needed requests go in arrival order. A prefetch only ever uses a slot nobody needs: it is handed
 over only while no needed request waits here and a slot is free, and once running it is stopped
 (its `on_preempt` callback cancels it and submits it again) when a needed request waits at the
-engine with every slot taken (not while a request held for its compile keeps the queue waiting:
-the freed slot would not let it in). Without that the first clients' prefetched segments, started while
-the server was idle, hold slots for whole segments while newcomers wait for their first audio
-(measured: benchmarks/RESULTS.md, "Server"). `promote` turns a prefetch into a needed request when
+engine with every slot taken (not while a request is held for its compile: the needed one may
+need a compile too, which waits for that one, and the freed slot would not let it in). Without
+that the first clients' prefetched segments, started while the server was idle, hold slots for
+whole segments while newcomers wait for their first audio (measured: benchmarks/RESULTS.md,
+"Server"). `promote` turns a prefetch into a needed request when
 its client reaches it, from then on it keeps its place and its slot. The request a stopped
 prefetch restarts gives the same output (its key is its own, not its companions'). One still
 here when its client goes away is withdrawn without reaching the engine.
@@ -122,12 +123,12 @@ class AdmissionPacer:
     def _victim(self) -> _Entry | None:
         """A running prefetch to stop (the newest), when the request last handed over is needed,
         still waits at the engine, and every slot is taken — and no request is held for its
-        compile (`Engine.compiling`): the queue waits behind that one, so the prefetch is stopped
-        only once the held request is in. Called with the lock."""
+        compile (`Engine.compiling`): the needed one may need a compile too, which waits for that
+        one, so the prefetch is stopped only once the held request is in. Called with the lock."""
         engine, need = self.loop.engine, self._handed
         if need is None or need.prefetch or need is self._preempted_for or not engine.waiting:
             return None
-        if engine.compiling:  # the queue waits behind a held request: a freed slot would not let it in
+        if engine.compiling:  # it may wait for a compile of its own: a freed slot would not let it in
             return None
         if engine.free_slots >= 0:  # a slot is free, or frees for it at the next step
             return None
