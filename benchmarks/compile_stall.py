@@ -12,6 +12,11 @@ frames, and after its `--join-after`-th chunk request B arrives, whose prompt (a
 a prompt bucket nothing has compiled yet. Figures: A's longest gap between chunks and its
 median, B's time to first audio, A's total time. Prints one JSON line per process and a summary
 line; timing does not belong in tests.
+
+`--behind`: a 3-slot engine (warm-up: three copies of A together, then A alone), and request C,
+a copy of A (its programs exist), submitted two chunks of A after B (B has been taken by a step;
+submitted together, one step would take both as one group): C's time to first audio shows
+whether C waits behind B's compile or comes in beside it.
 """
 
 from __future__ import annotations
@@ -43,9 +48,10 @@ def _one(args) -> dict:
     model = Qwen3TTSModel.from_pretrained(args.model)
     prompts = model.custom_voice_prompts([TEXT_1, LONG_TEXT], SPEAKER, "english")
     a, b = (model.requests([p], seed=0, **_no_eos(args.frames))[0] for p in prompts)
+    slots = 3 if args.behind else 2
     engine = Engine(
         model,
-        EngineShape.fit([a, b], model.config, model.placement, slots=2),
+        EngineShape.fit([a, b], model.config, model.placement, slots=slots),
         chunk_frames=1,
         first_chunk_frames=1,
         background_compile=args.mode == "background",
@@ -53,7 +59,7 @@ def _one(args) -> dict:
     loop = EngineLoop(engine).start()
     try:
         engine.codec.compile()
-        for h in [loop.submit(a), loop.submit(a)]:
+        for h in [loop.submit(a) for _ in range(slots)]:
             h.result()
         loop.submit(a).result()
         times: list[float] = []
@@ -64,12 +70,15 @@ def _one(args) -> dict:
                 times.append(time.perf_counter())
                 if len(times) == args.join_after:
                     joined.append(loop.submit(b))
+                if args.behind and len(times) == args.join_after + 2:  # B taken by a step (held)
+                    joined.append(loop.submit(a))
 
         ha = loop.submit(a)
         reader = threading.Thread(target=read, args=(ha,))
         reader.start()
         reader.join()
         ra, rb = ha.result(), joined[0].result()
+        rc = joined[1].result() if args.behind else None
     finally:
         loop.stop()
     gaps = [t1 - t0 for t0, t1 in zip(times, times[1:])]
@@ -84,6 +93,7 @@ def _one(args) -> dict:
         "a_total_s": round(ra.total_time, 2),
         "b_ttfa_s": round(rb.time_to_first_audio, 3),
         "b_codes_frames": len(rb.codes),
+        **({"c_ttfa_s": round(rc.time_to_first_audio, 3)} if rc is not None else {}),
     }
 
 
@@ -93,25 +103,30 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--join-after", type=int, default=8, help="A's chunks before B is submitted")
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--behind", action="store_true", help="request C (programs compiled) right after B")
+    ap.add_argument("--modes", default="inline,background", help="which modes to run, comma-separated")
     ap.add_argument("--mode", choices=("inline", "background"), help="one process's run (internal)")
     args = ap.parse_args()
     if args.mode:
         print(json.dumps(_one(args)), flush=True)
         return
+    modes = args.modes.split(",")
+    if not modes or not set(modes) <= {"inline", "background"}:
+        ap.error(f"--modes: a comma-separated subset of inline,background, got {args.modes!r}")
     rows = []
     for _ in range(args.reps):
-        for mode in ("inline", "background"):
+        for mode in modes:
             cmd = [sys.executable, __file__, "--model", args.model, "--frames", str(args.frames)]
-            cmd += ["--join-after", str(args.join_after), "--mode", mode]
+            cmd += ["--join-after", str(args.join_after), "--mode", mode] + ["--behind"] * args.behind
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     summary = {
         mode: {
             key: statistics.median(r[key] for r in rows if r["mode"] == mode)
-            for key in ("a_max_gap_s", "a_median_gap_s", "a_total_s", "b_ttfa_s")
+            for key in ("a_max_gap_s", "a_median_gap_s", "a_total_s", "b_ttfa_s") + ("c_ttfa_s",) * args.behind
         }
-        for mode in ("inline", "background")
+        for mode in modes
     }
     print(json.dumps({"summary": summary}))
 
