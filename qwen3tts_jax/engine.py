@@ -429,9 +429,11 @@ class Engine:
     def _admit(self) -> bool:
         held = self._held
         if held is not None:
-            if held[2].done() or not self.active:
-                return self._admit_held()
-            return self._admit_behind(held)
+            if not held[2].done():
+                admitted = self._admit_behind(held)
+                if self.active:  # they go on while it compiles
+                    return admitted
+            return self._admit_held()  # compiled, or nothing else would run: wait for it
         with self._lock:
             free = self._free_rows()
             take = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting)))]

@@ -533,6 +533,37 @@ def test_requests_whose_programs_exist_come_in_while_another_is_held_for_its_com
         np.testing.assert_array_equal(h.result().codes, custom.run([req])[0].codes)
 
 
+def test_with_nothing_running_a_request_whose_programs_exist_does_not_wait_for_a_held_compile(custom):
+    """The engine waits for a held request's compile on its own thread only when nothing else
+    could run: a request behind it whose programs exist comes in even when the last running
+    request has just ended."""
+    kw = dict(do_sample=False, subtalker_dosample=False)
+    texts = ["Running.", "A newcomer whose text is long enough for another prompt bucket than the first one's."]
+    short, held = (
+        custom.requests([p], audio=False, max_new_tokens=30, min_new_tokens=30, **kw)[0]
+        for p in custom.custom_voice_prompts(texts, "ryan", None, None, True)
+    )
+    shape = EngineShape.fit([short, held], custom.config, custom.placement, slots=6)  # a shape no other test uses
+    warm = Engine(custom, shape, background_compile=False)
+    warm.submit(short)
+    warm.step()  # the short prompt's admission and the 1-row advance
+    engine = Engine(custom, shape, advance_frames=1, background_compile=True)
+    ha = engine.submit(short)
+    engine.step()
+    hb = engine.submit(held)
+    engine.step()
+    assert engine.compiling == 1
+    ha.cancel()
+    hc = engine.submit(short)
+    engine.step()  # A ends; C comes in on its row while B still compiles (milliseconds vs seconds)
+    assert ha.done and engine.compiling == 1 and engine.slot_requests[0] == hc.id
+    for h in (hb, hc):
+        while not h.done:
+            engine.step()
+    for h, req in ((hb, held), (hc, short)):
+        np.testing.assert_array_equal(h.result().codes, custom.run([req])[0].codes)
+
+
 def test_a_running_stream_gets_its_audio_while_the_queue_waits_behind_a_held_request(custom):
     """A step defers its running rows' codec pushes when a request would come in at the next step
     (so a newcomer waits for one push, not all). While a request is held for its compile, with a
