@@ -432,6 +432,19 @@ def test_an_engine_loop_advances_one_frame_at_a_time(custom):
             Engine(custom, shape, advance_frames=bad)
 
 
+def _three_prompt_buckets(custom):
+    """Greedy codes-only requests in three prompt buckets: a short one running 40 frames, then
+    two longer ones of up to 6 frames."""
+    kw = dict(audio=False, do_sample=False, subtalker_dosample=False)
+    newcomer = "A newcomer whose text is long enough for another prompt bucket than the first one's."
+    texts = ["Running.", newcomer, f"Held: {newcomer} {newcomer}"]
+    prompts = custom.custom_voice_prompts(texts, "ryan", None, None, True)
+    lengths = [bucket(prompt_tracks(custom.config, p).length, 16) for p in prompts]
+    assert lengths[0] < lengths[1] < lengths[2], lengths
+    (running,) = custom.requests(prompts[:1], max_new_tokens=40, min_new_tokens=40, **kw)
+    return (running, *custom.requests(prompts[1:], max_new_tokens=6, **kw))
+
+
 def test_a_new_admission_shape_compiles_while_the_running_requests_step(custom):
     """`Engine.background_compile` (on under an `EngineLoop`, off offline): a request whose
     admission has a shape not compiled yet, arriving while another request runs, is held while
@@ -442,14 +455,7 @@ def test_a_new_admission_shape_compiles_while_the_running_requests_step(custom):
     from qwen3tts_jax.compile_cache import CompileCounter
     from qwen3tts_jax.engine import EngineLoop
 
-    kw = dict(do_sample=False, subtalker_dosample=False)
-    newcomer = "A newcomer whose text is long enough for another prompt bucket than the first one's."
-    texts = ["Running.", newcomer, f"Held, then cancelled: {newcomer} {newcomer}"]
-    prompts = custom.custom_voice_prompts(texts, "ryan", None, None, True)
-    lengths = [bucket(prompt_tracks(custom.config, p).length, 16) for p in prompts]
-    assert lengths[0] < lengths[1] < lengths[2], lengths  # three prompt buckets
-    (a,) = custom.requests([prompts[0]], audio=False, max_new_tokens=40, min_new_tokens=40, **kw)
-    b, c = custom.requests(prompts[1:], audio=False, max_new_tokens=6, **kw)
+    a, b, c = _three_prompt_buckets(custom)
     shape = EngineShape.fit([a, b, c], custom.config, custom.placement, slots=2)
     assert not Engine(custom, shape).background_compile
     looped = Engine(custom, shape)
@@ -494,14 +500,7 @@ def test_requests_whose_programs_exist_come_in_while_another_is_held_for_its_com
     requests behind it whose admission and advance are compiled come in on the free rows it does
     not keep; the first that needs a compile of its own stops them at the head (one compile at a
     time) and is held once the first held request is in. Codes are what each gives alone."""
-    kw = dict(do_sample=False, subtalker_dosample=False)
-    long_ = "A newcomer whose text is long enough for another prompt bucket than the first one's."
-    texts = ["Running.", long_, f"{long_} {long_}"]
-    prompts = custom.custom_voice_prompts(texts, "ryan", None, None, True)
-    lengths = [bucket(prompt_tracks(custom.config, p).length, 16) for p in prompts]
-    assert lengths[0] < lengths[1] < lengths[2], lengths  # three prompt buckets
-    (short,) = custom.requests(prompts[:1], audio=False, max_new_tokens=40, min_new_tokens=40, **kw)
-    held, blocked = custom.requests(prompts[1:], audio=False, max_new_tokens=6, **kw)
+    short, held, blocked = _three_prompt_buckets(custom)
     # Five slots: a shape no other test uses, so only what this test compiles exists.
     shape = EngineShape.fit([short, held, blocked], custom.config, custom.placement, slots=5)
     warm = Engine(custom, shape, advance_frames=1, background_compile=False)
