@@ -426,11 +426,16 @@ class Engine:
     def _free_rows(self) -> list[int]:
         return [i for i, s in enumerate(self._slots) if s is None]
 
+    def _open_rows(self) -> list[int]:
+        """Free rows a request behind the held group may take: not the rows it keeps."""
+        kept = set() if self._held is None else {row for *_, row in self._held[0]}
+        return [row for row in self._free_rows() if row not in kept]
+
     def _admit(self) -> bool:
         held = self._held
         if held is not None:
             if not held[2].done():
-                admitted = self._admit_behind(held)
+                admitted = self._admit_behind()
                 if self.active:  # they go on while it compiles
                     return admitted
             return self._admit_held()  # compiled, or nothing else would run: wait for it
@@ -481,7 +486,7 @@ class Engine:
         self._admit_group(group, args)
         return True
 
-    def _admit_behind(self, held: tuple) -> bool:
+    def _admit_behind(self) -> bool:
         """While a group is held for its compile: the requests at the head of the queue whose
         programs exist come in one by one, on free rows the held group does not keep (a request
         needing a compile of its own no longer blocks every request behind it for seconds); the
@@ -490,8 +495,7 @@ class Engine:
         admitted = False
         while True:
             with self._lock:
-                kept = {row for *_, row in held[0]}
-                free = [row for row in self._free_rows() if row not in kept]
+                free = self._open_rows()
                 if not free or not self._waiting or self._waiting[0][0] is self._blocked:
                     return admitted
                 h, tracks = self._waiting.popleft()
@@ -646,10 +650,7 @@ class Engine:
         if held is not None and held[2].done():
             return True
         with self._lock:
-            if not self._waiting or self._waiting[0][0] is self._blocked:
-                return False
-            kept = set() if held is None else {row for *_, row in held[0]}
-            return any(row not in kept for row in self._free_rows())
+            return bool(self._waiting) and self._waiting[0][0] is not self._blocked and bool(self._open_rows())
 
     def _emit_rows(self, rows: list[int], final: set[int]) -> None:
         """One codec push for the pending frames of `rows`, then their chunks."""

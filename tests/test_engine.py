@@ -536,12 +536,7 @@ def test_with_nothing_running_a_request_whose_programs_exist_does_not_wait_for_a
     """The engine waits for a held request's compile on its own thread only when nothing else
     could run: a request behind it whose programs exist comes in even when the last running
     request has just ended."""
-    kw = dict(do_sample=False, subtalker_dosample=False)
-    texts = ["Running.", "A newcomer whose text is long enough for another prompt bucket than the first one's."]
-    short, held = (
-        custom.requests([p], audio=False, max_new_tokens=30, min_new_tokens=30, **kw)[0]
-        for p in custom.custom_voice_prompts(texts, "ryan", None, None, True)
-    )
+    short, held, _ = _three_prompt_buckets(custom)
     shape = EngineShape.fit([short, held], custom.config, custom.placement, slots=6)  # a shape no other test uses
     warm = Engine(custom, shape, background_compile=False)
     warm.submit(short)
