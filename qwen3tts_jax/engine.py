@@ -130,7 +130,7 @@ class RequestHandle:
         return self._done.is_set()
 
     def cancel(self) -> None:
-        self.engine.cancel(self.id)
+        self.engine._cancel_handle(self)
 
     def result(self, timeout: float | None = None) -> Result:
         if not self._done.wait(timeout):
@@ -244,7 +244,7 @@ class Engine:
         self.rows_stepped: collections.Counter[int] = collections.Counter()  # advances per row bucket
         self._lock = threading.Lock()
         self._waiting: collections.deque[tuple[RequestHandle, PromptTracks]] = collections.deque()
-        self._cancelled: set[str] = set()
+        self._cancelled: set[RequestHandle] = set()
         self._slots: list[_Slot | None] = [None] * shape.slots
         self._admitting: list[tuple[RequestHandle, PromptTracks]] = []
         self._held: tuple | None = None  # (group, args, compiling): an admission whose program compiles
@@ -338,10 +338,21 @@ class Engine:
         return handle
 
     def cancel(self, request_id: str) -> None:
-        """End a request (thread-safe): a waiting one at once, a running one at the next step."""
+        """End the requests with this id (thread-safe): a waiting one at once, a running one at the
+        next step."""
+        with self._lock:
+            handles = [h for h, _ in [*self._waiting, *self._admitting] if h.id == request_id]
+            handles += [s.handle for s in self._slots if s is not None and s.handle.id == request_id]
+        for h in handles:
+            self._cancel_handle(h)
+
+    def _cancel_handle(self, handle: RequestHandle) -> None:
+        """Cancels are kept per handle, not per id: a request submitted again under its id (a
+        stopped prefetch, `server.pacer`) is another handle, and the cancel of the first does not
+        end it."""
         with self._lock:
             for i, (h, _) in enumerate(self._waiting):
-                if h.id == request_id:
+                if h is handle:
                     del self._waiting[i]
                     h._finish(
                         Result(
@@ -355,12 +366,11 @@ class Engine:
                         )
                     )
                     return
-            self._cancelled.add(request_id)
-            made = [(s.handle, s.total) for s in self._slots if s is not None and s.handle.id == request_id]
-            made += [(h, 0) for h, _ in self._admitting if h.id == request_id]
-            for h, frames in made[:1]:
-                if h.frames_at_cancel is None:
-                    h.frames_at_cancel = frames
+            self._cancelled.add(handle)
+            made = [s.total for s in self._slots if s is not None and s.handle is handle]
+            made += [0 for h, _ in self._admitting if h is handle]
+            if made and handle.frames_at_cancel is None:
+                handle.frames_at_cancel = made[0]
 
     def run(self, requests: Sequence[Request]) -> list[Result]:
         """Offline: submit all, step until every one has ended; results in request order."""
@@ -715,9 +725,9 @@ class Engine:
         slot (held for its admission's compile, or put back at the head by `_admit_behind` while
         its cancel came) keeps its cancel until it has a slot (the step after it comes in)."""
         with self._lock:
-            unseated = {h.id for h, _ in [*self._admitting, *self._waiting]}
+            unseated = {h for h, _ in [*self._admitting, *self._waiting]}
             cancelled, self._cancelled = self._cancelled, self._cancelled & unseated
-        rows = [row for row, s in enumerate(self._slots) if s is not None and s.handle.id in cancelled]
+        rows = [row for row, s in enumerate(self._slots) if s is not None and s.handle in cancelled]
         if rows:
             self._emit(rows, set(rows))
         for row in rows:
@@ -762,10 +772,10 @@ class EngineLoop:
     def stop(self, timeout: float | None = 30.0) -> None:
         """Cancel everything still queued or running, and end the thread."""
         with self.engine._lock:
-            ids = [h.id for h, _ in [*self.engine._waiting, *self.engine._admitting]]
-            ids += [s.handle.id for s in self.engine._slots if s is not None]
-        for i in ids:
-            self.engine.cancel(i)
+            handles = [h for h, _ in [*self.engine._waiting, *self.engine._admitting]]
+            handles += [s.handle for s in self.engine._slots if s is not None]
+        for h in handles:
+            self.engine._cancel_handle(h)
         with self._wake:
             self._stop = True
             self._wake.notify()

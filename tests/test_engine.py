@@ -596,3 +596,23 @@ def test_a_running_stream_gets_its_audio_while_the_queue_waits_behind_a_held_req
     while not (ha.done and hb.done):
         engine.step()
     np.testing.assert_array_equal(ha.result().codes, custom.run([a])[0].codes)
+
+
+def test_a_request_submitted_again_under_its_id_is_not_cancelled_with_the_first(custom):
+    """Cancels are per handle: the server's pacer stops a prefetch by cancelling it and submitting
+    the same request (same id) again; the second must run to its end, not inherit the cancel."""
+    import dataclasses
+
+    prompts = custom.custom_voice_prompts(["Again."], "ryan", None, None, True)
+    kw = dict(audio=False, max_new_tokens=5, min_new_tokens=5, do_sample=False, subtalker_dosample=False)
+    req = dataclasses.replace(custom.requests(prompts, **kw)[0], id="same-id")
+    engine = Engine(custom, EngineShape.fit([req], custom.config, custom.placement, slots=2), advance_frames=1)
+    first = engine.submit(req)
+    engine.step()
+    assert not first.done
+    first.cancel()
+    again = engine.submit(req)
+    while not again.done:
+        engine.step()
+    assert first.result().finish_reason == "cancelled" and again.result().finish_reason == "length"
+    np.testing.assert_array_equal(again.result().codes, custom.run([req])[0].codes)
