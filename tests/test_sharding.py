@@ -41,6 +41,8 @@ TEXTS = (
 )
 SPEAKERS = ("ryan", "serena", "eric", "aiden", "vivian", "dylan", "sohee", "uncle_fu")
 MAX_NEW_TOKENS = 8
+# Runs that also check a request held for its compile with one coming in behind it (`_held_behind`).
+HELD_RUNS = ("baseline", "jax.make_mesh")
 WAV_TOL = 1e-4
 # The talker's stacked KV cache (layers, batch 8, slots, kv_heads 2, head_dim): batch over data,
 # kv heads over model only where 2 heads divide it.
@@ -96,12 +98,13 @@ def write_tiny_folder(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def _synthesize(model) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+def _synthesize(model, held: bool = False) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
     """The 8 texts in one 8-slot run, then text 0 alone in an idle 8-slot engine: its advances
     step only a bucket of rows (1 on one device, the data-axis size on a mesh) through the
     row-slicing path, and must give the codes it gives in the full batch. Then texts 1-3 in
     another idle engine: three newcomers packed into packs that do not split evenly over the
-    data axis (`prompt.pack_tracks`), again their codes in the full batch."""
+    data axis (`prompt.pack_tracks`), again their codes in the full batch. `held`: also
+    `_held_behind`."""
     from qwen3tts_jax.engine import EngineShape
 
     prompts = model.custom_voice_prompts(list(TEXTS), list(SPEAKERS), None, None, True)
@@ -114,7 +117,38 @@ def _synthesize(model) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
     trio = model.engine(EngineShape.fit(requests, model.config, model.placement))
     for i, r in enumerate(trio.run(model.requests(prompts[1:4], audio=False, **kw))):
         extra[f"trio_{i}"] = r.codes
+    if held:
+        extra.update(_held_behind(model, prompts, kw, EngineShape.fit(requests, model.config, model.placement)))
     return [r.codes for r in results], [r.audio for r in results], extra
+
+
+# Text HELD's admission alone is compiled by no run before `_held_behind` (its prompt bucket
+# differs from text 0's); text 0's alone is (the "alone" engine).
+HELD = 6
+
+
+def _held_behind(model, prompts, kw, shape) -> dict:
+    """`Engine.background_compile` with skip-ahead, stepped by hand: text 0 runs; text HELD arrives
+    and is held while its admission compiles on the compiler thread; a copy of text 0 arriving
+    behind it, whose programs exist (the "alone" and "trio" engines compiled them, same shape and
+    sampling), comes in meanwhile on row 2, a row the held request does not keep. Returns what
+    was seen (compiling count and row 2's request after that step) and the three results' codes."""
+    from qwen3tts_jax.engine import Engine
+
+    a, b, c = model.requests([prompts[0], prompts[HELD], prompts[0]], audio=False, **kw)
+    engine = Engine(model, shape, advance_frames=1, background_compile=True)
+    handles = [engine.submit(a)]
+    engine.step()
+    handles.append(engine.submit(b))
+    engine.step()
+    held = engine.compiling
+    handles.append(engine.submit(c))
+    engine.step()  # milliseconds, against the held admission's compile (seconds)
+    seen = [held, engine.compiling, int(engine.slot_requests[2] == handles[2].id)]
+    for h in handles:
+        while not h.done:
+            engine.step()
+    return {"held_seen": seen, **{f"held_{i}": h.result().codes for i, h in enumerate(handles)}}
 
 
 def _save(path: Path, codes, wavs, **extra) -> None:
@@ -199,7 +233,7 @@ def mesh_worker(folder: str, out_dir: str, runs: str) -> None:
         if mesh == "jax":
             mesh = jax.make_mesh((4, 2), ("data", "model"))  # JAX's default axis type: Explicit
         m = Qwen3TTSModel.from_pretrained(folder, scan_layers=run not in UNROLLED, mesh=mesh)
-        codes, wavs, extra = _synthesize(m)
+        codes, wavs, extra = _synthesize(m, held=run in HELD_RUNS)
         _save(Path(out_dir) / f"{run}.npz", codes, wavs, **extra)
         info: dict = {"seconds": time.perf_counter() - t}
         if m.mesh is not None:
@@ -540,6 +574,21 @@ def test_mesh_codes_and_waveforms_match_one_device(mesh_run, spec):
     err = max(float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(wavs, wavs0))
     print(f"[parity] mesh {spec}: codes identical ({[len(c) for c in codes]} frames), waveform max abs err {err:.3e}")
     assert err <= WAV_TOL
+
+
+@pytest.mark.parametrize("run", HELD_RUNS)
+@pytest.mark.slow
+def test_a_request_behind_a_held_compile_comes_in_on_a_mesh(mesh_run, run):
+    """Skip-ahead (`Engine._admit_behind`) on one device and on `jax.make_mesh((4, 2), ...)`:
+    while text HELD is held for its admission's compile, a request whose programs exist comes in
+    on row 2; all three give the codes their texts give in the full batch."""
+    out, _ = mesh_run
+    codes0, _, _ = _load(out / "baseline.npz")
+    _, _, extra = _load(out / f"{run}.npz")
+    # held after B's step; still held after C's; C on row 2
+    assert extra["held_seen"].tolist() == [1, 1, 1], (run, extra["held_seen"])
+    for i, text in enumerate((0, HELD, 0)):
+        np.testing.assert_array_equal(extra[f"held_{i}"], codes0[text], err_msg=f"{run}: request {i} (text {text})")
 
 
 @pytest.mark.parametrize("spec", MESHES)
