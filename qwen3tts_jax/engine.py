@@ -50,7 +50,7 @@ from qwen3tts_jax.codec.slots import CodecSlots
 from qwen3tts_jax.config import Policy, Qwen3TTSConfig
 from qwen3tts_jax.prompt import PromptRequest, PromptTracks, bucket, pack_tracks, prompt_tracks
 from qwen3tts_jax.sampling import SamplingConfig, SamplingProgram, SamplingValues
-from qwen3tts_jax.sharding import Placement
+from qwen3tts_jax.sharding import Placement, abstract
 
 PROMPT_BUCKET = 16  # packed prompt lengths are padded to multiples of this (the admission's shapes)
 # An admission packs its prompts end to end into rows (`prompt.pack_tracks`); a packed position
@@ -470,7 +470,7 @@ class Engine:
             # compile on the compiler thread while the running requests go on stepping (on this
             # thread, every stream would stop for the compile, seconds); the group keeps its rows
             # and comes in at the first step after.
-            state = jax.tree.map(_abstract, self._state)
+            state = jax.tree.map(abstract, self._state)
             self._held = (group, args, self._compiler().submit(lambda: [lower(state).compile() for lower in lowerings]))
             return False
         self._admit_group(group, args)
@@ -794,13 +794,6 @@ class EngineLoop:
             except Exception as err:  # reported to every request it touched
                 self.last_error = f"{type(err).__name__}: {err}"
                 self.engine._fail_all(self.last_error)
-
-
-def _abstract(a: jax.Array) -> jax.ShapeDtypeStruct:
-    """An array's type, for lowering on the compiler thread (the slot state itself is donated by
-    the next step). Its sharding only if committed: an uncommitted array (one device) lowers
-    without one, and the program must be the one the call itself would compile."""
-    return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding if a.committed else None, weak_type=a.weak_type)
 
 
 def request_keys(key: jax.Array, n: int) -> list[np.ndarray]:

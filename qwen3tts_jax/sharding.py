@@ -388,6 +388,13 @@ def fetch(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def abstract(a: jax.Array) -> jax.ShapeDtypeStruct:
+    """An array's type, for lowering a program on another thread (the array itself may be donated
+    meanwhile). Its sharding only if committed: an uncommitted array (one device) lowers without
+    one, and the program must be the one a call with the array itself would compile."""
+    return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding if a.committed else None, weak_type=a.weak_type)
+
+
 def per_device_bytes(tree) -> dict[Any, int]:
     """Bytes each (addressable) device holds of `tree`'s leaves."""
     out: dict[Any, int] = {}

@@ -41,7 +41,8 @@ TEXTS = (
 )
 SPEAKERS = ("ryan", "serena", "eric", "aiden", "vivian", "dylan", "sohee", "uncle_fu")
 MAX_NEW_TOKENS = 8
-# Runs that also check a request held for its compile with one coming in behind it (`_held_behind`).
+# Runs that also check a request held for its compile with one coming in behind it (`_held_behind`),
+# and codec pushes after `CodecSlots.compile()` (`_codec_pushes_after_compile`).
 HELD_RUNS = ("baseline", "jax.make_mesh")
 WAV_TOL = 1e-4
 # The talker's stacked KV cache (layers, batch 8, slots, kv_heads 2, head_dim): batch over data,
@@ -119,7 +120,32 @@ def _synthesize(model, held: bool = False) -> tuple[list[np.ndarray], list[np.nd
         extra[f"trio_{i}"] = r.codes
     if held:
         extra.update(_held_behind(model, prompts, kw, EngineShape.fit(requests, model.config, model.placement)))
+        extra["codec_pushes_compiled"] = _codec_pushes_after_compile(model)
     return [r.codes for r in results], [r.audio for r in results], extra
+
+
+def _codec_pushes_after_compile(model) -> list[int]:
+    """Programs compiled by each of four pushes of uneven rows and lengths into a `CodecSlots`
+    (the model's codec, on its placement) after `compile()` compiled every push shape ahead."""
+    from qwen3tts_jax.codec.slots import CodecSlots
+    from qwen3tts_jax.compile_cache import CompileCounter
+
+    tok = model.speech_tokenizer
+    slots = CodecSlots(tok.prepared_decoder_params(), tok.config.decoder, tok.policy, 4, prepared=True, max_piece=4)
+    slots.compile()
+    rng, out = np.random.default_rng(0), []
+    for row in range(3):
+        slots.start(row)
+    for ks in ({0: 1, 1: 1}, {0: 2, 1: 3, 2: 1}, {0: 4, 2: 4}, {1: 1, 2: 2}):
+        counter = CompileCounter()
+        slots.push(
+            {
+                row: rng.integers(0, tok.config.decoder.codebook_size, (k, tok.config.decoder.num_quantizers))
+                for row, k in ks.items()
+            }
+        )
+        out.append(counter.stats().programs)
+    return out
 
 
 # Text HELD's admission alone is compiled by no run before `_held_behind` (its prompt bucket
@@ -589,6 +615,17 @@ def test_a_request_behind_a_held_compile_comes_in_on_a_mesh(mesh_run, run):
     assert extra["held_seen"].tolist() == [1, 1, 1], (run, extra["held_seen"])
     for i, text in enumerate((0, HELD, 0)):
         np.testing.assert_array_equal(extra[f"held_{i}"], codes0[text], err_msg=f"{run}: request {i} (text {text})")
+
+
+@pytest.mark.parametrize("run", HELD_RUNS)
+@pytest.mark.slow
+def test_codec_pushes_compile_nothing_after_compile_on_a_mesh(mesh_run, run):
+    """`CodecSlots.compile()` (what a server's warm-up calls) covers every push, on one device and
+    on `jax.make_mesh((4, 2), ...)`: on a mesh the state and a push's inputs are placed replicated
+    and the state keeps its sharding, so pushes call the very programs compiled ahead (before,
+    the first push on a mesh compiled 35 programs, later ones a few each)."""
+    _, _, extra = _load(mesh_run[0] / f"{run}.npz")
+    assert extra["codec_pushes_compiled"].tolist() == [0, 0, 0, 0], (run, extra["codec_pushes_compiled"])
 
 
 @pytest.mark.parametrize("spec", MESHES)

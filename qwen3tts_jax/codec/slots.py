@@ -18,10 +18,14 @@ share a call (`_schedule`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Collection, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from qwen3tts_jax.codec.config import DecoderConfig
 from qwen3tts_jax.codec.decoder import (
@@ -43,6 +47,7 @@ from qwen3tts_jax.codec.pieces import (
 )
 from qwen3tts_jax.codec.state import DecoderState
 from qwen3tts_jax.config import Policy
+from qwen3tts_jax.sharding import abstract, put
 from qwen3tts_jax.typing import Array, Bool, HostArray, Int
 
 __all__ = ["CodecSlots"]
@@ -58,8 +63,32 @@ def _scatter(state: DecoderState, rows: Int[HostArray, " r"], sub: DecoderState)
     return state.put(rows, sub)
 
 
-_scatter_donating = jax.jit(_scatter, donate_argnums=0)
-_scatter_copying = jax.jit(_scatter)
+@functools.lru_cache(maxsize=8)  # bounded: one per (mesh, donation) in use
+def _scatter_program(replicated: NamedSharding | None, donate: bool):
+    """`_scatter` jitted; on a mesh its result pinned replicated, so the state keeps one type
+    push after push (left to XLA, its attention cache came back split over "model")."""
+    pinned = {} if replicated is None else {"out_shardings": replicated}
+    return jax.jit(_scatter, donate_argnums=0 if donate else (), **pinned)
+
+
+def _replicated(params: dict) -> NamedSharding | None:
+    """Replicated on the params' mesh, if they have one (None: one device). The state and a
+    push's inputs are placed so on a mesh: then every push calls the step with the same types,
+    and `compile()` compiles exactly the programs the pushes call (before, a push's host inputs
+    landed uncommitted on one device and the state changed its sharding at the first push, so on
+    a mesh the pushes after `compile()` still compiled dozens of programs)."""
+    meshes = [leaf.sharding.mesh for leaf in jax.tree.leaves(params) if isinstance(leaf.sharding, NamedSharding)]
+    return NamedSharding(meshes[0], P()) if meshes else None
+
+
+def _typed(info, shardings, on_mesh: bool):
+    """A lowered program's result types (`out_info`), with the compiled program's result
+    shardings on a mesh: the types the next program of a push is called with."""
+    return jax.tree.map(
+        lambda t, sharding: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=sharding if on_mesh else None),
+        info,
+        shardings,
+    )
 
 
 @dataclasses.dataclass
@@ -125,13 +154,14 @@ class CodecSlots:
         self.chunk_size, self.left_context_size = chunk_size, left_context_size
         self.max_piece, self.max_call_frames, self.call_overhead = max_piece, max_call_frames, call_overhead
         self.params = params if prepared else prepare_params(params, cfg)
-        self.state = init_state(cfg, slots, policy)
+        self._replicated = _replicated(self.params)
+        self.state = self._put(init_state(cfg, slots, policy))
         q = cfg.num_quantizers
         self._frames = [0] * slots  # stream frames decoded per row (start context included)
         self._recent = [np.zeros((0, q), np.int32)] * slots  # a row's last left_context_size frames
         self._live = [False] * slots
         self._fresh = [False] * slots  # the row's state must restart at its next piece
-        self._scatter = _scatter_donating if policy.donate_codec_state else _scatter_copying
+        self._scatter = _scatter_program(self._replicated, policy.donate_codec_state)
         # What ran, for tests and benchmarks: step calls, and row-frames decoded beyond the
         # streams' own frames (final pieces' code-0 padding; bucket padding rows not counted).
         self.calls = 0
@@ -201,17 +231,29 @@ class CodecSlots:
         step, and each bucket's gather and scatter, so no push compiles while requests stream.
         Returns the number of shapes."""
         shapes = self.call_shapes() if shapes is None else sorted(set(shapes))
-        q = self.cfg.num_quantizers
+        q, on_mesh, state = self.cfg.num_quantizers, self._replicated is not None, jax.tree.map(abstract, self.state)
         for bucket in sorted({b for _, b in shapes}):
-            rows, fresh = jax.device_put((np.full(bucket, self.slots, np.int32), np.zeros(bucket, bool)))
-            sub = _gather(self.state, rows, fresh)
-            self._scatter.lower(self.state, rows, sub).compile()
+            # Lowered for the types `_call` passes (`_put`), each program's inputs typed from the
+            # one before it: nothing runs.
+            rows = jax.ShapeDtypeStruct((bucket,), jnp.int32, sharding=self._replicated)
+            fresh = jax.ShapeDtypeStruct((bucket,), jnp.bool_, sharding=self._replicated)
+            gather = _gather.lower(state, rows, fresh)
+            sub = _typed(gather.out_info, gather.compile().output_shardings, on_mesh)
             for size in sorted(s for s, b in shapes if b == bucket):
-                codes = jax.device_put(np.zeros((bucket, q, size), np.int32))
-                stream_program(self.policy).lower(self.params, sub, codes, self.cfg, self.policy, True).compile()
+                codes = jax.ShapeDtypeStruct((bucket, q, size), jnp.int32, sharding=self._replicated)
+                step = stream_program(self.policy).lower(self.params, sub, codes, self.cfg, self.policy, True)
+                new = _typed(step.out_info[1], step.compile().output_shardings[1], on_mesh)
+                self._scatter.lower(state, rows, new).compile()  # (a repeated type: from the cache)
         return len(shapes)
 
     # ------------------------------------------------------------------------------ internals
+
+    def _put(self, tree):
+        """Host values onto the device(s): the default device (uncommitted, one transfer) or
+        replicated on the params' mesh."""
+        if self._replicated is None:
+            return jax.device_put(tree)
+        return jax.tree.map(lambda a: put(a, self._replicated), tree)
 
     def _row(self, row, where: str) -> int:
         if isinstance(row, bool) or not isinstance(row, (int, np.integer)) or not 0 <= row < self.slots:
@@ -305,7 +347,7 @@ class CodecSlots:
                 w.runs.pop(0)
                 w.at = 0
         self.calls += 1
-        rows, fresh, codes = jax.device_put((rows, fresh, codes))  # one transfer, no program
+        rows, fresh, codes = self._put((rows, fresh, codes))
         sub = _gather(self.state, rows, fresh)
         wav, sub = stream_step(self.params, sub, codes, self.cfg, self.policy, True)
         self.state = self._scatter(self.state, rows, sub)
