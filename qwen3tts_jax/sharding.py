@@ -389,9 +389,10 @@ def fetch(x) -> np.ndarray:
 
 
 def abstract(a: jax.Array) -> jax.ShapeDtypeStruct:
-    """An array's type, for lowering a program on another thread (the array itself may be donated
-    meanwhile). Its sharding only if committed: an uncommitted array (one device) lowers without
-    one, and the program must be the one a call with the array itself would compile."""
+    """An array's type, for lowering a program without running anything on the array (ahead of
+    time, or on a compiler thread while the array is donated meanwhile). Its sharding only if
+    committed: an uncommitted array (one device) lowers without one, and the program must be
+    the one a call with the array itself would compile."""
     return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding if a.committed else None, weak_type=a.weak_type)
 
 
