@@ -43,7 +43,7 @@ SPEAKERS = ("ryan", "serena", "eric", "aiden", "vivian", "dylan", "sohee", "uncl
 MAX_NEW_TOKENS = 8
 # Runs that also check a request held for its compile with one coming in behind it (`_held_behind`),
 # and codec pushes after `CodecSlots.compile()` (`_codec_pushes_after_compile`).
-HELD_RUNS = ("baseline", "jax.make_mesh")
+CHECKED_RUNS = ("baseline", "jax.make_mesh")
 WAV_TOL = 1e-4
 # The talker's stacked KV cache (layers, batch 8, slots, kv_heads 2, head_dim): batch over data,
 # kv heads over model only where 2 heads divide it.
@@ -99,13 +99,13 @@ def write_tiny_folder(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def _synthesize(model, held: bool = False) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+def _synthesize(model, checks: bool = False) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
     """The 8 texts in one 8-slot run, then text 0 alone in an idle 8-slot engine: its advances
     step only a bucket of rows (1 on one device, the data-axis size on a mesh) through the
     row-slicing path, and must give the codes it gives in the full batch. Then texts 1-3 in
     another idle engine: three newcomers packed into packs that do not split evenly over the
-    data axis (`prompt.pack_tracks`), again their codes in the full batch. `held`: also
-    `_held_behind`."""
+    data axis (`prompt.pack_tracks`), again their codes in the full batch. `checks`: also
+    `_held_behind` and `_codec_pushes_after_compile`."""
     from qwen3tts_jax.engine import EngineShape
 
     prompts = model.custom_voice_prompts(list(TEXTS), list(SPEAKERS), None, None, True)
@@ -118,7 +118,7 @@ def _synthesize(model, held: bool = False) -> tuple[list[np.ndarray], list[np.nd
     trio = model.engine(EngineShape.fit(requests, model.config, model.placement))
     for i, r in enumerate(trio.run(model.requests(prompts[1:4], audio=False, **kw))):
         extra[f"trio_{i}"] = r.codes
-    if held:
+    if checks:
         extra.update(_held_behind(model, prompts, kw, EngineShape.fit(requests, model.config, model.placement)))
         extra["codec_pushes_compiled"] = _codec_pushes_after_compile(model)
     return [r.codes for r in results], [r.audio for r in results], extra
@@ -259,7 +259,7 @@ def mesh_worker(folder: str, out_dir: str, runs: str) -> None:
         if mesh == "jax":
             mesh = jax.make_mesh((4, 2), ("data", "model"))  # JAX's default axis type: Explicit
         m = Qwen3TTSModel.from_pretrained(folder, scan_layers=run not in UNROLLED, mesh=mesh)
-        codes, wavs, extra = _synthesize(m, held=run in HELD_RUNS)
+        codes, wavs, extra = _synthesize(m, checks=run in CHECKED_RUNS)
         _save(Path(out_dir) / f"{run}.npz", codes, wavs, **extra)
         info: dict = {"seconds": time.perf_counter() - t}
         if m.mesh is not None:
@@ -602,7 +602,7 @@ def test_mesh_codes_and_waveforms_match_one_device(mesh_run, spec):
     assert err <= WAV_TOL
 
 
-@pytest.mark.parametrize("run", HELD_RUNS)
+@pytest.mark.parametrize("run", CHECKED_RUNS)
 @pytest.mark.slow
 def test_a_request_behind_a_held_compile_comes_in_on_a_mesh(mesh_run, run):
     """Skip-ahead (`Engine._admit_behind`) on one device and on `jax.make_mesh((4, 2), ...)`:
@@ -617,7 +617,7 @@ def test_a_request_behind_a_held_compile_comes_in_on_a_mesh(mesh_run, run):
         np.testing.assert_array_equal(extra[f"held_{i}"], codes0[text], err_msg=f"{run}: request {i} (text {text})")
 
 
-@pytest.mark.parametrize("run", HELD_RUNS)
+@pytest.mark.parametrize("run", CHECKED_RUNS)
 @pytest.mark.slow
 def test_codec_pushes_compile_nothing_after_compile_on_a_mesh(mesh_run, run):
     """`CodecSlots.compile()` (what a server's warm-up calls) covers every push, on one device and
